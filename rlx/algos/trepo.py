@@ -1,0 +1,305 @@
+"""TRePO: Trajectory-level Policy Optimisation (S002 = arXiv 2506.02553, §3; S000). Spec §1.11-§1.15.
+
+Per token t of a sampled response W, Theorem 2 (S002 Eq. 28) gives the advantage
+    A_t = E RM(W^(t+1)) - E RM(W^(t)),
+estimated from M rollouts branched at a few knots D (Algorithm 1) and pooled by Eq. 31 (any W^(k) is also a
+W^(t) for t <= k). Implementation = spec §1.13 Steps 1-7, which generalises Theorem 2 to a discounted knot GAE
+and reduces to it for gamma = 1, lam = 0 (the paper preset; defaults here):
+
+  Step 1  knots  D = {1 = t_1 < ... < t_n}, n = min(|D|, T), t_{n+1} = T + 1               (`select_knots`)
+  Step 2  M rollouts per knot from W.ids[:t-1], temperatures tau_m (T6)        (`plan_branches`; the loop)
+  Step 3  V_t = mean_{X in pool(t)} G^gamma_t(X), a rollout X branched at k >= t using W's own rewards for
+          tokens t..k-1 plus gamma^(k-t) G_k(X)  (Eq. 31 discounted; pools paper | unbiased | none, T7, T13)
+  Step 4  delta_i = sum_{j=t_i}^{t_{i+1}-1} gamma^(j-t_i) r_j + gamma^(t_{i+1}-t_i) Vq_{t_{i+1}} - Vb_{t_i},
+          A_{t_i} = sum_m (gamma lam)^(t_m - t_i) delta_m (exponents in tokens; `common.knot_gae`)   (T8)
+  Step 5  interpolation between knots: advantage (R2, default) | value (R1) | constant              (T9, T10)
+  Step 6  adv_norm none | batch | group (Remark 4)
+  Step 7  PPO clipped surrogate with token ratios, S002 Eq. 33 (Alg. 1 line 16 cites Eq. 30: erratum, T1)
+
+Readings followed (spec §1.12): T1 Eq. 33 for the loss; T2 M and |D| are config; T3 |D| is a count clamped to
+T; T4 random = uniform without replacement from {2..T}; T5 knot t = 1 always present and counted, terminal
+anchor T+1 with value 0 (reward convention: RM booked in r_T); T6 linear temperature schedule from 0 (greedy);
+T7 include_self; T8 F2 at knot t_1 is V_{t_2} - V_{t_1}; T9 interpolate advantages; T10 constant after the
+last knot; T11 token_mean; T12 siblings of the same prompt (samples_per_prompt > 1) join the t = 1 pool;
+T13 pooling = paper by default (it shrinks knot advantages by n_t / (n_t + n_{>t}), §1.15); T14 tau != 1 is
+off-policy (documented, not corrected). Errata: S002 Table 1 G_t sums r(w_k); Theorem 2 proof needs
+*independent* X1, X2; Remark 7 means RM(W^(t+1)); "M" means only rollouts per knot here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, Knot, register
+from rlx.algos.common import (
+    check_choice,
+    check_common,
+    check_int,
+    check_range,
+    clipped_policy_loss,
+    discounted_returns,
+    first_valid,
+    knot_gae,
+    normalize_advantages,
+    valid_positions,
+)
+
+BRANCH_SELECTIONS = ("random", "uniform_grid", "step_boundaries")
+TEMPERATURE_SCHEDULES = ("linear", "constant")
+POOLINGS = ("paper", "unbiased", "none")
+INTERPS = ("advantage", "value", "constant")
+
+
+@dataclass(frozen=True)
+class TRePOConfig:
+    name: str = "trepo"
+    num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position (T3)
+    branch_selection: str = "uniform_grid"  # random | uniform_grid | step_boundaries (T4)
+    rollouts_per_branch: int = 4  # M (T2)
+    temperature_schedule: str = "linear"  # linear: tau_m = tau_max (m-1)/(M-1) | constant: tau_max (T6)
+    tau_max: float = 1.0
+    pooling: str = "paper"  # paper (Eq. 31) | unbiased | none (T13, §1.15)
+    include_self: bool = True  # W itself is in the Eq. 31 pool of every knot (T7)
+    interp: str = "advantage"  # advantage (R2) | value (R1) | constant (step-wise, VinePPO-like) (T9)
+    gamma: float = 1.0  # 1.0 = paper (Remark 3)
+    lam: float = 0.0  # 0.0 = paper (Theorem 2 between neighbouring knots)
+    adv_norm: str = "batch"  # none | batch | group (Remark 4)
+    clip_eps: float = 0.2
+    optimization_num: int = 1  # full-batch clipped steps per batch (Alg. 1 line 15)
+    loss_agg: str = "token_mean"  # T11
+    samples_per_prompt: int = 1  # > 1: siblings double as W^(1) rollouts (T12)
+    kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
+    entropy_coef: float = 0.0
+
+    def validate(self) -> None:
+        nbp = self.num_branch_points
+        if nbp != "all":
+            check_int("num_branch_points", nbp, 1)
+        check_choice("branch_selection", self.branch_selection, BRANCH_SELECTIONS)
+        check_int("rollouts_per_branch", self.rollouts_per_branch, 1)
+        check_choice("temperature_schedule", self.temperature_schedule, TEMPERATURE_SCHEDULES)
+        check_range("tau_max", self.tau_max, lo=0.0)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("include_self", self.include_self, (True, False))
+        check_choice("interp", self.interp, INTERPS)
+        check_common(self)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Steps 1-2: knots and rollout temperatures
+
+
+def temperature_schedule(M: int, schedule: str, tau_max: float) -> tuple[float, ...]:
+    """T6: linear tau_m = tau_max (m-1)/(M-1), m = 1..M (tau_1 = 0 = greedy; M = 1 -> (0.0,)); constant."""
+    if schedule == "constant":
+        return (float(tau_max),) * M
+    if schedule == "linear":
+        if M == 1:
+            return (0.0,)
+        return tuple(tau_max * m / (M - 1) for m in range(M))
+    raise ValueError(
+        f"algo.temperature_schedule must be one of {list(TEMPERATURE_SCHEDULES)}, got {schedule!r}"
+    )
+
+
+def _evenly(items: Sequence[int], k: int) -> list[int]:
+    """k items spread evenly over `items` (all of them when k >= len)."""
+    if k >= len(items):
+        return list(items)
+    return [items[(i * len(items)) // k] for i in range(k)]
+
+
+def select_knots(
+    T: int,
+    num_branch_points: int | str,
+    selection: str,
+    step_starts: Sequence[int] = (),
+    rng: torch.Generator | None = None,
+) -> list[int]:
+    """Sorted 1-based knots D with t = 1 always included and counted (T3-T5); [] when T = 0.
+
+    random         1 plus n-1 positions drawn uniformly without replacement from {2..T} with `rng`
+    uniform_grid   t_i = 1 + floor(i T / n), i = 0..n-1: segments [t_i, t_{i+1}) of near-equal length
+    step_boundaries 1 plus the given 1-based step starts in {2..T} (sub-sampled evenly to n-1 unless "all")
+    """
+    if T <= 0:
+        return []
+    n = T if num_branch_points == "all" else min(int(num_branch_points), T)
+    if selection == "uniform_grid":
+        return [1 + (i * T) // n for i in range(n)]
+    if selection == "random":
+        draw = torch.randperm(T - 1, generator=rng)[: n - 1] + 2  # positions 2..T
+        return [1] + sorted(int(t) for t in draw)
+    if selection == "step_boundaries":
+        starts = sorted({int(s) for s in step_starts if 2 <= int(s) <= T})
+        chosen = starts if num_branch_points == "all" else _evenly(starts, n - 1)
+        return [1] + chosen
+    raise ValueError(f"algo.branch_selection must be one of {list(BRANCH_SELECTIONS)}, got {selection!r}")
+
+
+def branch_prefix(response_ids: Sequence[int], t: int) -> list[int]:
+    """Token ids kept for a rollout branched at 1-based knot t: W.ids[:t-1] (spec §0, B7; ids, never text)."""
+    return list(response_ids[: t - 1])
+
+
+def plan_branches(
+    response_ids: Sequence[int], step_starts: Sequence[int], cfg: TRePOConfig, rng: torch.Generator
+) -> list[Knot]:
+    """Algorithm 1 lines 3-4: knots and the temperatures of their M rollouts (pi_old, prefix ids only)."""
+    temps = temperature_schedule(cfg.rollouts_per_branch, cfg.temperature_schedule, cfg.tau_max)
+    knots = select_knots(len(response_ids), cfg.num_branch_points, cfg.branch_selection, step_starts, rng)
+    return [Knot(t=t, temperatures=temps) for t in knots]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Steps 3-5, one trajectory at a time (knot counts are small); Step 4 is the batched knot GAE
+
+
+def _discounted_sum(x: torch.Tensor, gamma: float) -> float:
+    """G(X) = sum_l gamma^l x_l of a rollout's continuation rewards [L]."""
+    if x.numel() == 0:
+        return 0.0
+    powers = gamma ** torch.arange(x.numel(), dtype=torch.float64)  # [L]
+    return float((x.detach().to(torch.float64).cpu() * powers).sum())
+
+
+def knot_values(
+    knots: list[int],
+    returns_self: list[float],
+    rollout_returns: list[list[float]],
+    cfg: TRePOConfig,
+) -> tuple[list[float], list[float]]:
+    """Step 3: (Vb, Vq) at each knot, from the pools of spec §1.13.
+
+    returns_self[t-1] = G^gamma_t(W) for t = 1..T; rollout_returns[i] = G_{t_i}(X) of the rollouts branched at
+    knot i. A rollout X from knot k seen from t <= k is G_t(W) + gamma^(k-t) (G_k(X) - G_k(W)), because X
+    shares W's tokens (and rewards) t..k-1.
+    """
+    g = cfg.gamma
+
+    def pool_mean(i: int, from_knots: range, with_self: bool) -> float:
+        t = knots[i]
+        total, count = 0.0, 0
+        for j in from_knots:
+            shift = g ** (knots[j] - t)
+            for gx in rollout_returns[j]:
+                total += returns_self[t - 1] + shift * (gx - returns_self[knots[j] - 1])
+                count += 1
+        if with_self:
+            total += returns_self[t - 1]
+            count += 1
+        if count == 0:
+            raise ValueError(f"TRePO: empty value pool at knot t={t} (pooling={cfg.pooling!r}, no rollouts)")
+        return total / count
+
+    n = len(knots)
+    v_base, v_next = [], []
+    for i in range(n):
+        later = range(i, n)  # rollouts with k >= t_i (Eq. 31)
+        here = range(i, i + 1)  # rollouts with k == t_i
+        if cfg.pooling == "paper":
+            v = pool_mean(i, later, cfg.include_self)
+            v_base.append(v)
+            v_next.append(v)
+        elif cfg.pooling == "unbiased":
+            v_base.append(pool_mean(i, here, False))
+            v_next.append(pool_mean(i, later, cfg.include_self))
+        else:  # none
+            v = pool_mean(i, here, False)
+            v_base.append(v)
+            v_next.append(v)
+    return v_base, v_next
+
+
+def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> torch.Tensor:
+    """Step 5 (Alg. 1 line 7; T9, T10): per-token advantages [T] from knot advantages [n].
+
+    advantage  linear blend of the two neighbouring knot advantages; constant after the last knot
+    value      linear interpolation of the values: every token of [t_i, t_{i+1}) gets A_{t_i} / (t_{i+1}-t_i)
+               (t_{n+1} = T + 1), so the sum over the segment is A_{t_i}
+    constant   every token of [t_i, t_{i+1}) gets A_{t_i}
+    """
+    kt = torch.tensor(knots + [T + 1], dtype=torch.float64)  # [n+1]
+    t = torch.arange(1, T + 1, dtype=torch.float64)  # [T]
+    seg = torch.searchsorted(kt[:-1], t, right=True) - 1  # [T] index of the knot at or before t
+    a_left = knot_adv[seg]  # [T]
+    if mode == "constant":
+        return a_left
+    if mode == "value":
+        return a_left / (kt[seg + 1] - kt[seg]).to(knot_adv.dtype)
+    if mode == "advantage":
+        n = len(knots)
+        has_right = seg + 1 < n  # [T] a real knot to the right (the terminal T+1 is not one)
+        right = torch.clamp(seg + 1, max=n - 1)  # [T]
+        alpha = ((t - kt[seg]) / (kt[right] - kt[seg]).clamp(min=1.0)).to(knot_adv.dtype)  # [T]
+        blended = (1 - alpha) * a_left + alpha * knot_adv[right]
+        return torch.where(has_right, blended, a_left)
+    raise ValueError(f"algo.interp must be one of {list(INTERPS)}, got {mode!r}")
+
+
+def _check_knots(b: int, knots: list[int], T: int, n_branches: int) -> None:
+    if not knots or knots[0] != 1:
+        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (T5), got {knots}")
+    if any(k2 <= k1 for k1, k2 in zip(knots, knots[1:])) or knots[-1] > T:
+        raise ValueError(f"TRePO: knots of trajectory {b} must be strictly increasing in 1..{T}, got {knots}")
+    if n_branches != len(knots):
+        raise ValueError(f"TRePO: trajectory {b} has {len(knots)} knots but {n_branches} rollout lists")
+
+
+def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
+    """Spec §1.13 Steps 3-6 -> advantages [B, T] (0 on padding). See the module docstring."""
+    rewards = inp.token_rewards * inp.response_mask  # [B, T]
+    mask = inp.response_mask  # [B, T]
+    B, T = rewards.shape
+    if inp.knots is None or inp.branch_rewards is None:
+        raise ValueError("TRePO needs AdvantageInputs.knots and .branch_rewards")
+    if T == 0:
+        return torch.zeros_like(rewards)
+    returns_all = discounted_returns(rewards.to(torch.float64), mask.to(torch.float64), cfg.gamma)  # [B, T]
+    first_return = first_valid(returns_all, mask)  # [B] G_1 of every trajectory, for siblings (T12)
+
+    knot_mask = torch.zeros_like(rewards)  # [B, T]
+    v_base = torch.zeros_like(rewards)  # [B, T]
+    v_next = torch.zeros_like(rewards)  # [B, T]
+    layouts = []  # (row, valid columns, knots) of every non-empty trajectory
+    for b in range(B):
+        cols = valid_positions(mask[b])  # [T_b]
+        if cols.numel() == 0:
+            continue  # T = 0: nothing to credit
+        knots = list(inp.knots[b])
+        _check_knots(b, knots, cols.numel(), len(inp.branch_rewards[b]))
+        returns_self = returns_all[b, cols].tolist()  # G_t(W), t = 1..T_b
+        rollout_returns = [
+            [_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]
+        ]
+        if cfg.samples_per_prompt > 1:  # siblings of the same prompt are W^(1) samples too (T12)
+            siblings = (inp.group_ids == inp.group_ids[b]) & (torch.arange(B) != b) & (mask.sum(1) > 0)
+            rollout_returns[0] = rollout_returns[0] + first_return[siblings].tolist()
+        vb, vq = knot_values(knots, returns_self, rollout_returns, cfg)
+        knot_cols = cols[torch.tensor(knots) - 1]  # [n]
+        knot_mask[b, knot_cols] = 1.0
+        v_base[b, knot_cols] = torch.tensor(vb, dtype=rewards.dtype)
+        v_next[b, knot_cols] = torch.tensor(vq, dtype=rewards.dtype)
+        layouts.append((b, cols, knots))
+
+    knot_adv = knot_gae(rewards, v_base, v_next, knot_mask, mask, cfg.gamma, cfg.lam)  # [B, T], at knots only
+    adv = torch.zeros_like(rewards)  # [B, T]
+    for b, cols, knots in layouts:
+        at_knots = knot_adv[b, cols[torch.tensor(knots) - 1]]  # [n]
+        adv[b, cols] = interpolate(at_knots, knots, cols.numel(), cfg.interp)
+    return normalize_advantages(adv, mask, inp.group_ids, cfg.adv_norm)
+
+
+TREPO = register(
+    Algorithm(
+        name="trepo",
+        config_cls=TRePOConfig,
+        advantages=trepo_advantages,
+        policy_loss=clipped_policy_loss,
+        plan_branches=plan_branches,
+        citation="S002 Thm 2 (Eq. 28), Eq. 31, Eq. 33, Alg. 1; spec §1.13",
+    )
+)

@@ -1,0 +1,36 @@
+"""VinePPO as a preset of TRePO (S002 Remark 8: VinePPO [22] is "the same algorithm as our TRePO", derived
+under the Zero-Reward Assumption; S000). The seeds give no VinePPO formulas (spec §2.8), so this reuses
+TRePO's functions unchanged (spec §1.13) and only changes defaults: knots at every reasoning-step start
+(branch_selection=step_boundaries, num_branch_points=all), M = 9 on-policy rollouts per knot
+(temperature_schedule=constant, tau_max=1.0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlx.algos.base import Algorithm, register
+from rlx.algos.common import clipped_policy_loss
+from rlx.algos.trepo import TRePOConfig, plan_branches, trepo_advantages
+
+
+@dataclass(frozen=True)
+class VinePPOConfig(TRePOConfig):
+    name: str = "vineppo"
+    branch_selection: str = "step_boundaries"
+    rollouts_per_branch: int = 9
+    num_branch_points: int | str = "all"
+    temperature_schedule: str = "constant"
+    tau_max: float = 1.0
+
+
+VINEPPO = register(
+    Algorithm(
+        name="vineppo",
+        config_cls=VinePPOConfig,
+        advantages=trepo_advantages,
+        policy_loss=clipped_policy_loss,
+        plan_branches=plan_branches,
+        citation="S002 Remark 8 (VinePPO = TRePO), Thm 2 (Eq. 28), Eq. 31, Eq. 33; spec §1.13",
+    )
+)

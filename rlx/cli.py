@@ -1,0 +1,29 @@
+"""`rlx <command> [hydra overrides]`: dispatch to a Hydra app. The work lives in the package."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "train": ("rlx.train.app", "run RL fine-tuning (conf/train.yaml)"),
+    "eval": ("rlx.eval.app", "greedy accuracy of a model on a test split (conf/eval.yaml)"),
+    "build-tiny": ("rlx.models.app", "build (or rebuild) the tiny model into its cache"),
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
+        from rlx.helptext import usage
+
+        print(usage(COMMANDS))
+        return
+    command = sys.argv[1]
+    if command not in COMMANDS:
+        sys.exit(f"rlx: unknown command {command!r}; valid: {', '.join(COMMANDS)} (see `rlx --help`)")
+    module_name = COMMANDS[command][0]
+    sys.argv = [f"rlx {command}", *sys.argv[2:]]  # Hydra parses sys.argv itself (-m, --cfg, overrides)
+    __import__(module_name, fromlist=["main"]).main()
+
+
+if __name__ == "__main__":
+    main()

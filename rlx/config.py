@@ -1,0 +1,285 @@
+"""Typed configuration: the Hydra-composed job is converted here into frozen dataclasses.
+
+Nothing below the CLI sees a DictConfig. Conversion is strict: an unknown key, a wrong type, an option
+outside its allowed set or an out-of-range value raises `ConfigError` naming the full key (e.g.
+`algo.gamma`), before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from rlx import algos
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    steps: int = 40
+    prompts_per_step: int = 64
+    samples_per_prompt: int = 1
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    temperature: float = 1.0
+    max_new_tokens: int = 56
+    eval_every: int = 10
+    eval_size: int = 500
+    train_size: int = 20000
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
+        _require(self.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1", self.prompts_per_step)
+        _require(self.samples_per_prompt >= 1, "train.samples_per_prompt", "must be >= 1", self.samples_per_prompt)
+        _require(self.lr >= 0, "train.lr", "must be >= 0", self.lr)
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
+        _require(self.grad_clip > 0, "train.grad_clip", "must be > 0", self.grad_clip)
+        _require(self.temperature > 0, "train.temperature", "must be > 0", self.temperature)
+        _require(self.max_new_tokens >= 1, "train.max_new_tokens", "must be >= 1", self.max_new_tokens)
+        _require(self.eval_every >= 0, "train.eval_every", "must be >= 0", self.eval_every)
+        _require(self.eval_size >= 1, "train.eval_size", "must be >= 1", self.eval_size)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "tiny"
+    path: str | None = None  # a local Hugging Face model directory; wins over hub_id
+    hub_id: str | None = None
+    cache_dir: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+@dataclass(frozen=True)
+class HFSamplerConfig:
+    name: Literal["hf"] = "hf"
+    max_batch_size: int = 1024
+
+    def validate(self) -> None:
+        _require(self.max_batch_size >= 1, "sampler.max_batch_size", "must be >= 1", self.max_batch_size)
+
+
+@dataclass(frozen=True)
+class ArithDataConfig:
+    name: Literal["arith"] = "arith"
+    min_ops: int = 2
+    max_ops: int = 4
+    start_min: int = 10
+    start_max: int = 99
+    operand_min: int = 1
+    operand_max: int = 9
+    test_size: int = 500
+
+    def validate(self) -> None:
+        _require(1 <= self.min_ops <= self.max_ops, "data.min_ops", "must be in [1, data.max_ops]", self.min_ops)
+        _require(0 <= self.start_min <= self.start_max, "data.start_min", "must be in [0, data.start_max]",
+                 self.start_min)
+        _require(0 <= self.operand_min <= self.operand_max, "data.operand_min",
+                 "must be in [0, data.operand_max]", self.operand_min)
+        _require(self.test_size >= 1, "data.test_size", "must be >= 1", self.test_size)
+
+    def spec(self):
+        from rlx.data.arith import ArithSpec
+
+        return ArithSpec(min_ops=self.min_ops, max_ops=self.max_ops, start_min=self.start_min,
+                         start_max=self.start_max, operand_min=self.operand_min, operand_max=self.operand_max,
+                         test_size=self.test_size)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """`name` picks a registered reward factory; every other key is passed to it as a keyword."""
+
+    name: str = "arith"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    name: Literal["jsonl"] = "jsonl"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int
+    output_dir: str
+    train: TrainerConfig
+    algo: Any  # the registered algorithm's own config dataclass
+    model: ModelConfig
+    reward_model: RewardConfig
+    sampler: HFSamplerConfig
+    data: ArithDataConfig
+    logger: LoggerConfig
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    size: int | None = 500
+    max_new_tokens: int = 56
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seed: int
+    output_dir: str
+    eval: EvalSettings
+    model: ModelConfig
+    sampler: HFSamplerConfig
+    data: ArithDataConfig
+
+
+SAMPLERS: dict[str, type] = {"hf": HFSamplerConfig}
+DATASETS: dict[str, type] = {"arith": ArithDataConfig}
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Convert a resolved, plain-dict job config (from Hydra) into a validated RunConfig."""
+    raw = dict(raw)
+    algo_cls = _algorithm_config_class(raw.get("algo", {}))
+    cfg = RunConfig(
+        seed=_convert(int, raw.get("seed"), "seed"),
+        output_dir=_convert(str, raw.get("output_dir"), "output_dir"),
+        train=to_dataclass(TrainerConfig, raw.get("train", {}), "train"),
+        algo=to_dataclass(algo_cls, raw.get("algo", {}), "algo"),
+        model=to_dataclass(ModelConfig, raw.get("model", {}), "model"),
+        reward_model=_reward_config(raw.get("reward_model", {})),
+        sampler=_named(SAMPLERS, raw.get("sampler", {}), "sampler"),
+        data=_named(DATASETS, raw.get("data", {}), "data"),
+        logger=to_dataclass(LoggerConfig, raw.get("logger", {}), "logger"),
+    )
+    _check_unknown(raw, {f.name for f in dataclasses.fields(RunConfig)}, "")
+    return cfg
+
+
+def parse_eval_config(raw: Mapping[str, Any]) -> EvalConfig:
+    raw = dict(raw)
+    cfg = EvalConfig(
+        seed=_convert(int, raw.get("seed"), "seed"),
+        output_dir=_convert(str, raw.get("output_dir"), "output_dir"),
+        eval=to_dataclass(EvalSettings, raw.get("eval", {}), "eval"),
+        model=to_dataclass(ModelConfig, raw.get("model", {}), "model"),
+        sampler=_named(SAMPLERS, raw.get("sampler", {}), "sampler"),
+        data=_named(DATASETS, raw.get("data", {}), "data"),
+    )
+    _check_unknown(raw, {f.name for f in dataclasses.fields(EvalConfig)}, "")
+    return cfg
+
+
+def _algorithm_config_class(raw_algo: Mapping[str, Any]) -> type:
+    name = raw_algo.get("name")
+    if name not in algos.REGISTRY:
+        raise ConfigError(f"algo.name: unknown algorithm {name!r}; valid: {sorted(algos.REGISTRY)}")
+    return algos.get(name).config_cls
+
+
+def _named(options: dict[str, type], raw: Mapping[str, Any], path: str):
+    name = raw.get("name")
+    if name not in options:
+        raise ConfigError(f"{path}.name: unknown option {name!r}; valid: {sorted(options)}")
+    return to_dataclass(options[name], raw, path)
+
+
+def _reward_config(raw: Mapping[str, Any]) -> RewardConfig:
+    from rlx.rewards import registry  # noqa: F401  (imports every reward so they register)
+    from rlx.rewards.base import REWARDS
+
+    name = raw.get("name")
+    if name not in REWARDS:
+        raise ConfigError(f"reward_model.name: unknown reward {name!r}; valid: {sorted(REWARDS)}")
+    options = {k: v for k, v in raw.items() if k != "name"}
+    return RewardConfig(name=name, options=options)
+
+
+def to_dataclass(cls: type, raw: Any, path: str):
+    """Strictly build dataclass `cls` from a mapping; errors name `path.key`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    _check_unknown(raw, names, path, owner=getattr(cls, "__name__", ""))
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            values[f.name] = _convert(hints[f.name], raw[f.name], f"{path}.{f.name}")
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as err:  # algorithm configs raise ValueError naming `algo.<key>`
+            raise ConfigError(str(err)) from None
+    return obj
+
+
+def _check_unknown(raw: Mapping[str, Any], names: set[str], path: str, owner: str = "") -> None:
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else unknown[0]
+        where = f" (the {raw.get('name')!r} option of '{path}' has no such key)" if "name" in raw else ""
+        raise ConfigError(f"{key}: unknown key{where}; valid keys: {sorted(names)}")
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {args}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return to_dataclass(hint, value, path)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return origin(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _convert_scalar(hint, value, path)
+
+
+def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {rule}, got {value!r}")

