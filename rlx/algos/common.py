@@ -49,9 +49,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     return (x - mean) / (std + eps) * mask  # [B, T]
 
 
-def group_whiten(
-    x: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor, eps: float = 1e-8
-) -> torch.Tensor:
+def group_whiten(x: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """masked_whiten within each group (rows sharing a group id); a constant group becomes all zeros."""
     out = torch.zeros_like(x)  # [B, T]
     for gid in torch.unique(group_ids):
@@ -199,9 +197,7 @@ def kl_loss_term(
     return kl_cfg.beta * kl, {"kl_ref": kl.item()}
 
 
-def entropy_bonus(
-    entropy: torch.Tensor | None, mask: torch.Tensor, coef: float, loss_agg: str
-) -> torch.Tensor:
+def entropy_bonus(entropy: torch.Tensor | None, mask: torch.Tensor, coef: float, loss_agg: str) -> torch.Tensor:
     """-coef * agg S[pi](s_t): the c2 S term of S003 Eq. 2.18, as a quantity to ADD to a loss."""
     if coef == 0.0:
         return mask.new_zeros(())
@@ -376,9 +372,7 @@ def clipped_policy_loss(inp, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-ratio clipped surrogate (S002 Eq. 33) + beta*KL when kl.mode == "loss" - entropy bonus.
     Shared by TRePO (T1), VinePPO, PPO, token-level GRPO; reads cfg.clip_eps, loss_agg, kl, entropy_coef."""
     mask = inp.response_mask
-    loss, metrics = clipped_surrogate(
-        inp.logp, inp.old_logp, inp.advantages, mask, cfg.clip_eps, cfg.loss_agg
-    )
+    loss, metrics = clipped_surrogate(inp.logp, inp.old_logp, inp.advantages, mask, cfg.clip_eps, cfg.loss_agg)
     kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, mask, cfg.kl, cfg.loss_agg)
     ent = entropy_bonus(inp.entropy, mask, cfg.entropy_coef, cfg.loss_agg)
     metrics.update(kl_metrics, pg_loss=loss.item())

@@ -120,9 +120,7 @@ def _combine_step_reward(r, cfg: GRPOConfig) -> float:
 
 def _steps(inp: AdvantageInputs, cfg: GRPOConfig) -> tuple[list[list[int]], list[list[float]]]:
     if inp.step_ends is None or inp.step_rewards is None:
-        raise ValueError(
-            f"GRPO supervision={cfg.supervision!r} needs AdvantageInputs.step_ends and step_rewards"
-        )
+        raise ValueError(f"GRPO supervision={cfg.supervision!r} needs AdvantageInputs.step_ends and step_rewards")
     rewards = [[_combine_step_reward(r, cfg) for r in row] for row in inp.step_rewards]
     for b, (ends, rs) in enumerate(zip(inp.step_ends, rewards)):
         if len(ends) != len(rs) or any(e2 <= e1 for e1, e2 in zip(ends, ends[1:])):
@@ -137,8 +135,7 @@ def process_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
     step_ends, step_rewards = _steps(inp, cfg)
     flat = torch.tensor([r for row in step_rewards for r in row], dtype=mask.dtype)  # [sum K_i]
     flat_groups = torch.cat(
-        [inp.group_ids[b].repeat(len(row)) for b, row in enumerate(step_rewards)]
-        or [inp.group_ids.new_zeros(0)]
+        [inp.group_ids[b].repeat(len(row)) for b, row in enumerate(step_rewards)] or [inp.group_ids.new_zeros(0)]
     )
     normed = group_normalize(flat, flat_groups, cfg.scale_by_std, cfg.ddof, cfg.std_eps).tolist()
     adv = torch.zeros_like(mask)  # [B, T]
@@ -204,9 +201,7 @@ def _segment_ids(ends: list[int], n: int) -> torch.Tensor:
     return torch.where(sid < len(ends), sid, torch.full_like(sid, -1))
 
 
-def segment_layout(
-    mask: torch.Tensor, step_ends: list[list[int]] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_layout(mask: torch.Tensor, step_ends: list[list[int]] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(seg_id [B, T] long, seg_valid [B, T] float): one segment per row (sequence level) when step_ends
     is None, else one per sentence. Tokens outside every segment and padding have seg_valid = 0."""
     B, T = mask.shape
@@ -245,8 +240,7 @@ def segment_clipped_loss(
     clipped = -adv * torch.clamp(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps)
     loss = agg_loss(torch.maximum(unclipped, clipped), seg_mask, "seq_mean_token_mean")
     metrics = {
-        "clip_frac": ((clipped > unclipped).to(seg_mask.dtype) * seg_mask).sum().item()
-        / max(seg_mask.sum().item(), 1),
+        "clip_frac": ((clipped > unclipped).to(seg_mask.dtype) * seg_mask).sum().item() / max(seg_mask.sum().item(), 1),
         "ratio_mean": ((ratio.detach() * seg_mask).sum() / seg_mask.sum().clamp(min=1)).item(),
         "pg_loss": loss.item(),
     }

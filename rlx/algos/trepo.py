@@ -100,9 +100,7 @@ def temperature_schedule(M: int, schedule: str, tau_max: float) -> tuple[float, 
         if M == 1:
             return (0.0,)
         return tuple(tau_max * m / (M - 1) for m in range(M))
-    raise ValueError(
-        f"algo.temperature_schedule must be one of {list(TEMPERATURE_SCHEDULES)}, got {schedule!r}"
-    )
+    raise ValueError(f"algo.temperature_schedule must be one of {list(TEMPERATURE_SCHEDULES)}, got {schedule!r}")
 
 
 def _evenly(items: Sequence[int], k: int) -> list[int]:
@@ -272,9 +270,7 @@ def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
         knots = list(inp.knots[b])
         _check_knots(b, knots, cols.numel(), len(inp.branch_rewards[b]))
         returns_self = returns_all[b, cols].tolist()  # G_t(W), t = 1..T_b
-        rollout_returns = [
-            [_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]
-        ]
+        rollout_returns = [[_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]]
         if cfg.samples_per_prompt > 1:  # siblings of the same prompt are W^(1) samples too (T12)
             siblings = (inp.group_ids == inp.group_ids[b]) & (torch.arange(B) != b) & (mask.sum(1) > 0)
             rollout_returns[0] = rollout_returns[0] + first_return[siblings].tolist()

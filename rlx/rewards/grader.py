@@ -408,12 +408,13 @@ class Grader:
                 results[index] = GradeResult(False, None, "no_answer")
                 self.stats.no_answer += 1
                 continue
+            if len(answer) > self.max_answer_chars:  # no real answer is this long: not worth any CPU
+                results[index] = GradeResult(False, answer, "ok")
+                continue
             decision = quick_decision(str(reference), answer) if self.fast_path else None
             if decision is not None:
                 results[index] = GradeResult(decision, answer, "ok")
                 self.stats.fast_path += 1
-            elif len(answer) > self.max_answer_chars:
-                results[index] = GradeResult(False, answer, "ok")
             else:
                 to_check.append((index, str(reference), answer))
         return to_check

@@ -9,9 +9,7 @@ DT = torch.float64
 LAYOUTS = ("right", "left", "scattered")
 
 
-def layout_columns(
-    lengths: list[int], layout: str, extra: int = 2, seed: int = 0
-) -> tuple[int, list[list[int]]]:
+def layout_columns(lengths: list[int], layout: str, extra: int = 2, seed: int = 0) -> tuple[int, list[list[int]]]:
     """Padded width T and, per row, the sorted columns that hold its valid tokens."""
     T = max(lengths, default=0) + extra
     gen = torch.Generator().manual_seed(seed)

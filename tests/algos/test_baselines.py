@@ -38,9 +38,7 @@ def test_d5_rloo():
     inp, cols = batch(rms, [2, 3, 1, 2, 1, 2], [0, 0, 0, 0, 1, 1])
     adv = unpack(get("rloo").advantages(inp, RLOOConfig()), cols)
     first = [row[0] for row in adv]
-    assert first[:4] == pytest.approx(
-        [1 - 1 / 3, 0 - 2 / 3, 0.5 - 1.5 / 3, 0.5 - 1.5 / 3]
-    )  # b_k excludes r_k
+    assert first[:4] == pytest.approx([1 - 1 / 3, 0 - 2 / 3, 0.5 - 1.5 / 3, 0.5 - 1.5 / 3])  # b_k excludes r_k
     assert first[4:] == pytest.approx([-2.0, 2.0])
     assert sum(first[:4]) == pytest.approx(0.0, abs=1e-12)
     assert first[:4] == pytest.approx([4 / 3 * (r - 0.5) for r in rms[:4]])  # K/(K-1) (r_k - mean)
@@ -63,9 +61,7 @@ def test_d5_rloo_plain_pg_loss():
 def test_d6_remax():
     algo = get("remax")
     assert algo.plan_branches([5, 6, 7], [], ReMaxConfig(), torch.Generator()) == [Knot(1, (0.0,))]
-    inp, cols = batch(
-        [1.0, 0.0], [3, 2], [0, 1], branch_rewards=[[[t([0.0, 0.25])]], [[t([1.0])]]], knots=[[1], [1]]
-    )
+    inp, cols = batch([1.0, 0.0], [3, 2], [0, 1], branch_rewards=[[[t([0.0, 0.25])]], [[t([1.0])]]], knots=[[1], [1]])
     adv = unpack(algo.advantages(inp, ReMaxConfig()), cols)
     assert adv == [[0.75] * 3, [-1.0] * 2]
     with pytest.raises(ValueError, match="greedy"):
@@ -92,9 +88,7 @@ def test_reinforce_returns_and_baselines():
     assert rtg == [pytest.approx([0.75, 0.5, 1.0]), pytest.approx([1.0, 2.0]), pytest.approx([1.0])]
     bm = unpack(algo.advantages(inp, REINFORCEConfig(gamma=0.5, baseline="batch_mean")), cols)
     assert [r[0] for r in bm] == pytest.approx([0.75 - 2.75 / 3, 1.0 - 2.75 / 3, 1.0 - 2.75 / 3])
-    gm = unpack(
-        algo.advantages(inp, REINFORCEConfig(gamma=0.5, baseline="group_mean", reward_to_go=True)), cols
-    )
+    gm = unpack(algo.advantages(inp, REINFORCEConfig(gamma=0.5, baseline="group_mean", reward_to_go=True)), cols)
     assert gm == [
         pytest.approx([0.75 - 0.875, 0.5 - 0.875, 1.0 - 0.875]),
         pytest.approx([0.125, 1.125]),

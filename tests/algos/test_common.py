@@ -48,8 +48,7 @@ def test_c1_gae_equals_direct_sum(layout, gamma, lam):
     assert torch.all(adv * (1 - mask_of(cols, T)) == 0)
     for b, (rb, vb) in enumerate(zip(r, v)):
         direct = [
-            sum((gamma * lam) ** l * _delta(rb, vb, gamma, i + l) for l in range(len(rb) - i))
-            for i in range(len(rb))
+            sum((gamma * lam) ** l * _delta(rb, vb, gamma, i + l) for l in range(len(rb) - i)) for i in range(len(rb))
         ]  # S003 Eq. 2.14
         assert unpack(adv, cols)[b] == pytest.approx(direct, abs=1e-12)
         assert unpack(ret, cols)[b] == pytest.approx([a + x for a, x in zip(direct, vb)], abs=1e-12)
@@ -84,9 +83,9 @@ def test_c2_gae_is_lambda_average_of_k_step_advantages():
 
     for i in range(n):
         rest = n - i  # A^(k) = A^(rest) for k >= rest, so the infinite tail sums to lam^(rest-1)
-        avg = (1 - lam) * sum(lam ** (k - 1) * k_step(i, k) for k in range(1, rest)) + lam ** (
-            rest - 1
-        ) * k_step(i, rest)
+        avg = (1 - lam) * sum(lam ** (k - 1) * k_step(i, k) for k in range(1, rest)) + lam ** (rest - 1) * k_step(
+            i, rest
+        )
         assert adv[0, i].item() == pytest.approx(avg, abs=1e-12)
     assert (1 - lam) * sum(lam ** (k - 1) for k in range(1, 2000)) == pytest.approx(1.0)
     assert pytest.approx(100) == 1 / (1 - 0.99) and pytest.approx(200) == 1 / (1 - 0.995)
@@ -191,9 +190,7 @@ def test_c5_kl_loss_term():
     k3 = (math.exp(-0.5) - 1 + 0.5) / 2  # token 2 has r = 1 -> 0
     assert m["kl_ref"] == pytest.approx(k3) and loss.item() == pytest.approx(0.5 * k3)
     with pytest.raises(ValueError, match="ref_logp"):
-        get("ppo").policy_loss(
-            LossInputs(logp, logp.detach(), torch.zeros(1, 2, dtype=DT), mask, torch.zeros(1)), cfg
-        )
+        get("ppo").policy_loss(LossInputs(logp, logp.detach(), torch.zeros(1, 2, dtype=DT), mask, torch.zeros(1)), cfg)
 
 
 # ---------------------------------------------------------------------------------------------- E3, E5
@@ -216,9 +213,7 @@ def test_e5_grpo_kl_term_exact_expectation():
     assert torch.all(k3 >= 0)
     assert (pi * k3).sum().item() == pytest.approx((pi * (pi / ref).log()).sum().item(), abs=1e-12)
     assert kl_k3(pi.log(), pi.log()).abs().max().item() == 0.0  # equality iff pi == ref on the token
-    assert (pi * kl_k1(pi.log(), ref.log())).sum().item() == pytest.approx(
-        (pi * (pi / ref).log()).sum().item()
-    )
+    assert (pi * kl_k1(pi.log(), ref.log())).sum().item() == pytest.approx((pi * (pi / ref).log()).sum().item())
 
 
 # ---------------------------------------------------------------------------------------------- misc
@@ -228,14 +223,10 @@ def test_agg_loss_and_whiten_ignore_padding():
     x = t([[1.0, 2.0, 99.0], [3.0, 99.0, 99.0], [99.0, 99.0, 99.0]])
     mask = t([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
     assert agg_loss(x, mask, "token_mean").item() == pytest.approx(2.0)
-    assert agg_loss(x, mask, "seq_mean_token_mean").item() == pytest.approx(
-        (1.5 + 3.0) / 2
-    )  # empty row left out
+    assert agg_loss(x, mask, "seq_mean_token_mean").item() == pytest.approx((1.5 + 3.0) / 2)  # empty row left out
     assert agg_loss(x, mask, "seq_mean_token_sum_norm").item() == pytest.approx((3 / 3 + 3 / 3 + 0) / 3)
     w = masked_whiten(x, mask)
-    assert w[mask > 0].tolist() == pytest.approx(
-        [-1.224744871, 0.0, 1.224744871], abs=1e-6
-    )  # (x-2)/sqrt(2/3)
+    assert w[mask > 0].tolist() == pytest.approx([-1.224744871, 0.0, 1.224744871], abs=1e-6)  # (x-2)/sqrt(2/3)
     assert torch.all(w[mask == 0] == 0)
     with pytest.raises(ValueError, match="loss_agg"):
         agg_loss(x, mask, "sum")

@@ -22,8 +22,7 @@ from .algo_helpers import LAYOUTS, layout_columns, mask_of, nested_close, pack, 
 def random_batch(seed, n_groups=3, per_group=3):
     rnd = random.Random(seed)
     lens = [
-        rnd.choice([0, 1, 2, 5, 8]) if rnd.random() < 0.2 else rnd.randint(1, 8)
-        for _ in range(n_groups * per_group)
+        rnd.choice([0, 1, 2, 5, 8]) if rnd.random() < 0.2 else rnd.randint(1, 8) for _ in range(n_groups * per_group)
     ]
     rewards = [[rnd.gauss(0, 0.1) for _ in range(n)] for n in lens]
     for row in rewards:
@@ -108,12 +107,8 @@ def test_reinforce(seed, baseline, rtg):
         base = [sum(full) / len(full)] * len(full)
     else:
         base = [sum(full[j] for j in range(len(full)) if groups[j] == gr) / groups.count(gr) for gr in groups]
-    ref = [
-        [(disc(r[i:], g) if rtg else full[b]) - base[b] for i in range(len(r))] for b, r in enumerate(rewards)
-    ]
-    check(
-        "reinforce", REINFORCEConfig(gamma=g, baseline=baseline, reward_to_go=rtg), ref, lens, rewards, groups
-    )
+    ref = [[(disc(r[i:], g) if rtg else full[b]) - base[b] for i in range(len(r))] for b, r in enumerate(rewards)]
+    check("reinforce", REINFORCEConfig(gamma=g, baseline=baseline, reward_to_go=rtg), ref, lens, rewards, groups)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -174,9 +169,7 @@ def trepo_reference(rewards, knots, branches, groups, cfg):
                 vq.append(vb[-1])
         ends = D[1:] + [T + 1]
         delta = [
-            disc(r[D[i] - 1 : ends[i] - 1], g)
-            + (g ** (ends[i] - D[i]) * vq[i + 1] if i + 1 < len(D) else 0.0)
-            - vb[i]
+            disc(r[D[i] - 1 : ends[i] - 1], g) + (g ** (ends[i] - D[i]) * vq[i + 1] if i + 1 < len(D) else 0.0) - vb[i]
             for i in range(len(D))
         ]
         A = [sum((g * lam) ** (D[m] - D[i]) * delta[m] for m in range(i, len(D))) for i in range(len(D))]

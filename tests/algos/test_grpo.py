@@ -161,9 +161,7 @@ def test_d4_sentence_advantages_s004_statistics():
     lens = [4, 3, 5]
     T, cols = layout_columns(lens, "scattered")
     mask = mask_of(cols, T)
-    inp = AdvantageInputs(
-        torch.zeros_like(mask), mask, torch.tensor([0, 0, 0]), step_ends=ends, step_rewards=rewards
-    )
+    inp = AdvantageInputs(torch.zeros_like(mask), mask, torch.tensor([0, 0, 0]), step_ends=ends, step_rewards=rewards)
     adv = unpack(grpo_advantages(inp, GRPOConfig(supervision="sentence")), cols)
     mu = (0.5 + 0.5 + 0.5) / 3  # mean of the per-output means
     var = ((0.25 + 0.25) / 2 + 0.0 + (0.09 + 0.01 + 0.16) / 3) / 3

@@ -73,17 +73,13 @@ def test_a3_a4_theorems(toy, gamma):
     true = toy.true_grad(gamma)
     assert close(toy.expected_grad(lambda w, s: toy.ERM(w, s + 1, gamma)), true)  # Theorem 1
     assert close(toy.expected_grad(lambda w, s: toy.RM(w, gamma)), true)  # Corollary 1, non-zero rewards
-    assert close(
-        toy.expected_grad(lambda w, s: toy.ERM(w, s + 1, gamma) - toy.ERM(w, s, gamma)), true
-    )  # Thm 2
+    assert close(toy.expected_grad(lambda w, s: toy.ERM(w, s + 1, gamma) - toy.ERM(w, s, gamma)), true)  # Thm 2
 
 
 def test_a5_eq26_classical_practice(toy):
     g = 0.7
     true = toy.true_grad(g)
-    classic = toy.expected_grad(
-        lambda w, s: toy.rewards(w)[s - 1] + g * toy.V(w, s + 1, g)
-    )  # E sum Q_g dlogpi
+    classic = toy.expected_grad(lambda w, s: toy.rewards(w)[s - 1] + g * toy.V(w, s + 1, g))  # E sum Q_g dlogpi
     eq26 = toy.expected_grad(lambda w, s: toy.ERM(w, s + 1, g) / g ** (s - 1))
     assert close(classic, eq26)
     assert (classic - true).abs().max().item() > 1e-3

@@ -52,9 +52,7 @@ def test_b1_pool_membership_eq31():
     rollouts = [[0.0, 0.2], [0.4, 0.6], [0.8, 1.0]]
     knots = [1, 4, 7]
     vb, vq = knot_values(knots, ret_self, rollouts, TRePOConfig(**RAW))
-    assert vb == pytest.approx(
-        [(0 + 0.2 + 0.4 + 0.6 + 0.8 + 1.0 + 1) / 7, (0.4 + 0.6 + 0.8 + 1.0 + 1) / 5, 2.8 / 3]
-    )
+    assert vb == pytest.approx([(0 + 0.2 + 0.4 + 0.6 + 0.8 + 1.0 + 1) / 7, (0.4 + 0.6 + 0.8 + 1.0 + 1) / 5, 2.8 / 3])
     assert vq == vb  # paper: one pool
     vb, _ = knot_values(knots, ret_self, rollouts, TRePOConfig(**RAW, include_self=False))
     assert vb == pytest.approx([3.0 / 6, 2.8 / 4, 1.8 / 2])  # pool(4) = rollouts at 4 and 7 only
@@ -160,9 +158,7 @@ def test_b3_remax_rloo_grpo_degenerate_cases():
 def test_b4_interpolation():
     a = t([1.0, 4.0, -2.0])
     assert interpolate(a, [1, 4, 6], 8, "advantage").tolist() == pytest.approx([1, 2, 3, 4, 1, -2, -2, -2])
-    assert interpolate(a, [1, 4, 6], 8, "value").tolist() == pytest.approx(
-        [1 / 3] * 3 + [2.0] * 2 + [-2 / 3] * 3
-    )
+    assert interpolate(a, [1, 4, 6], 8, "value").tolist() == pytest.approx([1 / 3] * 3 + [2.0] * 2 + [-2 / 3] * 3)
     assert interpolate(a, [1, 4, 6], 8, "constant").tolist() == pytest.approx([1] * 3 + [4] * 2 + [-2] * 3)
     # knot advantages on the line 2t - 1 -> exact at every token up to the last knot
     line = interpolate(t([1.0, 5.0, 13.0]), [1, 3, 7], 7, "advantage")
@@ -223,9 +219,7 @@ def test_b6_knot_gae_lambda_limits():
     # in paper mode (one pool) lam = 1 telescopes to the MC return minus the knot value
     (advp,) = run(rows, [knots], [branches], pooling="paper", gamma=g, lam=1.0)
     vb, _ = knot_values(knots, ret_self, [[0.4 + g * 0.2], [0.5], [0.9]], TRePOConfig(**{**RAW, "gamma": g}))
-    assert [advp[k - 1] for k in knots] == pytest.approx(
-        [ret_self[k - 1] - vb[i] for i, k in enumerate(knots)]
-    )
+    assert [advp[k - 1] for k in knots] == pytest.approx([ret_self[k - 1] - vb[i] for i, k in enumerate(knots)])
 
 
 @pytest.mark.parametrize("gamma,lam", [(1.0, 0.0), (0.9, 0.95), (0.97, 1.0)])
@@ -255,9 +249,7 @@ def test_b6_discounted_zero_reward_is_eq26_weighting():
         [[0.5], [0.25], [1.0]],
         TRePOConfig(**{**RAW, "gamma": g}),
     )
-    assert [adv[k - 1] for k in knots] == pytest.approx(
-        [g ** (T - k) * rm - vq[i] for i, k in enumerate(knots)]
-    )
+    assert [adv[k - 1] for k in knots] == pytest.approx([g ** (T - k) * rm - vq[i] for i, k in enumerate(knots)])
 
 
 # ---------------------------------------------------------------------------------------------- B7
@@ -362,9 +354,7 @@ def test_b10_advantages_frozen_across_optimisation_steps():
     opt = torch.optim.SGD([logits], lr=1.0)
     ratios = []
     for _ in range(cfg.optimization_num):
-        loss, metrics = algo.policy_loss(
-            LossInputs(_logp(logits, tokens), old_logp, adv, mask, inp.group_ids), cfg
-        )
+        loss, metrics = algo.policy_loss(LossInputs(_logp(logits, tokens), old_logp, adv, mask, inp.group_ids), cfg)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -54,7 +54,7 @@ class Toy:
         for w in self.trajs:
             if w[: len(prefix)] == prefix:
                 q = (
-                    float(sum(self.logpi(w[:i], w[i]) for i in range(len(prefix), len(w))).exp())
+                    float(sum(self.logpi(w[:i], w[i]).detach() for i in range(len(prefix), len(w))).exp())
                     if len(w) > len(prefix)
                     else 1.0
                 )

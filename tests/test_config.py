@@ -1,0 +1,84 @@
+"""Config groups compose through real Hydra and validate; bad values fail naming the key, before any model."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from rlx.config import ConfigError, parse_eval_config, parse_run_config
+from rlx.helptext import GROUPS, group_options
+
+
+def compose_train(*overrides: str) -> dict:
+    with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["output_dir=/tmp/rlx-test", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes_and_validates(group):
+    options = group_options(group)
+    assert options, f"conf/{group} has no options"
+    for option in options:
+        cfg = parse_run_config(compose_train(f"{group}={option}"))
+        assert getattr(cfg, group).name == option
+
+
+def test_defaults_are_the_default_job():
+    cfg = parse_run_config(compose_train())
+    assert (cfg.algo.name, cfg.model.name, cfg.data.name, cfg.reward_model.name) == ("trepo", "tiny", "arith", "arith")
+    assert cfg.train.samples_per_prompt == cfg.algo.samples_per_prompt == 1  # interpolated from the algorithm
+    assert parse_run_config(compose_train("algo=grpo")).train.samples_per_prompt == 8
+
+
+def test_eval_config_composes():
+    with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
+        cfg = compose("eval", overrides=["output_dir=/tmp/rlx-test"])
+    parsed = parse_eval_config(OmegaConf.to_container(cfg, resolve=True))
+    assert parsed.eval.size == 500 and parsed.data.name == "arith"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("algo.rollouts_per_branch=0", "algo.rollouts_per_branch"),
+        ("algo.gamma=1.5", "algo.gamma"),
+        ("algo.gamma=0.0", "algo.gamma"),
+        ("algo.lam=-0.1", "algo.lam"),
+        ("algo.lam=1.01", "algo.lam"),
+        ("algo.num_branch_points=0", "algo.num_branch_points"),
+        ("algo.clip_eps=0", "algo.clip_eps"),
+        ("algo.clip_eps=-0.2", "algo.clip_eps"),
+        ("algo.pooling=mean", "algo.pooling"),
+        ("train.lr=-1e-5", "train.lr"),
+        ("train.steps=0", "train.steps"),
+        ("train.max_new_tokens=abc", "train.max_new_tokens"),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_run_config(compose_train(override))
+
+
+def test_key_unknown_to_the_algorithm_is_rejected_with_its_name():
+    with pytest.raises(ConfigError, match=r"algo\.lam.*'grpo'"):
+        parse_run_config(compose_train("algo=grpo", "+algo.lam=0.95"))
+
+
+def test_qwen_without_network_or_path_says_how_to_point_at_a_local_copy(monkeypatch):
+    from rlx.models.load import resolve_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = parse_run_config(compose_train("model=qwen", "model.cache_dir=/tmp/rlx-empty-hub-cache"))
+    with pytest.raises(ConfigError, match=r"model\.path=DIR") as err:
+        resolve_model_path(cfg.model)
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in str(err.value)
+
+
+def test_model_path_that_is_not_a_model_directory(tmp_path):
+    from rlx.models.load import resolve_model_path
+
+    cfg = parse_run_config(compose_train(f"model.path={tmp_path}"))
+    with pytest.raises(ConfigError, match=r"model\.path"):
+        resolve_model_path(cfg.model)
