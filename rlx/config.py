@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from rlx import algos
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key."""
+from rlx.data.configs import DATASETS, ArithDataConfig, ConfigError, _require  # noqa: F401  (ConfigError re-exported)
 
 
 @dataclass(frozen=True)
@@ -68,33 +65,6 @@ class HFSamplerConfig:
 
 
 @dataclass(frozen=True)
-class ArithDataConfig:
-    name: Literal["arith"] = "arith"
-    min_ops: int = 2
-    max_ops: int = 4
-    start_min: int = 10
-    start_max: int = 99
-    operand_min: int = 1
-    operand_max: int = 9
-    test_size: int = 500
-
-    def validate(self) -> None:
-        _require(1 <= self.min_ops <= self.max_ops, "data.min_ops", "must be in [1, data.max_ops]", self.min_ops)
-        _require(0 <= self.start_min <= self.start_max, "data.start_min", "must be in [0, data.start_max]",
-                 self.start_min)
-        _require(0 <= self.operand_min <= self.operand_max, "data.operand_min",
-                 "must be in [0, data.operand_max]", self.operand_min)
-        _require(self.test_size >= 1, "data.test_size", "must be >= 1", self.test_size)
-
-    def spec(self):
-        from rlx.data.arith import ArithSpec
-
-        return ArithSpec(min_ops=self.min_ops, max_ops=self.max_ops, start_min=self.start_min,
-                         start_max=self.start_max, operand_min=self.operand_min, operand_max=self.operand_max,
-                         test_size=self.test_size)
-
-
-@dataclass(frozen=True)
 class RewardConfig:
     """`name` picks a registered reward factory; every other key is passed to it as a keyword."""
 
@@ -122,8 +92,18 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    size: int | None = 500
+    size: int | None = 500  # the first `size` test problems (None = all)
     max_new_tokens: int = 56
+    n: int = 1  # samples per problem: pass@1 is their mean, pass@k for k = 1, 2, 4, ..., n, maj@n
+    temperature: float = 0.0  # 0 = greedy (then n must be 1: greedy samples are identical)
+
+    def validate(self) -> None:
+        _require(self.size is None or self.size >= 1, "eval.size", "must be >= 1 or null", self.size)
+        _require(self.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1", self.max_new_tokens)
+        _require(self.n >= 1, "eval.n", "must be >= 1", self.n)
+        _require(self.temperature >= 0, "eval.temperature", "must be >= 0", self.temperature)
+        _require(self.n == 1 or self.temperature > 0, "eval.n",
+                 "must be 1 when eval.temperature=0 (greedy samples are identical)", self.n)
 
 
 @dataclass(frozen=True)
@@ -133,11 +113,10 @@ class EvalConfig:
     eval: EvalSettings
     model: ModelConfig
     sampler: HFSamplerConfig
-    data: ArithDataConfig
+    data: Any  # the selected option's dataclass from DATASETS
 
 
 SAMPLERS: dict[str, type] = {"hf": HFSamplerConfig}
-DATASETS: dict[str, type] = {"arith": ArithDataConfig}
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
@@ -280,6 +259,3 @@ def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
 
 
-def _require(ok: bool, key: str, rule: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {rule}, got {value!r}")

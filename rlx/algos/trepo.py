@@ -70,7 +70,7 @@ class TRePOConfig:
     clip_eps: float = 0.2
     optimization_num: int = 1  # full-batch clipped steps per batch (Alg. 1 line 15)
     loss_agg: str = "token_mean"  # T11
-    samples_per_prompt: int = 1  # > 1: siblings double as W^(1) rollouts (T12)
+    samples_per_prompt: int = 1  # default group size; siblings in a group double as W^(1) rollouts (T12)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
     entropy_coef: float = 0.0
 
@@ -271,9 +271,10 @@ def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
         _check_knots(b, knots, cols.numel(), len(inp.branch_rewards[b]))
         returns_self = returns_all[b, cols].tolist()  # G_t(W), t = 1..T_b
         rollout_returns = [[_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]]
-        if cfg.samples_per_prompt > 1:  # siblings of the same prompt are W^(1) samples too (T12)
-            siblings = (inp.group_ids == inp.group_ids[b]) & (torch.arange(B) != b) & (mask.sum(1) > 0)
-            rollout_returns[0] = rollout_returns[0] + first_return[siblings].tolist()
+        # siblings of the same prompt (samples_per_prompt > 1) are W^(1) samples too (T12); read from the
+        # batch's group ids, so the trainer's group size and this function can never disagree
+        siblings = (inp.group_ids == inp.group_ids[b]) & (torch.arange(B) != b) & (mask.sum(1) > 0)
+        rollout_returns[0] = rollout_returns[0] + first_return[siblings].tolist()
         vb, vq = knot_values(knots, returns_self, rollout_returns, cfg)
         knot_cols = cols[torch.tensor(knots) - 1]  # [n]
         knot_mask[b, knot_cols] = 1.0

@@ -22,6 +22,8 @@ class VinePPOConfig(TRePOConfig):
     num_branch_points: int | str = "all"
     temperature_schedule: str = "constant"
     tau_max: float = 1.0
+    pooling: str = "none"  # VinePPO: each step's value from its own K rollouts, no Eq. 31 pooling
+    interp: str = "constant"  # every token of step i gets r + V_{i+1} - V_i (its step's advantage)
 
 
 VINEPPO = register(

@@ -1,10 +1,10 @@
 """Built-in task `data=arith`: multi-step integer arithmetic written GSM8K-style.
 
 A problem is a chain of additions and subtractions, e.g. question `47+8-9=?`.
-Its reference solution is written one step per line and ends in a GSM8K answer line:
+Its reference solution evaluates one operation per line and ends in a GSM8K answer line:
 
-    47+8=55
-    55-9=46
+    =55-9
+    =46
     #### 46
 
 so answers are checked exactly like math benchmarks (`#### <n>`) and every line start is a reasoning-step
@@ -34,18 +34,23 @@ class ArithSpec:
 
 
 def _draw_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[str], int]:
-    """One problem: question text, solution lines, final answer. Running totals stay non-negative."""
+    """One problem: question text, solution lines, final answer. Running totals stay non-negative.
+
+    Each solution line evaluates the leftmost operation and copies the rest of the expression, so every
+    step is a local rewrite of the line above (what a small model can learn to do reliably)."""
     n_ops = rng.randint(spec.min_ops, spec.max_ops)
     total = rng.randint(spec.start_min, spec.start_max)
-    question, lines = str(total), []
+    start, terms = total, []
     for _ in range(n_ops):
         operand = rng.randint(spec.operand_min, spec.operand_max)
         op = rng.choice("+-") if total >= operand else "+"
-        result = total + operand if op == "+" else total - operand
-        question += f"{op}{operand}"
-        lines.append(f"{total}{op}{operand}={result}")
-        total = result
-    return question, lines, total
+        total = total + operand if op == "+" else total - operand
+        terms.append(f"{op}{operand}")
+    lines, running = [], start
+    for i, term in enumerate(terms):
+        running = running + int(term[1:]) if term[0] == "+" else running - int(term[1:])
+        lines.append("=" + str(running) + "".join(terms[i + 1 :]))
+    return str(start) + "".join(terms), lines, total
 
 
 def _make_problem(pid: str, question: str, lines: list[str], answer: int) -> Problem:

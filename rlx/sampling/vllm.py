@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rlx.sampling.base import GenRequest, Generation
+from rlx.sampling.base import Generation, GenRequest
 
 if TYPE_CHECKING:
     from rlx.sampling.canary import WeightSyncCanary
@@ -59,6 +59,7 @@ class VLLMSampler:
         gpu_memory_utilization: float = 0.5,
         enable_prefix_caching: bool = True,
         max_model_len: int | None = None,
+        block_size: int | None = None,
         seed: int = 0,
         enforce_eager: bool = True,
         canary_tolerance: float | None = None,
@@ -73,28 +74,35 @@ class VLLMSampler:
         self.last_sync_seconds = 0.0  # weight transfer + prefix-cache reset, for the step's timing log
         self.last_canary_seconds = 0.0
         self.last_canary_gap: float | None = None
-        self.llm = self._start_engine(enable_prefix_caching, max_model_len, seed, enforce_eager)
+        self.llm = self._start_engine(enable_prefix_caching, max_model_len, block_size, seed, enforce_eager)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         self.canary = _build_canary(self.llm, dtype, canary_tolerance) if canary_every > 0 else None
         self.canary_every = canary_every
 
     # ---------------------------------------------------------------- engine
-    def _start_engine(self, enable_prefix_caching: bool, max_model_len: int | None, seed: int,
-                      enforce_eager: bool) -> Any:
+    def _start_engine(self, enable_prefix_caching: bool, max_model_len: int | None, block_size: int | None,
+                      seed: int, enforce_eager: bool) -> Any:
         vllm = import_vllm()
         kwargs: dict[str, Any] = dict(
             model=self.model_path, dtype=self.dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
             max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
         )
+        if block_size is not None:  # prefix caching reuses whole blocks only: CPU's default 128 is coarse
+            kwargs["block_size"] = block_size
         if on_gpu():
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
         else:
             kwargs["kv_cache_memory_bytes"] = _set_cpu_kv_cache(self.kv_cache_gib)
         started = time.perf_counter()
+        set_num_threads = torch.set_num_threads
         try:
             llm = vllm.LLM(**kwargs)
         except ValueError as err:
             raise self._explain_engine_error(err) from err
+        finally:
+            # vLLM's CPU worker swaps `torch.set_num_threads` for a no-op process-wide; in-process that
+            # would silently freeze the trainer's thread count too.
+            torch.set_num_threads = set_num_threads
         log.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - started, self.model_path)
         return llm
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,26 @@ import torch
 
 from rlx import algos
 from rlx.algos.base import AdvantageInputs, LossInputs
+from rlx.algos.common import kl_token_rewards, terminal_rewards
 from rlx.config import RunConfig
 from rlx.data.tasks import Task, build_task
 from rlx.logger import build_logger
-from rlx.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+from rlx.models.critic import ValueModel
+from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
 from rlx.train import rollout
-from rlx.train.logprobs import pack, response_logprobs
+from rlx.train.logprobs import PackedBatch, pack, response_logprobs
+
+
+@dataclass
+class FrozenBatch:
+    packed: PackedBatch
+    old_logp: torch.Tensor  # [B, T] log pi_old
+    ref_logp: torch.Tensor | None  # [B, T] log pi_ref, when a reference model is loaded
+    old_values: torch.Tensor | None  # [B, T] critic values under the old critic (PPO)
+    inputs: AdvantageInputs
 
 
 def seed_everything(seed: int) -> None:
@@ -47,13 +59,25 @@ class Trainer:
         self.tokenizer = load_tokenizer(self.model_path)
         self.policy = load_causal_lm(self.model_path, cfg.model.dtype)
         self.policy.train()
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.train.lr,
-                                           weight_decay=cfg.train.weight_decay)
+        self.optimizers = [torch.optim.AdamW(self.policy.parameters(), lr=cfg.train.lr,
+                                             weight_decay=cfg.train.weight_decay)]
+        kl = getattr(cfg.algo, "kl", None)
+        self.reference = self._load_reference() if kl is not None and kl.beta > 0 else None  # never updated
+        self.kl_in_rewards = self.reference is not None and kl.mode in ("reward_token", "reward_response")
+        self.critic = None
+        if self.algo.needs_critic:
+            self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).train()
+            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
         self.logger = build_logger(cfg.logger, self.run_dir)
+
+    def _load_reference(self):
+        reference = load_causal_lm(self.model_path, self.cfg.model.dtype).eval()
+        reference.requires_grad_(False)
+        return reference
 
     # ---------------------------------------------------------------- phases
     def step_problems(self, step: int):
@@ -105,37 +129,83 @@ class Trainer:
                 br.rewards.append([float(r) for r in rewards[cursor : cursor + len(gens)]])
                 cursor += len(gens)
 
-    def advantage_inputs(self, trajs, branches, mask: torch.Tensor) -> AdvantageInputs:
-        token_rewards = torch.zeros_like(mask)  # [B, T] zero-reward assumption: RM on the last token
-        lengths = mask.sum(-1).long()
-        for b, tr in enumerate(trajs):
-            token_rewards[b, lengths[b] - 1] = tr.reward
-        branch_rewards = [[[terminal_reward(len(g.token_ids), r) for g, r in zip(gens, rs)]
-                           for gens, rs in zip(br.rollouts, br.rewards)] for br in branches]
-        return AdvantageInputs(
+    def frozen_batch(self, trajs, branches) -> FrozenBatch:
+        """Everything the update needs, computed once under pi_old and frozen for all epochs."""
+        packed = pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.tokenizer.pad_token_id)
+        mask = packed.response_mask  # [B, T]
+        with torch.no_grad():
+            old_logp, _ = response_logprobs(self.policy, packed)  # [B, T]
+            ref_logp = response_logprobs(self.reference, packed)[0] if self.reference is not None else None
+            old_values = self.critic(packed) if self.critic is not None else None  # [B, T]
+        token_rewards = terminal_rewards(torch.tensor([t.reward for t in trajs]), mask)  # [B, T]
+        if self.kl_in_rewards:
+            token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
+        group_ids = torch.tensor([t.group for t in trajs])
+        inputs = AdvantageInputs(
             token_rewards=token_rewards,
             response_mask=mask,
-            group_ids=torch.tensor([tr.group for tr in trajs]),
+            group_ids=group_ids,
+            values=old_values,
             knots=[[k.t for k in br.knots] for br in branches],
-            branch_rewards=branch_rewards,
+            branch_rewards=self.branch_token_rewards(trajs, branches),
+            step_ends=[rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs],
         )
+        return FrozenBatch(packed, old_logp, ref_logp, old_values, inputs)
 
-    def optimize(self, trajs, advantages: torch.Tensor, packed) -> dict[str, float]:
+    def branch_token_rewards(self, trajs, branches) -> list[list[list[torch.Tensor]]]:
+        """Per-token rewards of every branch rollout's continuation: its RM on the last token, plus the KL
+        reward of its own tokens when the KL is a reward (spec §1.13 Step 2: rollouts pay KL too)."""
+        rewards = [[[terminal_reward(len(g.token_ids), r) for g, r in zip(gens, rs)]
+                    for gens, rs in zip(br.rollouts, br.rewards)] for br in branches]
+        if not self.kl_in_rewards:
+            return rewards
+        where, prefixes, continuations = [], [], []
+        for b, (tr, br) in enumerate(zip(trajs, branches)):
+            for i, (knot, gens) in enumerate(zip(br.knots, br.rollouts)):
+                for m, gen in enumerate(gens):
+                    where.append((b, i, m))
+                    prefixes.append(tr.prompt_ids + tr.response_ids[: knot.t - 1])
+                    continuations.append(gen.token_ids)
+        if not where:
+            return rewards
+        packed = pack(prefixes, continuations, self.tokenizer.pad_token_id)
+        old_logp = torch.zeros_like(packed.response_mask)  # [N, L] the sampler's log-probs are pi_old's
+        for row, (b, i, m) in enumerate(where):
+            logprobs = branches[b].rollouts[i][m].logprobs
+            old_logp[row, : len(logprobs)] = torch.tensor(logprobs)
         with torch.no_grad():
-            old_logp, _ = response_logprobs(self.policy, packed)  # [B, T] pi_old, frozen for all epochs
+            ref_logp, _ = response_logprobs(self.reference, packed)  # [N, L]
+        kl = kl_token_rewards(old_logp, ref_logp, packed.response_mask, self.cfg.algo.kl)  # [N, L]
+        for row, (b, i, m) in enumerate(where):
+            rewards[b][i][m] = rewards[b][i][m] + kl[row, : len(continuations[row])]
+        return rewards
+
+    def optimize(self, batch: FrozenBatch, advantages: torch.Tensor) -> dict[str, float]:
+        mask = batch.packed.response_mask
+        returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
         metrics: dict[str, float] = {}
         for _ in range(getattr(self.cfg.algo, "optimization_num", 1)):
-            logp, entropy = response_logprobs(self.policy, packed, with_entropy=True)
-            inputs = LossInputs(logp=logp, old_logp=old_logp, advantages=advantages,
-                                response_mask=packed.response_mask, group_ids=torch.tensor([t.group for t in trajs]),
-                                entropy=entropy)
-            loss, loss_metrics = self.algo.policy_loss(inputs, self.cfg.algo)
-            self.optimizer.zero_grad(set_to_none=True)
+            logp, entropy = response_logprobs(self.policy, batch.packed, with_entropy=True)
+            loss_inputs = LossInputs(logp=logp, old_logp=batch.old_logp, advantages=advantages, response_mask=mask,
+                                     group_ids=batch.inputs.group_ids, ref_logp=batch.ref_logp, entropy=entropy,
+                                     step_ends=batch.inputs.step_ends)
+            loss, loss_metrics = self.algo.policy_loss(loss_inputs, self.cfg.algo)
+            if self.critic is not None:
+                values = self.critic(batch.packed)  # [B, T]
+                critic_loss, critic_metrics = self.algo.value_loss(values, batch.old_values, returns, mask,
+                                                                   self.cfg.algo)
+                loss_metrics = {**loss_metrics, **critic_metrics}
+                loss = loss + critic_loss
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
-            self.optimizer.step()
-            metrics = {"policy_loss": loss.item(), "grad_norm": float(grad_norm), **loss_metrics,
-                       "entropy": masked_mean(entropy.detach(), packed.response_mask)}
+            if self.critic is not None:
+                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
+            for optimizer in self.optimizers:
+                optimizer.step()
+            metrics = {"loss": loss.item(), "grad_norm": float(grad_norm), **loss_metrics,
+                       "entropy": masked_mean(entropy.detach(), mask)}
         self.sampler.sync_weights(self.policy)
         return metrics
 
@@ -150,11 +220,10 @@ class Trainer:
         with timer("score"):
             self.score(trajs, branches)
         with timer("train"):
-            packed = pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.tokenizer.pad_token_id)
-            inputs = self.advantage_inputs(trajs, branches, packed.response_mask)
-            advantages = self.algo.advantages(inputs, self.cfg.algo).detach()  # [B, T], frozen
-            metrics = self.optimize(trajs, advantages, packed)
-        return {**step_metrics(trajs, branches, advantages, packed.response_mask), **metrics, **timer.seconds}
+            batch = self.frozen_batch(trajs, branches)
+            advantages = self.algo.advantages(batch.inputs, self.cfg.algo).detach()  # [B, T], frozen
+            metrics = self.optimize(batch, advantages)
+        return {**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics, **timer.seconds}
 
     def evaluate(self) -> float:
         problems = self.task.test[: self.cfg.train.eval_size]

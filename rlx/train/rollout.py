@@ -99,3 +99,11 @@ def step_starts(response_ids: Sequence[int], newline_ids: frozenset[int]) -> lis
 
 def knot_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(request_seed(seed, step, "knots", 0))
+
+
+def step_ends(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[int]:
+    """0-based index of the last token of every reasoning step (a line, or the response's tail)."""
+    ends = [j for j, tok in enumerate(response_ids) if tok in newline_ids]
+    if response_ids and (not ends or ends[-1] != len(response_ids) - 1):
+        ends.append(len(response_ids) - 1)
+    return ends

@@ -140,12 +140,11 @@ def trepo_reference(rewards, knots, branches, groups, cfg):
         D = knots[b]
         G_self = [disc(r[s:], g) for s in range(T)]  # G_t(W), index t-1
         pools = [[(k, disc(x, g)) for x in branches[b][i]] for i, k in enumerate(D)]
-        if cfg.samples_per_prompt > 1:
-            pools[0] += [
-                (1, disc(rewards[j], g))
-                for j in range(len(rewards))
-                if groups[j] == groups[b] and j != b and rewards[j]
-            ]
+        pools[0] += [  # siblings of the same prompt are W^(1) samples (T12)
+            (1, disc(rewards[j], g))
+            for j in range(len(rewards))
+            if groups[j] == groups[b] and j != b and rewards[j]
+        ]
 
         def from_t(tt, k, gx, r=r):  # G_t of a rollout branched at k
             return disc(r[tt - 1 : k - 1], g) + g ** (k - tt) * gx

@@ -1,0 +1,31 @@
+"""PPO's critic: a value head on a copy of the policy's base transformer.
+
+Why a copy of the policy rather than a separate small model: the critic must read the same token ids
+with the same tokenizer, and starting from the policy's representations is what LLM-PPO does (S003
+§3.2.2 initialises it from a model of the same size). The head starts at zero so V(s) = 0 at step 0,
+which makes the first advantages plain Monte-Carlo returns rather than noise from a random head.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel
+
+from rlx.train.logprobs import PackedBatch
+
+
+class ValueModel(torch.nn.Module):
+    def __init__(self, model_path: str, dtype: torch.dtype):
+        super().__init__()
+        self.base = AutoModel.from_pretrained(model_path, dtype=dtype)
+        self.head = torch.nn.Linear(self.base.config.hidden_size, 1, dtype=dtype)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """V(s_t) for every response token t: the value of the state *before* token t, read at the
+        position whose logits predict token t. -> [B, T], 0 on padding."""
+        hidden = self.base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        index = batch.predict_pos[..., None].expand(-1, -1, hidden.shape[-1])  # [B, T, H]
+        values = self.head(hidden.gather(1, index)).squeeze(-1).float()  # [B, T]
+        return values * batch.response_mask
