@@ -74,7 +74,23 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class LoggerConfig:
-    name: Literal["jsonl"] = "jsonl"
+    """`metrics.jsonl` always; `name: wandb` mirrors it to Weights & Biases (keys below `mode` are W&B only)."""
+
+    name: Literal["jsonl", "wandb"] = "jsonl"
+    log_samples_every: int = 0  # a table of sample completions every N optimizer steps (0 = never)
+    num_samples: int = 4  # rows per sample table
+    mode: Literal["online", "offline", "disabled"] = "online"
+    project: str = "rlx"
+    entity: str | None = None
+    group: str | None = None  # null = the sweep's id under `-m`, so a sweep's runs share one W&B group
+    tags: list[str] = field(default_factory=list)
+    run_name: str | None = None  # null = Hydra's override_dirname under `-m`, else W&B's own name
+    init_timeout: float = 60.0  # seconds to wait for wandb.init before falling back to JSONL only
+
+    def validate(self) -> None:
+        _require(self.log_samples_every >= 0, "logger.log_samples_every", "must be >= 0", self.log_samples_every)
+        _require(self.num_samples >= 1, "logger.num_samples", "must be >= 1", self.num_samples)
+        _require(self.init_timeout > 0, "logger.init_timeout", "must be > 0", self.init_timeout)
 
 
 @dataclass(frozen=True)

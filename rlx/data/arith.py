@@ -23,8 +23,8 @@ from rlx.data.base import Problem
 
 @dataclass(frozen=True)
 class ArithSpec:
-    min_ops: int = 2  # operations (= solution steps) per problem
-    max_ops: int = 4
+    min_ops: int = 1  # operations (= solution steps) per problem
+    max_ops: int = 3
     start_min: int = 10  # the first number is drawn from [start_min, start_max]
     start_max: int = 99
     operand_min: int = 1  # every later operand from [operand_min, operand_max]

@@ -45,7 +45,8 @@ class PromptInfo:
     chat_applied: bool  # False for plain templates and for chat templates that fell back to plain
 
     def as_dict(self) -> dict[str, object]:
-        return {"prompt_template": self.name, "template_sha256": self.sha256, "chat_template_applied": self.chat_applied}
+        return {"prompt_template": self.name, "template_sha256": self.sha256,
+                "chat_template_applied": self.chat_applied}
 
 
 # The plain variants end in a newline so that the answer starts on a line of its own (like data=arith).
@@ -80,11 +81,12 @@ def _has_chat_template(tokenizer) -> bool:
 
 
 def prompt_function(template: PromptTemplate, tokenizer=None) -> tuple[Callable[[Problem], str], PromptInfo]:
-    """problem -> prompt text, and the info to record. Chat templates need a tokenizer that has one."""
+    """problem -> prompt text, and the info to record. Chat templates need a tokenizer that has one;
+    without it they render as their plain text (+ a newline)."""
     use_chat = template.chat and _has_chat_template(tokenizer)
-    if template.chat and not use_chat:
-        why = "no tokenizer was given" if tokenizer is None else "the tokenizer has no chat template"
-        log.warning("prompt template %r is a chat template but %s: using its plain text", template.name, why)
+    if template.chat and tokenizer is not None and not use_chat:  # (without a tokenizer the caller says why)
+        log.warning("prompt template %r is a chat template but the tokenizer has none: using its plain text",
+                    template.name)
     # A chat template rendered as plain text gets the plain variants' trailing newline.
     text = template.text + "\n" if template.chat and not use_chat else template.text
     # The hash covers everything that shapes the prompt text, so two runs with equal hashes saw equal prompts.

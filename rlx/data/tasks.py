@@ -115,7 +115,8 @@ def _graded_task(data_cfg, train: list[Problem], test: list[Problem], train_size
     def is_correct(problem: Problem, completion: str) -> bool:
         return judge([problem], [completion])[0].correct
 
-    skipped = {split: getattr(rows, "skipped", 0) for split, rows in (("train", train), ("test", test))}
+    loaded = (("train", train), ("test", test)) if train_size > 0 else (("test", test),)
+    skipped = {split: getattr(rows, "skipped", 0) for split, rows in loaded}
     for split, count in skipped.items():
         if count:
             log.warning("data=%s: skipped %d malformed %s rows (data.on_error=skip)", data_cfg.name, count, split)

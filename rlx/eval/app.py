@@ -57,7 +57,13 @@ def with_multirun_for_sweeps(argv: list[str]) -> list[str]:
     if not sweeping:
         return argv
     print(f"[rlx] eval: {', '.join(sweeping)} lists several values: running one eval per value (as with -m)")
-    return [argv[0], "--multirun", *argv[1:]]
+    args = argv[1:]
+    if "data" in sweeping:
+        # Hydra composes a multirun's primary config without the sweep, i.e. with the default data=arith,
+        # where `data.path` does not exist. `++` (set or add) gets past that compose; each job's own compose
+        # has the real data option, and parse_eval_config still rejects a key the option does not have.
+        args = ["++" + arg if arg.startswith("data.") else arg for arg in args]
+    return [argv[0], "--multirun", *args]
 
 
 def _sweep_keys(overrides: list[str]) -> list[str]:

@@ -105,7 +105,7 @@ def summarize(task: Task, problems: list[Problem], samples: list[dict[str, Any]]
         "seed": cfg.seed,
         "accuracy": accuracy,  # = pass@1, the mean over all samples (greedy accuracy when n=1, T=0)
         "pass@k": {str(k): v for k, v in pass_at_k_table(records).items()},
-        f"maj@{cfg.eval.n}": maj_at_n(records),
+        "maj@n": maj_at_n(records),  # majority vote over the n samples (= accuracy when n=1)
         "no_answer_rate": _rate(samples, lambda s: s["extracted"] is None),
         "truncated_rate": _rate(samples, lambda s: not s["finished"]),
         "grader_failures": sum(s["status"] in ("timeout", "crash") for s in samples),
@@ -134,7 +134,7 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     row = {"accuracy": result["accuracy"]}
     row.update({f"pass@{k}": v for k, v in result["pass@k"].items() if k != "1"})
     if result["n"] > 1:
-        row[f"maj@{result['n']}"] = result[f"maj@{result['n']}"]
+        row[f"maj@{result['n']}"] = result["maj@n"]
     return row
 
 
@@ -144,11 +144,12 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"[rlx] {result['data']}: {result['num_problems']} problems x {result['n']} samples ({mode}), "
              f"template {result.get('prompt_template')} ({chat}, sha256 {result.get('template_sha256')}), "
              f"answer style {result['answer_style']}"]
-    lines += [f"  {name:<22} {value:.3f}" for name, value in headline(result).items()]
-    lines.append(f"  {'no answer / truncated':<22} {result['no_answer_rate']:.3f} / {result['truncated_rate']:.3f}")
+    rows = [(name, f"{value:.3f}") for name, value in headline(result).items()]
+    rows.append(("no answer / truncated", f"{result['no_answer_rate']:.3f} / {result['truncated_rate']:.3f}"))
     for key, groups in result.get("breakdown", {}).items():
-        for value, stats in groups.items():
-            lines.append(f"  {key}={value:<{20 - len(key)}} {stats['accuracy']:.3f}  (n={stats['n']})")
+        rows += [(f"{key}={value}", f"{stats['accuracy']:.3f}  (n={stats['n']})") for value, stats in groups.items()]
+    width = max(len(name) for name, _ in rows)
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines)
 
 

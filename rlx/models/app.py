@@ -1,0 +1,27 @@
+"""`rlx build-tiny [--force] [--cache-dir DIR]`: build the tiny model into its cache and print where."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+
+def main() -> None:
+    from rlx.models.tiny import TinyModelSpec, ensure_tiny_model, tiny_model_path
+
+    parser = argparse.ArgumentParser(prog="rlx build-tiny", description=__doc__)
+    parser.add_argument("--force", action="store_true", help="rebuild even if a cached copy exists")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $RLX_CACHE or ~/.cache/rlx")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    spec = TinyModelSpec()
+    if args.force:
+        shutil.rmtree(tiny_model_path(spec, args.cache_dir), ignore_errors=True)
+    path = ensure_tiny_model(spec, args.cache_dir)
+    info = json.loads((path / "build_info.json").read_text())
+    print(f"[rlx] tiny model: {path}")
+    print(f"[rlx] {info['parameters']:,} parameters, {info['sft_steps']} SFT steps, "
+          f"dev accuracy {info['dev_accuracy']:.3f}, built in {info['build_seconds']:.0f}s")
