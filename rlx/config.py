@@ -32,6 +32,8 @@ class TrainerConfig:
     eval_size: int = 500
     train_size: int = 20000
     progress_bar: bool = True
+    save_every: int = 0  # resumable checkpoint every N steps (0 = only the final HF checkpoint)
+    keep_last: int = 2  # resumable checkpoints kept
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -44,6 +46,8 @@ class TrainerConfig:
         _require(self.max_new_tokens >= 1, "train.max_new_tokens", "must be >= 1", self.max_new_tokens)
         _require(self.eval_every >= 0, "train.eval_every", "must be >= 0", self.eval_every)
         _require(self.eval_size >= 1, "train.eval_size", "must be >= 1", self.eval_size)
+        _require(self.save_every >= 0, "train.save_every", "must be >= 0", self.save_every)
+        _require(self.keep_last >= 1, "train.keep_last", "must be >= 1", self.keep_last)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class LoggerConfig:
 class RunConfig:
     seed: int
     output_dir: str
+    resume: str | None  # null | auto (newest complete checkpoint in the run directory) | a checkpoint path
     train: TrainerConfig
     algo: Any  # the registered algorithm's own config dataclass
     model: ModelConfig
@@ -142,6 +147,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     cfg = RunConfig(
         seed=_convert(int, raw.get("seed"), "seed"),
         output_dir=_convert(str, raw.get("output_dir"), "output_dir"),
+        resume=_convert(str | None, raw.get("resume"), "resume"),
         train=to_dataclass(TrainerConfig, raw.get("train", {}), "train"),
         algo=to_dataclass(algo_cls, raw.get("algo", {}), "algo"),
         model=to_dataclass(ModelConfig, raw.get("model", {}), "model"),
@@ -183,13 +189,20 @@ def _named(options: dict[str, type], raw: Mapping[str, Any], path: str):
 
 
 def _reward_config(raw: Mapping[str, Any]) -> RewardConfig:
-    from rlx.rewards import registry  # noqa: F401  (imports every reward so they register)
     from rlx.rewards.base import REWARDS
+    from rlx.rewards.registry import check_reward_options  # imports every reward so they register
 
     name = raw.get("name")
     if name not in REWARDS:
         raise ConfigError(f"reward_model.name: unknown reward {name!r}; valid: {sorted(REWARDS)}")
     options = {k: v for k, v in raw.items() if k != "name"}
+    for key, value in options.items():
+        if value == "???":
+            raise ConfigError(f"reward_model.{key}: required for reward {name!r}; set reward_model.{key}=...")
+    try:
+        check_reward_options(name, options)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return RewardConfig(name=name, options=options)
 
 

@@ -109,6 +109,8 @@ def make_sampler(backend: str, model_dir: Path, options: dict):
     if backend == "hf":
         from rlx.sampling.hf import HFSampler
 
+        if options.get("threads"):
+            torch.set_num_threads(options["threads"])
         return HFSampler(model, tokenizer.eos_token_id, tokenizer.pad_token_id, max_batch_size=1024), model, tokenizer
     from rlx.sampling.vllm import VLLMSampler
 
@@ -203,7 +205,8 @@ def run_all(models: list[str], cache: Path, repeats: int, block_size_small: int)
                                  "rollouts": ROLLOUTS, "repeats": repeats}, "models": {}}
     for name in models:
         model_dir = build_model(name, cache)
-        runs = {"hf": spawn("hf", model_dir, {}, repeats, {"throughput", "branch"})}
+        runs = {"hf": spawn("hf", model_dir, {}, repeats, {"throughput", "branch"}),
+                "hf-1thread": spawn("hf", model_dir, {"threads": 1}, repeats, {"throughput", "branch"})}
         for label, options in vllm_configs(block_size_small).items():
             sections = {"throughput", "branch"} if label == "vllm" else {"branch"}
             runs[label] = spawn("vllm", model_dir, options, repeats, sections)
@@ -229,7 +232,7 @@ def print_tables(report: dict) -> None:
         print("\n(a) throughput, new tokens/s (temperature 1, <= 64 new tokens)")
         print("| backend | " + " | ".join(f"batch {b}" for b in BATCHES) + " |")
         print("|---|" + "---|" * len(BATCHES))
-        for label in ("hf", "vllm"):
+        for label in ("hf", "hf-1thread", "vllm"):
             tp = runs.get(label, {}).get("throughput", {})
             print(f"| {label} | " + " | ".join(f"{tp[str(b)]['tok_per_s']:.0f}" if str(b) in tp else "-"
                                               for b in BATCHES) + " |")

