@@ -69,6 +69,29 @@ class HFSamplerConfig:
 
 
 @dataclass(frozen=True)
+class VLLMSamplerConfig:
+    name: Literal["vllm"] = "vllm"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # null = model.dtype
+    kv_cache_gib: float = 1.0  # CPU: KV-cache size (VLLM_CPU_KVCACHE_SPACE)
+    gpu_memory_utilization: float = 0.5  # GPU: share of memory for weights + KV cache (colocated trainer)
+    enable_prefix_caching: bool = True  # branch rollouts share their prefixes' KV blocks
+    max_model_len: int | None = None  # null = the model's max_position_embeddings
+    block_size: int | None = None  # KV block size in tokens (prefix caching reuses whole blocks)
+    enforce_eager: bool = True
+    num_threads: int = 1  # CPU: torch threads inside the engine (1 avoids OpenMP spin-waits)
+    canary_tolerance: float | None = None  # max |logp_vllm - logp_trainer| after a sync; null = by dtype
+    canary_every: int = 1  # check every N weight syncs (0 = never)
+
+    def validate(self) -> None:
+        _require(self.kv_cache_gib > 0, "sampler.kv_cache_gib", "must be > 0", self.kv_cache_gib)
+        _require(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]",
+                 self.gpu_memory_utilization)
+        _require(self.canary_every >= 0, "sampler.canary_every", "must be >= 0", self.canary_every)
+        _require(self.canary_tolerance is None or self.canary_tolerance > 0, "sampler.canary_tolerance",
+                 "must be > 0", self.canary_tolerance)
+
+
+@dataclass(frozen=True)
 class RewardConfig:
     """`name` picks a registered reward factory; every other key is passed to it as a keyword."""
 
@@ -106,7 +129,7 @@ class RunConfig:
     algo: Any  # the registered algorithm's own config dataclass
     model: ModelConfig
     reward_model: RewardConfig
-    sampler: HFSamplerConfig
+    sampler: HFSamplerConfig | VLLMSamplerConfig
     data: ArithDataConfig
     logger: LoggerConfig
 
@@ -133,11 +156,11 @@ class EvalConfig:
     output_dir: str
     eval: EvalSettings
     model: ModelConfig
-    sampler: HFSamplerConfig
+    sampler: HFSamplerConfig | VLLMSamplerConfig
     data: Any  # the selected option's dataclass from DATASETS
 
 
-SAMPLERS: dict[str, type] = {"hf": HFSamplerConfig}
+SAMPLERS: dict[str, type] = {"hf": HFSamplerConfig, "vllm": VLLMSamplerConfig}
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:

@@ -16,6 +16,7 @@ here, and any string equal to it is redacted from what we send or write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -116,7 +117,7 @@ class WandbLogger:
             return None
         try:
             return action()
-        except Exception as err:  # noqa: BLE001  (no W&B failure may stop training)
+        except Exception as err:  # no W&B failure may stop training
             self._disable(err)
             return None
 
@@ -128,10 +129,8 @@ class WandbLogger:
             self._warned = True
         run, self._run = self._run, None
         if run is not None:
-            try:
+            with contextlib.suppress(Exception):  # already failing: nothing more to report
                 run.finish(exit_code=1, quiet=True)
-            except Exception:  # noqa: BLE001  (already failing: nothing more to report)
-                pass
 
     @property
     def active(self) -> bool:
@@ -283,7 +282,9 @@ def advantage_heatmap(tokens: Sequence[str], advantages: Sequence[float], knots:
     image = ax.imshow(grid, cmap="RdBu", vmin=-scale, vmax=scale, aspect="auto")
     for i in range(n):
         text = tokens[i].replace("\n", "\\n")[:8]
-        ax.text(i % HEATMAP_COLUMNS, i // HEATMAP_COLUMNS, text, ha="center", va="center", fontsize=7)
+        dark = np.isfinite(values[i]) and abs(values[i]) > 0.6 * scale  # white text stays legible on dark cells
+        ax.text(i % HEATMAP_COLUMNS, i // HEATMAP_COLUMNS, text, ha="center", va="center", fontsize=7,
+                color="white" if dark else "black")
     for t in knots:
         if 1 <= t <= n:
             row, col = divmod(t - 1, HEATMAP_COLUMNS)

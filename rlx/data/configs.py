@@ -18,8 +18,8 @@ def _require(ok: bool, key: str, rule: str, value: Any) -> None:
 @dataclass(frozen=True)
 class ArithDataConfig:
     name: Literal["arith"] = "arith"
-    min_ops: int = 2
-    max_ops: int = 4
+    min_ops: int = 1
+    max_ops: int = 3
     start_min: int = 10
     start_max: int = 99
     operand_min: int = 1

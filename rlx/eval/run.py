@@ -38,7 +38,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     task = task.with_tokenizer(tokenizer)  # chat templates need the model's tokenizer
     model = load_causal_lm(model_path, cfg.model.dtype)
     model.eval()
-    sampler = build_sampler(cfg.sampler, model, tokenizer, model_path, cfg.model.dtype)
+    sampler = build_sampler(cfg.sampler, model, tokenizer, model_path, cfg.model.dtype, seed=cfg.seed)
     try:
         prompts = [task.prompt(p) for p in problems]
         chat = task.prompt_info is not None and task.prompt_info.chat_applied

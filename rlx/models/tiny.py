@@ -83,6 +83,18 @@ def ensure_tiny_model(spec: TinyModelSpec, cache_dir: Path | None = None) -> Pat
 
 
 def build_tiny_model(spec: TinyModelSpec, out_dir: Path) -> dict:
+    # One thread: the model's matmuls are too small to gain from a second one, OpenMP spin-waits make two
+    # threads several times slower whenever anything else runs on the machine, and a fixed thread count
+    # keeps the build bitwise deterministic for a seed.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(spec, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(spec: TinyModelSpec, out_dir: Path) -> dict:
     started = time.time()
     torch.manual_seed(spec.seed)
     tokenizer = build_char_tokenizer()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 
-def build_sampler(cfg, policy, tokenizer, model_path: str, dtype: str):
+
+def build_sampler(cfg, policy, tokenizer, model_path: str, dtype: str, seed: int = 0):
     if cfg.name == "hf":
         from rlx.sampling.hf import HFSampler
 
         return HFSampler(policy, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.max_batch_size)
+    if cfg.name == "vllm":
+        from rlx.sampling.vllm import VLLMSampler
+
+        options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+        options["dtype"] = options["dtype"] or dtype
+        return VLLMSampler(model_path, tokenizer.eos_token_id, seed=seed, **options)
     raise ValueError(f"sampler.name: unknown sampler {cfg.name!r}")

@@ -69,7 +69,8 @@ class Trainer:
         if self.algo.needs_critic:
             self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).train()
             self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
-        self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype)
+        self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
+                                     seed=cfg.seed)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
@@ -191,6 +192,7 @@ class Trainer:
                                      group_ids=batch.inputs.group_ids, ref_logp=batch.ref_logp, entropy=entropy,
                                      step_ends=batch.inputs.step_ends)
             loss, loss_metrics = self.algo.policy_loss(loss_inputs, self.cfg.algo)
+            loss_metrics = {"policy_loss": loss.item(), **loss_metrics}
             if self.critic is not None:
                 values = self.critic(batch.packed)  # [B, T]
                 critic_loss, critic_metrics = self.algo.value_loss(values, batch.old_values, returns, mask,
@@ -207,7 +209,6 @@ class Trainer:
                 optimizer.step()
             metrics = {"loss": loss.item(), "grad_norm": float(grad_norm), **loss_metrics,
                        "entropy": masked_mean(entropy.detach(), mask)}
-        self.sampler.sync_weights(self.policy)
         return metrics
 
     # ---------------------------------------------------------------- driver
@@ -224,6 +225,8 @@ class Trainer:
             batch = self.frozen_batch(trajs, branches)
             advantages = self.algo.advantages(batch.inputs, self.cfg.algo).detach()  # [B, T], frozen
             metrics = self.optimize(batch, advantages)
+        with timer("sync"):
+            self.sampler.sync_weights(self.policy)  # the next step samples from the updated policy
         return {**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics, **timer.seconds}
 
     def evaluate(self) -> float:
