@@ -197,7 +197,7 @@ def spawn(backend: str, model_dir: Path, options: dict, repeats: int, sections: 
     return json.loads(line.removeprefix(RESULT_MARK))
 
 
-def run_all(models: list[str], cache: Path, repeats: int, block_size_small: int) -> dict:
+def run_all(models: list[str], cache: Path, repeats: int, block_size_small: int, out: Path) -> dict:
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "torch": torch.__version__, "load_avg_at_start": os.getloadavg()},
                     "workload": {"batches": BATCHES, "throughput_new_tokens": THROUGHPUT_NEW_TOKENS,
@@ -212,7 +212,13 @@ def run_all(models: list[str], cache: Path, repeats: int, block_size_small: int)
             runs[label] = spawn("vllm", model_dir, options, repeats, sections)
             print(f"[{name}] {label} done", file=sys.stderr)
         report["models"][name] = {"parameters": count_parameters(model_dir), "runs": runs}
+        write_json(report, out)  # after each model: a long run interrupted later keeps what it measured
     return report
+
+
+def write_json(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
 
 
 def count_parameters(model_dir: Path) -> int:
@@ -263,6 +269,7 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/rlx-bench-models")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--block-size", type=int, default=32, help="the small vLLM block size to compare")
+    parser.add_argument("--print-only", action="store_true", help="print the tables of an existing --out file")
     parser.add_argument("--worker", choices=["hf", "vllm"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -273,9 +280,10 @@ def main() -> None:
                             set(args.sections.split(",")))
         print(RESULT_MARK + json.dumps(result), flush=True)
         return
-    report = run_all(args.models.split(","), Path(args.cache), args.repeats, args.block_size)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    if args.print_only:
+        print_tables(json.loads(Path(args.out).read_text()))
+        return
+    report = run_all(args.models.split(","), Path(args.cache), args.repeats, args.block_size, Path(args.out))
     print_tables(report)
     print(f"\nwrote {args.out}")
 

@@ -86,17 +86,18 @@ def test_smoke_sweep_is_tiny():
 def test_tiny_sweep_end_to_end_with_joblib_wandb_and_report(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
            "WANDB_API_KEY": FAKE_KEY}
-    sweep_dir = tmp_path / "multirun" / "smoke"
+    sweep_dir = tmp_path / "multirun" / "grp" / "xyz"  # W&B group "grp-xyz": a string no path contains
     result = subprocess.run(
         [sys.executable, "-m", "rlx.cli", "train", "-m", "+sweep=smoke", "hydra/launcher=joblib",
          f"model.path={tiny_model_dir}", "logger=wandb", "logger.mode=offline", f"hydra.sweep.dir={sweep_dir}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dirs = sorted(p.parent for p in sweep_dir.glob("*/metrics.jsonl"))
+    # rglob: model.path's slashes nest the job dirs (its override is part of hydra.sweep.subdir)
+    run_dirs = sorted(p.parent for p in sweep_dir.rglob("metrics.jsonl"))
     assert len(run_dirs) == 4
     for run_dir in run_dirs:  # every job reached W&B in the sweep's group, and no file holds the key
         offline = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-        assert len(offline) == 1 and b"smoke" in offline[0].read_bytes()
+        assert len(offline) == 1 and b"grp-xyz" in offline[0].read_bytes()
         assert not [p for p in run_dir.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     report = subprocess.run([sys.executable, "-m", "rlx.cli", "report", str(sweep_dir)], capture_output=True,
                             text=True, timeout=300)

@@ -24,12 +24,13 @@ import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from rlx.data import arith
-from rlx.models.charlevel import build_char_tokenizer
+from rlx.models.charlevel import ALPHABET, build_char_tokenizer
 from rlx.rewards.arith import arith_correct
 from rlx.sampling.base import GenRequest
 from rlx.sampling.hf import HFSampler, right_pad
 
 log = logging.getLogger(__name__)
+BUILD_VERSION = 2  # bump when the build recipe changes in a way the spec does not show
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class TinyModelSpec:
     max_new_tokens: int = 56
 
     def digest(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Names the cache directory: any change to the spec, the task or the recipe is a new model."""
+        recipe = {"spec": dataclasses.asdict(self), "task": dataclasses.asdict(arith.ArithSpec()),
+                  "alphabet": ALPHABET, "version": BUILD_VERSION}
+        text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -74,6 +74,7 @@ class Trainer:
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
+        self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
 
     def _load_reference(self):
         reference = load_causal_lm(self.model_path, self.cfg.model.dtype).eval()
@@ -225,9 +226,19 @@ class Trainer:
             batch = self.frozen_batch(trajs, branches)
             advantages = self.algo.advantages(batch.inputs, self.cfg.algo).detach()  # [B, T], frozen
             metrics = self.optimize(batch, advantages)
+        if self.logger.wants_samples(step):
+            self.logger.log_samples(step, self.sample_rows(trajs, batch, advantages))
         with timer("sync"):
             self.sampler.sync_weights(self.policy)  # the next step samples from the updated policy
         return {**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics, **timer.seconds}
+
+    def sample_rows(self, trajs, batch: FrozenBatch, advantages: torch.Tensor) -> list[dict]:
+        """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
+        decode = self.tokenizer.decode
+        return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
+                 "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
+                 "tokens": [decode([tok]) for tok in tr.response_ids], "knots": batch.inputs.knots[i]}
+                for i, tr in enumerate(trajs)]
 
     def evaluate(self) -> float:
         problems = self.task.test[: self.cfg.train.eval_size]
@@ -264,7 +275,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     (trainer.run_dir / "config.yaml").write_text(resolved_config)
     first_step, state = trainer.resume()
     started -= state.get("elapsed", 0.0)
-    trainer.logger = build_logger(cfg.logger, trainer.run_dir)
+    trainer.logger = build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config)
     if first_step == 1:
         state["accuracy_before"] = trainer.evaluate()
         trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
@@ -290,6 +301,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
                "wall_seconds": time.time() - started, "eval_size": min(cfg.train.eval_size, len(trainer.task.test)),
                "algo": cfg.algo.name, "steps": cfg.train.steps, "checkpoint": str(ckpt)}
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    trainer.logger.log_summary(summary)
     trainer.sampler.close()
     trainer.logger.close()
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
