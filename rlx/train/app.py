@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
+def main() -> None:
+    """Check every job of the command line first (sweep guard), then hand over to Hydra."""
+    from rlx.config import ConfigError, parse_run_config
+    from rlx.sweep_guard import validate_jobs
+
+    if not any(flag in sys.argv for flag in ("--help", "-h", "--hydra-help", "-sc", "--shell-completion", "--info")):
+        try:
+            validate_jobs("train", sys.argv[1:], parse_run_config)
+        except ConfigError as err:
+            raise SystemExit(f"rlx train: bad config: {err}") from None
+    train_job()
+
+
 @hydra.main(config_path="pkg://rlx.conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def train_job(cfg: DictConfig) -> float:
     from rlx.config import ConfigError, parse_run_config
     from rlx.train.loop import train
 
@@ -15,5 +30,8 @@ def main(cfg: DictConfig) -> float:
         run_cfg = parse_run_config(OmegaConf.to_container(cfg, resolve=True))
     except ConfigError as err:
         raise SystemExit(f"rlx train: bad config: {err}") from None
-    summary = train(run_cfg, resolved_config=OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        summary = train(run_cfg, resolved_config=OmegaConf.to_yaml(cfg, resolve=True))
+    except ConfigError as err:  # e.g. a model that cannot be had: say how to fix it, no traceback
+        raise SystemExit(f"rlx train: {err}") from None
     return summary["accuracy_after"]  # returned so that sweepers can optimise it

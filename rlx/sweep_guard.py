@@ -1,0 +1,81 @@
+"""Validate every job of a run or multirun before Hydra starts any of them.
+
+Hydra composes a multirun's jobs one at a time, so a key that only some algorithms use (`algo.lam` in
+`-m algo=trepo,grpo algo.lam=0,0.95`) would fail in the middle of a sweep, after earlier jobs loaded models and
+trained. Here every combination of the command line's sweeps is composed and converted to the typed config
+first (cheap: no model is touched), and the first bad one stops the command with a message naming the key
+and the algorithm.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from omegaconf import OmegaConf
+
+from rlx.config import ConfigError
+
+MAX_JOBS = 5000  # beyond this a sweep is validated on its first MAX_JOBS combinations only
+
+
+def job_overrides(argv: Sequence[str]) -> list[list[str]]:
+    """The override list of every job the command line describes (sweeps expanded), hydra.* keys left out."""
+    lines = [a for a in argv if "=" in a and not a.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(lines)
+    choices = []
+    for override in parsed:
+        key = override.get_key_element()
+        if key.lstrip("+~").startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(combo) for combo in itertools.islice(itertools.product(*choices), MAX_JOBS)]
+
+
+def validate_jobs(config_name: str, argv: Sequence[str], parse: Callable[[dict], object]) -> int:
+    """Compose and parse every job; raise ConfigError on the first bad one. Returns the number checked."""
+    try:
+        jobs = job_overrides(argv)
+    except OverrideParseException:
+        return 0  # Hydra itself reports malformed overrides, with its own grammar message
+    with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
+        for overrides in jobs:
+            _validate_job(config_name, overrides, parse)
+    return len(jobs)
+
+
+def _validate_job(config_name: str, overrides: list[str], parse: Callable[[dict], object]) -> None:
+    where = f" (in the job {' '.join(overrides)})" if overrides else ""
+    try:
+        cfg = compose(config_name, overrides=[*overrides, "output_dir=/dev/null"])
+    except ConfigCompositionException as err:
+        raise ConfigError(_explain(f"{err} {err.__cause__ or ''}", overrides) + where) from None
+    try:
+        parsed = parse(OmegaConf.to_container(cfg, resolve=True))
+        _check_paths(parsed)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{where}") from None
+
+
+def _check_paths(cfg: object) -> None:
+    """A local model directory that is not one fails now, not after earlier jobs have run."""
+    path = getattr(getattr(cfg, "model", None), "path", None)
+    if path is not None:
+        from rlx.models.load import resolve_model_path
+
+        resolve_model_path(cfg.model)
+
+
+def _explain(message: str, overrides: list[str]) -> str:
+    """Hydra says "Key 'lam' is not in struct"; say which algorithm lacks it."""
+    if "not in struct" in message and "Could not override 'algo." in message:
+        key = message.split("Could not override '", 1)[1].split("'", 1)[0]
+        algo = next((o.split("=", 1)[1] for o in overrides if o.startswith("algo=")), "trepo")
+        return f"{key}: algorithm {algo!r} does not use this key (it has no '{key.split('.', 1)[1]}')"
+    return message.strip().splitlines()[0] if message.strip() else message
