@@ -78,4 +78,4 @@ def _explain(message: str, overrides: list[str]) -> str:
         key = message.split("Could not override '", 1)[1].split("'", 1)[0]
         algo = next((o.split("=", 1)[1] for o in overrides if o.startswith("algo=")), "trepo")
         return f"{key}: algorithm {algo!r} does not use this key (it has no '{key.split('.', 1)[1]}')"
-    return message.strip().splitlines()[0] if message.strip() else message
+    return message.split(" Key '")[0].strip()  # Hydra's own text (it lists an option group's valid options)

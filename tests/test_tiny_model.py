@@ -35,7 +35,8 @@ def test_tiny_model_is_a_qwen2_in_the_warm_start_band(tiny_model_dir):
 
 def test_build_is_deterministic_for_a_seed(tmp_path):
     spec = TinyModelSpec(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                         sft_max_steps=3, sft_eval_every=2, sft_eval_from=2, sft_batch_size=8, dev_size=4, max_new_tokens=8)
+                         sft_max_steps=3, sft_eval_every=2, sft_eval_from=2, sft_batch_size=8, dev_size=4,
+                         max_new_tokens=8)
     build_tiny_model(spec, tmp_path / "a")
     build_tiny_model(spec, tmp_path / "b")
     state_a = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a")).state_dict()

@@ -39,7 +39,7 @@ def test_short_run_of_every_algorithm(algo, tiny_model_dir, tmp_path):
     result = short_run(algo, run_dir, tiny_model_dir, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if STEP_KEYS <= r.keys()]
+    steps = [r for r in rows if r.keys() >= STEP_KEYS]
     assert [r["step"] for r in steps] == [1, 2]
     assert all(0.0 <= r["train_accuracy"] <= 1.0 and r["tokens_policy"] > 0 for r in steps)
     evals = [r for r in rows if "test_accuracy" in r]
@@ -68,7 +68,7 @@ def test_trepo_branches_and_eval_runs_on_the_checkpoint(tiny_model_dir, tmp_path
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.loads((eval_dir / "eval.json").read_text())
-    assert evaluation["n"] == 16 and 0.0 <= evaluation["accuracy"] <= 1.0
+    assert evaluation["num_problems"] == 16 and 0.0 <= evaluation["accuracy"] <= 1.0
     assert len((eval_dir / "samples.jsonl").read_text().splitlines()) == 16
 
 

@@ -231,12 +231,15 @@ def trainer_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
 
     With tied embeddings `named_parameters()` lists the shared tensor once, as the input embedding; vLLM
     keeps a separate output head that would otherwise stay stale (with only a warning), so it is passed
-    explicitly as `lm_head.weight`."""
-    weights = [(name.removeprefix("_orig_mod."), p.detach()) for name, p in model.named_parameters()]
+    explicitly as `lm_head.weight`. A LoRA policy (PeftModel) contributes its merged weights
+    W + scale * B @ A under the base model's names (`rlx.models.lora`)."""
+    from rlx.models.lora import base_model, merged_named_parameters
+
+    weights = [(name.removeprefix("_orig_mod."), p) for name, p in merged_named_parameters(model)]
     names = {name for name, _ in weights}
-    config = getattr(model, "config", None)
+    config = getattr(base_model(model), "config", None)
     if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
-        weights.append(("lm_head.weight", model.get_input_embeddings().weight.detach()))
+        weights.append(("lm_head.weight", base_model(model).get_input_embeddings().weight.detach()))
     return weights
 
 

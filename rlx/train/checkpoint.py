@@ -72,10 +72,15 @@ def load_checkpoint(path: Path, policy, optimizers, critic) -> tuple[int, dict]:
     """Restore weights, optimizer states and RNG states in place; returns (step, extra)."""
     from safetensors.torch import load_file
 
+    from rlx.models.lora import is_lora, load_adapter_weights
+
     state = torch.load(path / STATE_FILE, weights_only=False)
-    weights = load_file(str(path / "model.safetensors"))
-    policy.load_state_dict(weights, strict=False)  # tied lm_head is not stored separately
-    policy.tie_weights()
+    if is_lora(policy):  # save_pretrained of a PeftModel wrote the adapter only; the base is the model file's
+        load_adapter_weights(path, policy)
+    else:
+        weights = load_file(str(path / "model.safetensors"))
+        policy.load_state_dict(weights, strict=False)  # tied lm_head is not stored separately
+        policy.tie_weights()
     for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
         opt.load_state_dict(opt_state)
     if critic is not None:

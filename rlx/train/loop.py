@@ -24,10 +24,12 @@ from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
 from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
+from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
 from rlx.train import checkpoint, rollout
+from rlx.train import distributed as dist
 from rlx.train.logprobs import PackedBatch, pack, response_logprobs
 
 
@@ -49,6 +51,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+        dist.init()  # joins torchrun's process group when WORLD_SIZE > 1
         self.algo = algos.get(cfg.algo.name)
         self.run_dir = Path(cfg.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -59,8 +62,9 @@ class Trainer:
         self.tokenizer = load_tokenizer(self.model_path)
         self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
         self.policy = load_causal_lm(self.model_path, cfg.model.dtype)
+        self.policy = maybe_wrap_lora(self.policy, cfg.model.lora)  # r = 0: unchanged
         self.policy.train()
-        self.optimizers = [torch.optim.AdamW(self.policy.parameters(), lr=cfg.train.lr,
+        self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
                                              weight_decay=cfg.train.weight_decay)]
         kl = getattr(cfg.algo, "kl", None)
         self.reference = self._load_reference() if kl is not None and kl.beta > 0 else None  # never updated
@@ -69,6 +73,7 @@ class Trainer:
         if self.algo.needs_critic:
             self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).train()
             self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
+        dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
@@ -92,6 +97,7 @@ class Trainer:
         prompts = [self.tokenizer.encode(self.task.prompt(p)) for p in problems]
         requests = rollout.policy_requests(prompts, t.samples_per_prompt, t.temperature, t.max_new_tokens,
                                            self.cfg.seed, step)
+        requests = dist.with_global_seeds(requests, t.samples_per_prompt, self.cfg.seed, step)
         generations = self.sampler.generate(requests)
         return [
             rollout.Trajectory(problem=problems[i // t.samples_per_prompt], group=i // t.samples_per_prompt,
@@ -203,6 +209,7 @@ class Trainer:
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_gradients(self.optimizers)  # mean over ranks, before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
             if self.critic is not None:
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
@@ -215,7 +222,7 @@ class Trainer:
     # ---------------------------------------------------------------- driver
     def train_step(self, step: int) -> dict[str, float]:
         timer = PhaseTimer()
-        problems = self.step_problems(step)
+        problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
         with timer("generate"):
             trajs = self.sample_policy(step, problems)
         with timer("branch"):
@@ -224,13 +231,14 @@ class Trainer:
             self.score(trajs, branches)
         with timer("train"):
             batch = self.frozen_batch(trajs, branches)
-            advantages = self.algo.advantages(batch.inputs, self.cfg.algo).detach()  # [B, T], frozen
+            advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
             metrics = self.optimize(batch, advantages)
         if self.logger.wants_samples(step):
             self.logger.log_samples(step, self.sample_rows(trajs, batch, advantages))
         with timer("sync"):
             self.sampler.sync_weights(self.policy)  # the next step samples from the updated policy
-        return {**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics, **timer.seconds}
+        return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
+                                  **timer.seconds})
 
     def sample_rows(self, trajs, batch: FrozenBatch, advantages: torch.Tensor) -> list[dict]:
         """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
@@ -242,7 +250,9 @@ class Trainer:
 
     def evaluate(self) -> float:
         problems = self.task.test[: self.cfg.train.eval_size]
-        return greedy_accuracy(self.sampler, self.tokenizer, self.task, problems, self.cfg.train.max_new_tokens)
+        accuracy = greedy_accuracy(self.sampler, self.tokenizer, self.task, problems,
+                                   self.cfg.train.max_new_tokens) if dist.is_main() else 0.0
+        return dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
 
     def resume(self) -> tuple[int, dict]:
         """(first step to run, saved extra state). `resume=auto` continues from the newest complete
@@ -254,17 +264,21 @@ class Trainer:
             return 1, {}  # nothing saved yet: auto-resume of a fresh run directory starts at step 1
         step, extra = checkpoint.load_checkpoint(path, self.policy, self.optimizers, self.critic)
         self.sampler.sync_weights(self.policy)
-        checkpoint.truncate_metrics(self.run_dir / "metrics.jsonl", step)
+        if dist.is_main():
+            checkpoint.truncate_metrics(self.run_dir / "metrics.jsonl", step)
         print(f"[rlx] resumed from {path} (step {step})")
         return step + 1, extra
 
     def checkpoint(self, step: int, extra: dict) -> Path:
-        return checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
-                                          self.critic, extra, self.cfg.train.keep_last)
+        if dist.is_main():
+            checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
+                                       self.critic, extra, self.cfg.train.keep_last)
+        dist.barrier()  # every rank can resume from it once any rank moves on
+        return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
 
     def save(self) -> Path:
         ckpt = self.run_dir / "checkpoint"
-        self.policy.save_pretrained(str(ckpt))
+        save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
         self.tokenizer.save_pretrained(str(ckpt))
         return ckpt
 
@@ -272,10 +286,12 @@ class Trainer:
 def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     started = time.time()
     trainer = Trainer(cfg)
-    (trainer.run_dir / "config.yaml").write_text(resolved_config)
+    if dist.is_main():
+        (trainer.run_dir / "config.yaml").write_text(resolved_config)
     first_step, state = trainer.resume()
     started -= state.get("elapsed", 0.0)
-    trainer.logger = build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config)
+    trainer.logger = (build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config) if dist.is_main()
+                      else dist.NullLogger())  # one metrics.jsonl per run
     if first_step == 1:
         state["accuracy_before"] = trainer.evaluate()
         trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
@@ -294,6 +310,11 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
     progress.close()
     accuracy_after = trainer.evaluate()
+    dist.write_parameter_digest(trainer.run_dir, trainer.policy)
+    if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
+        trainer.sampler.close()
+        dist.close()
+        return {"accuracy_after": accuracy_after}
     trainer.logger.log(cfg.train.steps, {"test_accuracy": accuracy_after, "final": True})
     ckpt = trainer.save()
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
@@ -304,6 +325,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     trainer.logger.log_summary(summary)
     trainer.sampler.close()
     trainer.logger.close()
+    dist.close()
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
           f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
     return summary
@@ -366,4 +388,5 @@ class PhaseTimer:
 def _progress(cfg: RunConfig, done: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.train.steps, initial=done, desc=f"rlx {cfg.algo.name}", disable=not cfg.train.progress_bar)
+    return tqdm(total=cfg.train.steps, initial=done, desc=f"rlx {cfg.algo.name}",
+                disable=not cfg.train.progress_bar or not dist.is_main())

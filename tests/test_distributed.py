@@ -1,0 +1,107 @@
+"""Multi-process data parallelism: helpers with one process, collectives with two gloo processes, and a
+2-rank `torchrun ... rlx.cli train` run on the real tiny model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from rlx.algos.base import AdvantageInputs
+from rlx.algos.common import masked_whiten
+from rlx.models.load import load_causal_lm
+from rlx.train import distributed as dist
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def batch_whiten(inputs: AdvantageInputs, cfg) -> torch.Tensor:
+    """An advantage function with batch statistics (TRePO/PPO adv_norm=batch), on the terminal rewards."""
+    return masked_whiten(inputs.token_rewards, inputs.response_mask)  # [B, T]
+
+
+def rank_inputs(rank: int) -> AdvantageInputs:
+    """Rank 0: 2 rows of width 3; rank 1: 3 rows of width 5 (different B and T on purpose)."""
+    rows, width = (2, 3) if rank == 0 else (3, 5)
+    generator = torch.Generator().manual_seed(rank)
+    mask = torch.ones(rows, width)
+    mask[0, -1] = 0.0
+    rewards = torch.randn(rows, width, generator=generator) * mask  # [B, T]
+    return AdvantageInputs(token_rewards=rewards, response_mask=mask, group_ids=torch.arange(rows) // 2,
+                           knots=[[1]] * rows)
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    dist.init()
+    advantages = dist.global_advantages(batch_whiten, rank_inputs(rank), None)
+    grad_owner = torch.nn.Linear(2, 1, bias=False)
+    grad_owner.weight.grad = torch.full((1, 2), float(rank))  # rank 0: zeros, rank 1: ones
+    dist.average_gradients([torch.optim.SGD(grad_owner.parameters(), lr=0.1)])
+    metrics = dist.mean_metrics({"reward_mean": float(rank)})
+    torch.save({"advantages": advantages, "grad": grad_owner.weight.grad, "metrics": metrics,
+                "shard": dist.shard(list(range(5)))}, Path(out_dir) / f"rank{rank}.pt")
+    dist.close()
+
+
+def test_helpers_are_no_ops_in_one_process():
+    items = list(range(5))
+    assert dist.world_size() == 1 and dist.is_main() and dist.shard(items) == items
+    inputs = rank_inputs(0)
+    torch.testing.assert_close(dist.global_advantages(batch_whiten, inputs, None), batch_whiten(inputs, None))
+    assert dist.mean_metrics({"a": 1.0}) == {"a": 1.0}
+
+
+def test_concat_pads_columns_and_makes_groups_global():
+    merged = dist._concat_inputs([rank_inputs(0), rank_inputs(1)])
+    assert merged.token_rewards.shape == (5, 5) and merged.response_mask[:2, 3:].sum() == 0
+    assert merged.group_ids.tolist() == [0, 0, 1, 1, 3]  # local group g of rank r -> g * 2 + r
+    assert merged.knots == [[1]] * 5 and merged.values is None
+
+
+def test_two_gloo_ranks_share_batch_statistics_and_gradients(tmp_path):
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    full = batch_whiten(dist._concat_inputs([rank_inputs(0), rank_inputs(1)]), None)  # [5, 5] one-process
+    torch.testing.assert_close(results[0]["advantages"], full[:2, :3])
+    torch.testing.assert_close(results[1]["advantages"], full[2:, :5])
+    for res in results:
+        torch.testing.assert_close(res["grad"], torch.full((1, 2), 0.5))
+        assert res["metrics"] == {"reward_mean": 0.5}
+    assert [res["shard"] for res in results] == [[0, 2, 4], [1, 3]]
+    assert not torch_dist.is_initialized()  # the test process itself never joined
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
+         f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4", "algo.samples_per_prompt=4",
+         "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = [(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)]
+    assert digests[0] == digests[1]
+    initial = dist.parameter_digest(load_causal_lm(str(tiny_model_dir), "float32"))
+    assert digests[0] != initial  # the replicas trained (identically)
+    saved = dist.parameter_digest(load_causal_lm(str(run_dir / "checkpoint"), "float32"))
+    assert saved == digests[0]  # rank 0's checkpoint is the replicas' weights
+    assert [p.name for p in tmp_path.rglob("metrics.jsonl")] == ["metrics.jsonl"]
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4  # step 0, 1, 2, final
