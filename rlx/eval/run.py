@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rlx.config import EvalConfig
 from rlx.data.base import Problem
 from rlx.data.tasks import Task, load_task
@@ -36,7 +38,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(model_path)
     task = task.with_tokenizer(tokenizer)  # chat templates need the model's tokenizer
-    model = load_causal_lm(model_path, cfg.model.dtype)
+    model = load_causal_lm(model_path, cfg.model.dtype).to("cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
     sampler = build_sampler(cfg.sampler, model, tokenizer, model_path, cfg.model.dtype, seed=cfg.seed)
     try:

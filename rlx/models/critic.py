@@ -25,7 +25,9 @@ class ValueModel(torch.nn.Module):
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """V(s_t) for every response token t: the value of the state *before* token t, read at the
         position whose logits predict token t. -> [B, T], 0 on padding."""
-        hidden = self.base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        index = batch.predict_pos[..., None].expand(-1, -1, hidden.shape[-1])  # [B, T, H]
-        values = self.head(hidden.gather(1, index)).squeeze(-1).float()  # [B, T]
+        device = self.head.weight.device
+        hidden = self.base(input_ids=batch.input_ids.to(device),
+                           attention_mask=batch.attention_mask.to(device)).last_hidden_state  # [B, L, H]
+        index = batch.predict_pos.to(device)[..., None].expand(-1, -1, hidden.shape[-1])  # [B, T, H]
+        values = self.head(hidden.gather(1, index)).squeeze(-1).float().cpu()  # [B, T]
         return values * batch.response_mask

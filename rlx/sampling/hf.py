@@ -34,7 +34,8 @@ def counter_uniform(seeds: torch.Tensor, position: int, vocab: int) -> torch.Ten
 
     splitmix64 of a per-(row, position, token) counter, vectorised over the batch: every request draws
     from its own stream, so a sample does not depend on which other requests share its batch."""
-    counter = seeds[:, None] * _GOLDEN + (position * vocab + torch.arange(vocab)[None, :]) * _MIX2  # [B, V]
+    tokens = torch.arange(vocab, device=seeds.device)[None, :]  # [1, V]
+    counter = seeds[:, None] * _GOLDEN + (position * vocab + tokens) * _MIX2  # [B, V]
     z = counter + _GOLDEN
     z = (z ^ _shift_right(z, 30)) * _MIX1
     z = (z ^ _shift_right(z, 27)) * _MIX2
@@ -52,11 +53,12 @@ class PerRequestSampling(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()  # [B, V]
+        temperatures, seeds = self.temperatures.to(scores.device), self.seeds.to(scores.device)
         position = input_ids.shape[1] - self.prompt_width
-        uniform = counter_uniform(self.seeds, position, scores.shape[1])  # [B, V]
+        uniform = counter_uniform(seeds, position, scores.shape[1])  # [B, V]
         gumbel = -torch.log(-torch.log(uniform)).float()
-        sampled = (scores / self.temperatures.clamp(min=1e-6)[:, None] + gumbel).argmax(-1)  # [B]
-        chosen = torch.where(self.temperatures > 0, sampled, scores.argmax(-1))  # [B]
+        sampled = (scores / temperatures.clamp(min=1e-6)[:, None] + gumbel).argmax(-1)  # [B]
+        chosen = torch.where(temperatures > 0, sampled, scores.argmax(-1))  # [B]
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen[:, None], 0.0)
         return out
@@ -88,9 +90,10 @@ class HFSampler:
         input_ids, attention_mask = left_pad([list(r.prompt_ids) for r in requests], self.pad_token_id)
         processor = PerRequestSampling([r.temperature for r in requests], [r.seed for r in requests],
                                        input_ids.shape[1])
+        device = next(self.model.parameters()).device
         out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
             max_new_tokens=max(r.max_new_tokens for r in requests),
             do_sample=False,
             logits_processor=LogitsProcessorList([processor]),
@@ -100,8 +103,8 @@ class HFSampler:
             output_logits=True,
         )
         self.model.train(was_training)
-        new_tokens = out.sequences[:, input_ids.shape[1] :]  # [B, N]
-        raw_logp = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [B, N, V]
+        new_tokens = out.sequences[:, input_ids.shape[1] :].cpu()  # [B, N]
+        raw_logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu()  # [B, N, V]
         token_logp = raw_logp.gather(-1, new_tokens[..., None]).squeeze(-1)  # [B, N]
         return [self._trim(new_tokens[i], token_logp[i], r.max_new_tokens) for i, r in enumerate(requests)]
 
@@ -114,7 +117,8 @@ class HFSampler:
     @torch.no_grad()
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         ids, mask = right_pad(sequences, self.pad_token_id)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()  # [B, L, V]
+        device = next(self.model.parameters()).device
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()  # [B, L, V]
         logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, L-1]
         return [logp[i, : len(seq) - 1].tolist() for i, seq in enumerate(sequences)]
 

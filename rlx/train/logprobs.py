@@ -37,13 +37,22 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> P
     return PackedBatch(input_ids, attention_mask, response_ids, response_mask, predict_pos)
 
 
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def response_logprobs(model, batch: PackedBatch, with_entropy: bool = False):
-    """log pi(y_t | prompt, y_<t) for every response token: [B, T] (and the entropy [B, T])."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # [B, L, V]
-    index = batch.predict_pos[..., None].expand(-1, -1, logits.shape[-1])  # [B, T, V]
+    """log pi(y_t | prompt, y_<t) for every response token: [B, T] (and the entropy [B, T]).
+
+    The forward pass runs on the model's device; the [B, T] results come back to the CPU (differentiably),
+    where the algorithms' small tensor math runs, so the loop has one device story on CPU and GPU alike."""
+    device = model_device(model)
+    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+    index = batch.predict_pos.to(device)[..., None].expand(-1, -1, logits.shape[-1])  # [B, T, V]
     logp_all = logits.gather(1, index).float().log_softmax(-1)  # [B, T, V]
-    logp = logp_all.gather(-1, batch.response_ids[..., None]).squeeze(-1) * batch.response_mask  # [B, T]
+    response_ids = batch.response_ids.to(device)[..., None]
+    logp = logp_all.gather(-1, response_ids).squeeze(-1).cpu() * batch.response_mask  # [B, T]
     if not with_entropy:
         return logp, None
-    entropy = -(logp_all.exp() * logp_all).sum(-1) * batch.response_mask  # [B, T]
+    entropy = -(logp_all.exp() * logp_all).sum(-1).cpu() * batch.response_mask  # [B, T]
     return logp, entropy

@@ -62,7 +62,8 @@ class Trainer:
         self.tokenizer = load_tokenizer(self.model_path)
         self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
         self.policy = load_causal_lm(self.model_path, cfg.model.dtype)
-        self.policy = maybe_wrap_lora(self.policy, cfg.model.lora)  # r = 0: unchanged
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.policy = maybe_wrap_lora(self.policy.to(self.device), cfg.model.lora)  # r = 0: unchanged
         self.policy.train()
         self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
                                              weight_decay=cfg.train.weight_decay)]
@@ -71,7 +72,7 @@ class Trainer:
         self.kl_in_rewards = self.reference is not None and kl.mode in ("reward_token", "reward_response")
         self.critic = None
         if self.algo.needs_critic:
-            self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).train()
+            self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).to(self.device).train()
             self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
@@ -82,7 +83,7 @@ class Trainer:
         self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
 
     def _load_reference(self):
-        reference = load_causal_lm(self.model_path, self.cfg.model.dtype).eval()
+        reference = load_causal_lm(self.model_path, self.cfg.model.dtype).to(self.device).eval()
         reference.requires_grad_(False)
         return reference
 
