@@ -84,9 +84,11 @@ class ModelConfig:
 class HFSamplerConfig:
     name: Literal["hf"] = "hf"
     max_batch_size: int = 1024
+    num_threads: int = 1  # CPU: torch threads while generating; 0 = keep the process's
 
     def validate(self) -> None:
         _require(self.max_batch_size >= 1, "sampler.max_batch_size", "must be >= 1", self.max_batch_size)
+        _require(self.num_threads >= 0, "sampler.num_threads", "must be >= 0", self.num_threads)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
-         f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4", "algo.samples_per_prompt=4",
+         "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
+         "algo.samples_per_prompt=4",
          "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false",
          f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

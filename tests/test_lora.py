@@ -44,7 +44,7 @@ def lora_policy(model_dir: Path, seed: int = 0, nonzero_b: bool = True) -> torch
 def short_run(run_dir: Path, model_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """A 2-step GRPO run through the real CLI (as tests/test_train_e2e.py does)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
-    args = ["train", "algo=grpo", f"model.path={model_dir}", "train.steps=2", "train.prompts_per_step=4",
+    args = ["train", "algo=grpo", "sampler=hf", f"model.path={model_dir}", "train.steps=2", "train.prompts_per_step=4",
             "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false", f"hydra.run.dir={run_dir}"]
     return subprocess.run([sys.executable, "-m", "rlx.cli", *args, *extra], cwd=run_dir.parent, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -146,7 +146,7 @@ def test_two_step_lora_run_end_to_end(tiny_model_dir, tmp_path):
     assert not torch.allclose(full_logits, base_logits, atol=1e-4)  # the adapters did train
     eval_dir = tmp_path / "eval"  # the merged checkpoint is a plain HF model: `rlx eval` needs no PEFT
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "rlx.cli", "eval", f"model.path={ckpt}", "eval.size=8",
+    result = subprocess.run([sys.executable, "-m", "rlx.cli", "eval", "sampler=hf", f"model.path={ckpt}", "eval.size=8",
                              f"hydra.run.dir={eval_dir}"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

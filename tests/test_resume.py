@@ -19,7 +19,7 @@ TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "rlx.cli", "train", f"model.path={model_dir}", "train.steps=4",
+    return [sys.executable, "-m", "rlx.cli", "train", "sampler=hf", f"model.path={model_dir}", "train.steps=4",
             "train.prompts_per_step=4", "train.eval_size=8", "train.eval_every=2", "train.save_every=1",
             "train.progress_bar=false", "algo.num_branch_points=2", "algo.rollouts_per_branch=2",
             f"hydra.run.dir={run_dir}", *extra]

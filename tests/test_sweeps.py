@@ -88,7 +88,7 @@ def test_tiny_sweep_end_to_end_with_joblib_wandb_and_report(tiny_model_dir, tmp_
            "WANDB_API_KEY": FAKE_KEY}
     sweep_dir = tmp_path / "multirun" / "grp" / "xyz"  # W&B group "grp-xyz": a string no path contains
     result = subprocess.run(
-        [sys.executable, "-m", "rlx.cli", "train", "-m", "+sweep=smoke", "hydra/launcher=joblib",
+        [sys.executable, "-m", "rlx.cli", "train", "-m", "+sweep=smoke", "hydra/launcher=joblib", "sampler=hf",
          f"model.path={tiny_model_dir}", "logger=wandb", "logger.mode=offline", f"hydra.sweep.dir={sweep_dir}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

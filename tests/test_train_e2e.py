@@ -25,8 +25,10 @@ def rlx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
-def short_run(algo: str, run_dir: Path, model_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return rlx("train", f"algo={algo}", f"model.path={model_dir}", "train.steps=2", "train.prompts_per_step=4",
+def short_run(algo: str, run_dir: Path, model_dir: Path, *extra: str,
+              sampler: str = "hf") -> subprocess.CompletedProcess:
+    return rlx("train", f"algo={algo}", f"sampler={sampler}", f"model.path={model_dir}", "train.steps=2",
+               "train.prompts_per_step=4",
                "train.eval_size=16", "train.eval_every=1", "train.progress_bar=false", f"hydra.run.dir={run_dir}",
                *extra, cwd=run_dir.parent)
 
@@ -56,7 +58,9 @@ def test_short_run_of_every_algorithm(algo, tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_trepo_branches_and_eval_runs_on_the_checkpoint(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "trepo"
-    result = short_run("trepo", run_dir, tiny_model_dir, "algo.num_branch_points=3", "algo.rollouts_per_branch=2")
+    # through the default sampler, vLLM: in-place weight sync and its canary after every step
+    result = short_run("trepo", run_dir, tiny_model_dir, "algo.num_branch_points=3", "algo.rollouts_per_branch=2",
+                       "algo.branch_selection=uniform_grid", sampler="vllm")
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:3]
     for row in steps:
@@ -64,7 +68,8 @@ def test_trepo_branches_and_eval_runs_on_the_checkpoint(tiny_model_dir, tmp_path
         assert row["num_branch_rollouts"] == 4 * 3 * 2
         assert row["tokens_branch"] > 0
     eval_dir = tmp_path / "eval"
-    result = rlx("eval", f"model.path={run_dir / 'checkpoint'}", "eval.size=16", f"hydra.run.dir={eval_dir}",
+    result = rlx("eval", "sampler=hf", f"model.path={run_dir / 'checkpoint'}", "eval.size=16",
+                 f"hydra.run.dir={eval_dir}",
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.loads((eval_dir / "eval.json").read_text())
