@@ -387,5 +387,14 @@ def plain_policy_loss(inp, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     loss, metrics = pg_loss(inp.logp, inp.advantages, mask, cfg.loss_agg)
     kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, mask, cfg.kl, cfg.loss_agg)
     ent = entropy_bonus(inp.entropy, mask, cfg.entropy_coef, cfg.loss_agg)
-    metrics.update(kl_metrics, pg_loss=loss.item())
+    metrics.update(kl_metrics, pg_loss=loss.item(), **ratio_metrics(inp.logp, inp.old_logp, mask))
     return loss + kl_loss + ent, metrics
+
+
+def ratio_metrics(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The same drift diagnostics the clipped losses log, for losses without a ratio: nothing is clipped."""
+    with torch.no_grad():
+        log_ratio = (logp - old_logp) * mask  # [B, T]
+        ratio = torch.exp(log_ratio)
+        return {"clip_frac": 0.0, "approx_kl": masked_mean(ratio - 1.0 - log_ratio, mask).item(),
+                "ratio_mean": masked_mean(ratio, mask).item()}
