@@ -22,7 +22,9 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    return shared_data_dir()
+    path = shared_data_dir()
+    assert (path / "gsm8k" / "test.jsonl").is_file(), f"shared data not found at {path}"
+    return path
 
 
 @pytest.fixture(scope="session")
