@@ -42,6 +42,8 @@ def import_vllm() -> Any:
     # Must be set before vLLM reads it: with a separate engine process the trainer cannot reach the
     # engine's weights, and every script creating an engine would need a `__main__` guard.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # vLLM logs every prefix-cache reset at INFO: one line per training step drowns the trainer's output.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm
     except ImportError as err:
