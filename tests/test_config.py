@@ -35,7 +35,7 @@ def test_every_group_option_composes_and_validates(group):
 def test_defaults_are_the_default_job():
     cfg = parse_run_config(compose_train())
     assert (cfg.algo.name, cfg.model.name, cfg.data.name, cfg.reward_model.name) == ("trepo", "tiny", "arith", "arith")
-    assert cfg.train.samples_per_prompt == cfg.algo.samples_per_prompt == 1  # interpolated from the algorithm
+    assert cfg.train.samples_per_prompt == cfg.algo.samples_per_prompt == 4  # interpolated from the algorithm
     assert parse_run_config(compose_train("algo=grpo")).train.samples_per_prompt == 8
 
 

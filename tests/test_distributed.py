@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from rlx.algos.base import AdvantageInputs
@@ -82,7 +81,7 @@ def test_two_gloo_ranks_share_batch_statistics_and_gradients(tmp_path):
         torch.testing.assert_close(res["grad"], torch.full((1, 2), 0.5))
         assert res["metrics"] == {"reward_mean": 0.5}
     assert [res["shard"] for res in results] == [[0, 2, 4], [1, 3]]
-    assert not torch_dist.is_initialized()  # the test process itself never joined
+    assert not dist.joined()  # the test process itself never joined (vLLM may own a group here)
 
 
 @pytest.mark.slow

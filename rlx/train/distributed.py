@@ -35,6 +35,8 @@ T = TypeVar("T")
 # Rank 0 evaluates and checkpoints while the others wait in a collective: allow for a long evaluation.
 DEFAULT_TIMEOUT_MINUTES = 120
 
+_STATE = {"joined": False}
+
 
 def world_size() -> int:
     return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
@@ -57,10 +59,18 @@ def init() -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
     minutes = float(os.environ.get("RLX_DIST_TIMEOUT_MINUTES", DEFAULT_TIMEOUT_MINUTES))
     torch_dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
+    _STATE["joined"] = True
+
+
+def joined() -> bool:
+    """True once this process joined torchrun's group through `init` (an in-process vLLM engine may create a
+    single-process group of its own, which is not ours to tear down)."""
+    return _STATE["joined"]
 
 
 def close() -> None:
-    if torch_dist.is_initialized():
+    if joined() and torch_dist.is_initialized():
+        _STATE["joined"] = False
         torch_dist.barrier()  # nobody tears the group down while another rank still needs it
         torch_dist.destroy_process_group()
 
