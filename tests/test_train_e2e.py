@@ -56,6 +56,17 @@ def test_short_run_of_every_algorithm(algo, tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", [("algo.supervision=process",),
+                                     ("algo.supervision=sentence", "algo.ratio_level=sentence")])
+def test_grpo_process_and_sentence_supervision_with_the_step_reward(variant, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = short_run("grpo", run_dir, tiny_model_dir, "reward_model=arith_steps", *variant)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:3]
+    assert all(row.keys() >= STEP_KEYS and row["adv_std"] > 0 for row in steps)
+
+
+@pytest.mark.slow
 def test_trepo_branches_and_eval_runs_on_the_checkpoint(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "trepo"
     # through the default sampler, vLLM: in-place weight sync and its canary after every step

@@ -38,6 +38,7 @@ from rlx.algos.common import (
     clipped_policy_loss,
     entropy_bonus,
     kl_per_token,
+    ratio_metrics,
     sequence_scores,
     valid_positions,
 )
@@ -243,6 +244,7 @@ def segment_clipped_loss(
         "clip_frac": ((clipped > unclipped).to(seg_mask.dtype) * seg_mask).sum().item() / max(seg_mask.sum().item(), 1),
         "ratio_mean": ((ratio.detach() * seg_mask).sum() / seg_mask.sum().clamp(min=1)).item(),
         "pg_loss": loss.item(),
+        "approx_kl": ratio_metrics(inp.logp, inp.old_logp, inp.response_mask)["approx_kl"],  # token-level drift
     }
     total = loss + entropy_bonus(inp.entropy, inp.response_mask, cfg.entropy_coef, "seq_mean_token_mean")
     if cfg.kl.mode == "loss" and cfg.kl.beta > 0:

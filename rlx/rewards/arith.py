@@ -30,3 +30,39 @@ def make_arith_reward(correct: float = 1.0, incorrect: float = 0.0):
         return [correct if arith_correct(p, c) else incorrect for p, c in zip(problems, completions, strict=True)]
 
     return reward
+
+
+class ArithStepReward:
+    """`reward_model=arith_steps`: the outcome reward of `arith` plus one reward per reasoning step (line).
+
+    A step is correct when the line equals the reference solution's line at the same position (the task's
+    solutions are deterministic: each line rewrites the previous one), so this is a ground-truth process
+    reward model for GRPO's process supervision (spec §2.2c) and sentence-level GRPO (§2.2d)."""
+
+    def __init__(self, correct: float = 1.0, incorrect: float = 0.0):
+        self.correct, self.incorrect = correct, incorrect
+
+    def __call__(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        return [self.correct if arith_correct(p, c) else self.incorrect
+                for p, c in zip(problems, completions, strict=True)]
+
+    def step_rewards(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[list[float]]:
+        """One reward per line of each completion (a trailing line without a newline counts)."""
+        rewards = []
+        for problem, completion in zip(problems, completions, strict=True):
+            reference = problem.solution.split("\n")
+            lines = completion_lines(completion)
+            rewards.append([self.correct if j < len(reference) and line.strip() == reference[j].strip()
+                            else self.incorrect for j, line in enumerate(lines)])
+        return rewards
+
+
+def completion_lines(completion: str) -> list[str]:
+    """The completion's steps: its lines, without the empty remainder after a final newline."""
+    lines = completion.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+@register_reward("arith_steps")
+def make_arith_step_reward(correct: float = 1.0, incorrect: float = 0.0) -> ArithStepReward:
+    return ArithStepReward(correct, incorrect)

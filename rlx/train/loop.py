@@ -159,8 +159,19 @@ class Trainer:
             knots=[[k.t for k in br.knots] for br in branches],
             branch_rewards=self.branch_token_rewards(trajs, branches),
             step_ends=[rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs],
+            step_rewards=self.step_rewards(trajs),
         )
         return FrozenBatch(packed, old_logp, ref_logp, old_values, inputs)
+
+    def step_rewards(self, trajs) -> list[list[float]] | None:
+        """Per-step rewards when the reward model scores steps (a process reward), else None."""
+        score_steps = getattr(self.reward_fn, "step_rewards", None)
+        if score_steps is None:
+            return None
+        rewards = score_steps([t.problem for t in trajs], [t.text for t in trajs])
+        # one reward per step end: a tokenizer may pack two lines into one token, so align by count
+        ends = [rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs]
+        return [(row + [0.0] * len(e))[: len(e)] for row, e in zip(rewards, ends)]
 
     def branch_token_rewards(self, trajs, branches) -> list[list[list[torch.Tensor]]]:
         """Per-token rewards of every branch rollout's continuation: its RM on the last token, plus the KL
