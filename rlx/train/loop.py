@@ -18,7 +18,7 @@ import torch
 
 from rlx import algos
 from rlx.algos.base import AdvantageInputs, LossInputs
-from rlx.algos.common import kl_token_rewards, terminal_rewards
+from rlx.algos.common import kl_token_rewards, masked_mean, terminal_rewards
 from rlx.config import RunConfig
 from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
@@ -228,7 +228,7 @@ class Trainer:
             for optimizer in self.optimizers:
                 optimizer.step()
             metrics = {"loss": loss.item(), "grad_norm": float(grad_norm), **loss_metrics,
-                       "entropy": masked_mean(entropy.detach(), mask)}
+                       "entropy": masked_mean(entropy.detach(), mask).item()}
         return metrics
 
     # ---------------------------------------------------------------- driver
@@ -348,10 +348,6 @@ def terminal_reward(length: int, reward: float) -> torch.Tensor:
     rewards = torch.zeros(length)  # [L] zero-reward assumption: the whole RM on the last token
     rewards[-1] = reward
     return rewards
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
-    return float((x * mask).sum() / mask.sum().clamp(min=1))
 
 
 def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: int) -> float:
