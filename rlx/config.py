@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from rlx import algos
-from rlx.data.configs import DATASETS, ArithDataConfig, ConfigError, _require  # noqa: F401  (ConfigError re-exported)
+from rlx.data.configs import DATASETS, ConfigError, _require  # noqa: F401  (ConfigError is re-exported)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class RunConfig:
     model: ModelConfig
     reward_model: RewardConfig
     sampler: HFSamplerConfig | VLLMSamplerConfig
-    data: ArithDataConfig
+    data: Any  # the selected option's dataclass from DATASETS
     logger: LoggerConfig
 
 

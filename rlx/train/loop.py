@@ -151,6 +151,7 @@ class Trainer:
         if self.kl_in_rewards:
             token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
         group_ids = torch.tensor([t.group for t in trajs])
+        step_ends = [rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs]
         inputs = AdvantageInputs(
             token_rewards=token_rewards,
             response_mask=mask,
@@ -158,20 +159,19 @@ class Trainer:
             values=old_values,
             knots=[[k.t for k in br.knots] for br in branches],
             branch_rewards=self.branch_token_rewards(trajs, branches),
-            step_ends=[rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs],
-            step_rewards=self.step_rewards(trajs),
+            step_ends=step_ends,
+            step_rewards=self.step_rewards(trajs, step_ends),
         )
         return FrozenBatch(packed, old_logp, ref_logp, old_values, inputs)
 
-    def step_rewards(self, trajs) -> list[list[float]] | None:
+    def step_rewards(self, trajs, step_ends: list[list[int]]) -> list[list[float]] | None:
         """Per-step rewards when the reward model scores steps (a process reward), else None."""
         score_steps = getattr(self.reward_fn, "step_rewards", None)
         if score_steps is None:
             return None
         rewards = score_steps([t.problem for t in trajs], [t.text for t in trajs])
         # one reward per step end: a tokenizer may pack two lines into one token, so align by count
-        ends = [rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs]
-        return [(row + [0.0] * len(e))[: len(e)] for row, e in zip(rewards, ends)]
+        return [(row + [0.0] * len(ends))[: len(ends)] for row, ends in zip(rewards, step_ends)]
 
     def branch_token_rewards(self, trajs, branches) -> list[list[list[torch.Tensor]]]:
         """Per-token rewards of every branch rollout's continuation: its RM on the last token, plus the KL
