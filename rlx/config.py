@@ -8,6 +8,7 @@ outside its allowed set or an out-of-range value raises `ConfigError` naming the
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -15,14 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from rlx import algos
+from rlx.algos.base import AlgoConfig
 from rlx.data.configs import DATASETS, ConfigError, _require  # noqa: F401  (ConfigError is re-exported)
+from rlx.models.config import QWEN2_LINEAR_PROJECTIONS, LoRAConfig, ModelConfig  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
     steps: int = 40
-    prompts_per_step: int = 64
-    samples_per_prompt: int = 1
+    prompts_per_step: int = 64  # responses per step = prompts_per_step x algo.samples_per_prompt
     lr: float = 3e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -34,11 +36,14 @@ class TrainerConfig:
     progress_bar: bool = True
     save_every: int = 0  # resumable checkpoint every N steps (0 = only the final HF checkpoint)
     keep_last: int = 2  # resumable checkpoints kept
+    micro_batch_tokens: int | None = None  # max prompt+response tokens per forward pass (null: by micro_batch_size)
+    micro_batch_size: int = 1024  # sequences per forward pass when micro_batch_tokens is null
+    mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
+    skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
         _require(self.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1", self.prompts_per_step)
-        _require(self.samples_per_prompt >= 1, "train.samples_per_prompt", "must be >= 1", self.samples_per_prompt)
         _require(self.lr >= 0, "train.lr", "must be >= 0", self.lr)
         _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
         _require(self.grad_clip > 0, "train.grad_clip", "must be > 0", self.grad_clip)
@@ -48,36 +53,12 @@ class TrainerConfig:
         _require(self.eval_size >= 1, "train.eval_size", "must be >= 1", self.eval_size)
         _require(self.save_every >= 0, "train.save_every", "must be >= 0", self.save_every)
         _require(self.keep_last >= 1, "train.keep_last", "must be >= 1", self.keep_last)
-
-
-QWEN2_LINEAR_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass(frozen=True)
-class LoRAConfig:
-    """`model.lora`: train low-rank adapters (PEFT) instead of the full policy; r = 0 turns LoRA off."""
-
-    r: int = 0  # adapter rank; 0 = full fine-tuning
-    alpha: float = 32.0  # merged weight is W + (alpha / r) B A
-    dropout: float = 0.0  # dropout on the adapter's input (training forward passes only)
-    target_modules: tuple[str, ...] = QWEN2_LINEAR_PROJECTIONS  # module names that get adapters
-
-    def validate(self) -> None:
-        _require(self.r >= 0, "model.lora.r", "must be >= 0 (0 = off)", self.r)
-        _require(self.alpha > 0, "model.lora.alpha", "must be > 0", self.alpha)
-        _require(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)", self.dropout)
-        _require(len(self.target_modules) >= 1, "model.lora.target_modules", "must name at least one module",
-                 self.target_modules)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "tiny"
-    path: str | None = None  # a local Hugging Face model directory; wins over hub_id
-    hub_id: str | None = None
-    cache_dir: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
+        _require(self.micro_batch_tokens is None or self.micro_batch_tokens >= 1, "train.micro_batch_tokens",
+                 "must be >= 1 or null", self.micro_batch_tokens)
+        _require(self.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1", self.micro_batch_size)
+        _require(1 <= self.mini_batches <= self.prompts_per_step, "train.mini_batches",
+                 f"must be in [1, train.prompts_per_step={self.prompts_per_step}] (groups stay whole)",
+                 self.mini_batches)
 
 
 @dataclass(frozen=True)
@@ -149,7 +130,7 @@ class RunConfig:
     output_dir: str
     resume: str | None  # null | auto (newest complete checkpoint in the run directory) | a checkpoint path
     train: TrainerConfig
-    algo: Any  # the registered algorithm's own config dataclass
+    algo: AlgoConfig  # the registered algorithm's own config dataclass (a subclass)
     model: ModelConfig
     reward_model: RewardConfig
     sampler: HFSamplerConfig | VLLMSamplerConfig
@@ -189,6 +170,8 @@ SAMPLERS: dict[str, type] = {"hf": HFSamplerConfig, "vllm": VLLMSamplerConfig}
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     """Convert a resolved, plain-dict job config (from Hydra) into a validated RunConfig."""
     raw = dict(raw)
+    if "samples_per_prompt" in (raw.get("train") or {}):  # the group size's one owner is the algorithm
+        raise ConfigError("train.samples_per_prompt: moved; set the group size with algo.samples_per_prompt=N")
     algo_cls = _algorithm_config_class(raw.get("algo", {}))
     cfg = RunConfig(
         seed=_convert(int, raw.get("seed"), "seed"),
@@ -325,6 +308,8 @@ def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan/inf would poison every number downstream, silently
+                raise ConfigError(f"{path}: must be a finite number, got {value!r}")
             return float(value)
     elif hint is str:
         if isinstance(value, str):

@@ -5,9 +5,11 @@ The loop never branches on an algorithm's name. It asks the registered `Algorith
                         ReMax's greedy baseline, VinePPO's step boundaries; nothing for GRPO/RLOO/PPO),
   2. `advantages`     - per-token advantages from a frozen batch (pure tensor function),
   3. `policy_loss`    - the surrogate to minimise for one optimisation step (pure tensor function),
-  4. `value_loss`     - only when `needs_critic` (PPO).
-Algorithm hyper-parameters live in a frozen dataclass per algorithm (`config_cls`); its field names
-are exactly the keys allowed under `algo.` in the Hydra config (the sweep guard relies on that).
+  4. `value_loss`     - only when it requires CRITIC_VALUES (PPO), with a typed `ValueLossInputs`.
+`requires(cfg)` declares the optional inputs (branch rollouts, critic values, step rewards) a configuration
+reads; the trainer checks them once at start-up and fills exactly those fields of `AdvantageInputs`.
+Algorithm hyper-parameters live in a frozen dataclass per algorithm (`config_cls`, a subclass of `AlgoConfig`);
+its field names are exactly the keys allowed under `algo.` in the Hydra config (the sweep guard relies on that).
 """
 
 from __future__ import annotations
@@ -18,20 +20,109 @@ from typing import Any
 
 import torch
 
+from rlx.algos.checks import check_choice, check_int, check_range
+
+# the inputs an algorithm may need beyond the sampled responses; the trainer provides exactly the declared ones
+BRANCH_ROLLOUTS = "branch_rollouts"  # rollouts branched from the response (TRePO knots, ReMax's greedy decode)
+CRITIC_VALUES = "critic_values"  # a learned value model V(s_t) (PPO)
+STEP_REWARDS = "step_rewards"  # one reward per reasoning step from a process reward (GRPO process/sentence)
+INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS)
+
+LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_MODES = ("none", "reward_token", "reward_response", "loss")
+ADV_NORMS = ("none", "batch", "group")
+
 
 @dataclass(frozen=True)
 class KLConfig:
-    """KL to a frozen reference model (spec §3). beta == 0 means no reference model is loaded."""
+    """KL to a frozen reference model (docs/algorithms.md, "KL to the reference"). beta == 0 means no
+    reference model is loaded."""
 
     beta: float = 0.0
-    estimator: str = "k1"  # k1 | k2 | k3 (spec §3.1)
-    mode: str = "reward_token"  # reward_token | reward_response | loss (spec §3.3)
+    estimator: str = "k1"  # k1 | k2 | k3 (Schulman's estimators)
+    mode: str = "reward_token"  # reward_token | reward_response | loss | none
+
+    def validate(self) -> None:
+        check_range("kl.beta", self.beta, lo=0.0)
+        check_choice("kl.estimator", self.estimator, KL_ESTIMATORS)
+        check_choice("kl.mode", self.mode, KL_MODES)
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """What every algorithm shares; each algorithm's config subclasses it and `RunConfig.algo` is typed as it.
+
+    `samples_per_prompt` is the group size G and has this one owner: the trainer samples that many responses
+    per prompt and the group baselines read the same number (there is no `train.samples_per_prompt`)."""
+
+    name: str = ""
+    samples_per_prompt: int = 1  # G, responses sampled per prompt
+    loss_agg: str = "token_mean"  # docs/algorithms.md, "Loss aggregation"
+    optimization_num: int = 1  # epochs over each step's frozen batch
+    kl: KLConfig = field(default_factory=KLConfig)
+    entropy_coef: float = 0.0
+
+    def validate(self) -> None:
+        check_int("samples_per_prompt", self.samples_per_prompt, 1)
+        check_choice("loss_agg", self.loss_agg, LOSS_AGG_MODES)
+        check_int("optimization_num", self.optimization_num, 1)
+        check_range("entropy_coef", self.entropy_coef, lo=0.0)
+        if not isinstance(self.kl, KLConfig):
+            raise ValueError(f"algo.kl must be a KLConfig, got {type(self.kl).__name__}")
+        self.kl.validate()
+        for key in ("gamma", "lam", "adv_norm"):
+            if hasattr(self, key):
+                _check_shared(key, getattr(self, key))
+        reason = self.group_baseline()
+        if reason and self.samples_per_prompt < 2:
+            raise ValueError(f"algo.samples_per_prompt={self.samples_per_prompt} with algo.name={self.name}: "
+                             f"{reason} needs a group of >= 2 responses per prompt (every advantage would be 0); "
+                             "set algo.samples_per_prompt >= 2")
+
+    def group_baseline(self) -> str | None:
+        """Why the advantages need >= 2 responses per prompt, or None."""
+        return "adv_norm=group" if getattr(self, "adv_norm", None) == "group" else None
+
+
+@dataclass(frozen=True)
+class ClippedAlgoConfig(AlgoConfig):
+    """An algorithm with a clipped importance ratio (PPO, arXiv 1707.06347 Eq. 7)."""
+
+    clip_eps: float = 0.2
+
+    def validate(self) -> None:
+        check_range("clip_eps", self.clip_eps, lo=0.0, lo_open=True)
+        super().validate()
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """`algo.critic`: the learned value model of algorithms that need one (PPO)."""
+
+    lr: float = 1e-5  # its own AdamW learning rate
+    vf_coef: float = 0.5  # c1 of PPO's objective (arXiv 1707.06347 Eq. 9)
+    vf_clip: float = 0.0  # 0 = off; > 0: clip V to V_old +- vf_clip (PPO2 practice)
+
+    def validate(self) -> None:
+        check_range("critic.lr", self.lr, lo=0.0, lo_open=True)
+        check_range("critic.vf_coef", self.vf_coef, lo=0.0)
+        check_range("critic.vf_clip", self.vf_clip, lo=0.0)
+
+
+def _check_shared(key: str, value) -> None:
+    if key == "gamma":
+        check_range("gamma", value, lo=0.0, hi=1.0, lo_open=True)
+    elif key == "lam":
+        check_range("lam", value, lo=0.0, hi=1.0)
+    else:
+        check_choice("adv_norm", value, ADV_NORMS)
 
 
 @dataclass(frozen=True)
 class Knot:
-    """A branch point. `t` is 1-based (spec §0): keep response tokens y[0..t-2] (t-1 tokens), generate
-    from y[t-1] on. One rollout is generated per entry of `temperatures` (0.0 = greedy)."""
+    """A branch point. `t` is 1-based (docs/algorithms.md, "Conventions"): keep response tokens y[0..t-2]
+    (t-1 tokens), generate from y[t-1] on. One rollout is generated per entry of `temperatures` (0.0 = greedy)."""
 
     t: int
     temperatures: tuple[float, ...]
@@ -39,27 +130,30 @@ class Knot:
 
 @dataclass
 class AdvantageInputs:
-    """Everything an advantage function may read. B = trajectories in the batch, T = padded length."""
+    """Everything an advantage function may read. B = trajectories in the batch, T = padded length.
+
+    The optional fields are filled exactly when the algorithm declares the matching input (`Algorithm.requires`),
+    which the trainer checks once at start-up; an algorithm may read its declared inputs without checks."""
 
     # [B, T] r_t(W): task RM at the last valid token + per-token KL reward; 0 on pad
     token_rewards: torch.Tensor
     response_mask: torch.Tensor  # [B, T] float, 1.0 on valid response tokens (EOS included when generated)
     group_ids: torch.Tensor  # [B] long, trajectories sampled for the same prompt share an id
-    values: torch.Tensor | None = None  # [B, T] critic V(s_t) (state before token t), PPO only
-    # Branch rollouts, per trajectory b: knots[b] is the sorted list of 1-based knots (first is 1, may be
+    values: torch.Tensor | None = None  # [B, T] critic V(s_t) (state before token t): CRITIC_VALUES
+    # BRANCH_ROLLOUTS, per trajectory b: knots[b] is the sorted list of 1-based knots (first is 1, may be
     # empty when the algorithm branches nowhere); branch_rewards[b][i][m] is the [L] tensor of per-token
     # rewards of rollout m branched at knots[b][i] (its continuation tokens only; task RM at its last token).
     knots: list[list[int]] | None = None
     branch_rewards: list[list[list[torch.Tensor]]] | None = None
-    # Reasoning steps (process supervision / sentence-level GRPO): 0-based token index of the last token of
-    # each step, and one reward per step.
+    # Reasoning steps: 0-based token index of the last token of each step (always filled; the last token of a
+    # non-empty response always ends a step), and one reward per step (STEP_REWARDS).
     step_ends: list[list[int]] | None = None
     step_rewards: list[list[float]] | None = None
 
 
 @dataclass
 class LossInputs:
-    """Per-token tensors for one optimisation step; all [B, T] except where noted."""
+    """Per-token tensors for one optimisation step (or one micro-batch of it); all [B, T] except where noted."""
 
     logp: torch.Tensor  # log pi_theta(y_t | ...), with grad
     old_logp: torch.Tensor  # log pi_old, frozen (the weights that sampled the batch)
@@ -69,10 +163,23 @@ class LossInputs:
     ref_logp: torch.Tensor | None = None  # log pi_ref when kl.mode == "loss" and beta > 0
     entropy: torch.Tensor | None = None  # [B, T] per-token entropy of pi_theta, for an entropy bonus
     step_ends: list[list[int]] | None = None  # for sentence-level ratios
+    scale: Any = None  # losses.AggScale of the whole optimizer step when these rows are a micro-batch of it
+
+
+@dataclass
+class ValueLossInputs:
+    """The critic's regression for one optimisation step (or micro-batch); all [B, T]."""
+
+    values: torch.Tensor  # V_theta(s_t), with grad
+    old_values: torch.Tensor  # V_old(s_t), frozen (for value clipping)
+    returns: torch.Tensor  # regression targets, frozen
+    response_mask: torch.Tensor  # float
+    scale: Any = None  # losses.AggScale, as in LossInputs
 
 
 AdvantageFn = Callable[[AdvantageInputs, Any], torch.Tensor]
 LossFn = Callable[[LossInputs, Any], tuple[torch.Tensor, dict[str, float]]]
+ValueLossFn = Callable[[ValueLossInputs, Any], tuple[torch.Tensor, dict[str, float]]]
 PlanFn = Callable[[Sequence[int], Sequence[int], Any, "torch.Generator"], list[Knot]]
 
 
@@ -80,6 +187,10 @@ def no_branches(
     response_ids: Sequence[int], step_starts: Sequence[int], cfg: Any, rng: torch.Generator
 ) -> list[Knot]:
     return []
+
+
+def no_inputs(cfg: Any) -> frozenset[str]:
+    return frozenset()
 
 
 @dataclass(frozen=True)
@@ -91,19 +202,25 @@ class Algorithm:
     # plan_branches(response_ids, step_starts, cfg, rng) -> knots. step_starts are the 1-based positions
     # t at which a new reasoning step (line) begins, for step-boundary knot selection.
     plan_branches: PlanFn = no_branches
-    needs_critic: bool = False
-    value_loss: Callable[..., tuple[torch.Tensor, dict[str, float]]] | None = None
+    # requires(cfg) -> the subset of INPUTS this configuration reads; checked once when the trainer starts
+    requires: Callable[[Any], frozenset[str]] = no_inputs
+    value_loss: ValueLossFn | None = None  # with CRITIC_VALUES
     # value_targets(adv_inputs, cfg) -> [B, T] critic regression targets (PPO: lambda-returns A + V_old,
-    # computed from the UN-normalised advantages). Only when `needs_critic`. [added by the algos owner]
+    # computed from the UN-normalised advantages). With CRITIC_VALUES.
     value_targets: AdvantageFn | None = None
     citation: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def needs(self, cfg: Any, what: str) -> bool:
+        return what in self.requires(cfg)
 
 
 REGISTRY: dict[str, Algorithm] = {}
 
 
 def register(algo: Algorithm) -> Algorithm:
+    if not issubclass(algo.config_cls, AlgoConfig):
+        raise TypeError(f"algorithm {algo.name!r}: config_cls must subclass AlgoConfig")
     if algo.name in REGISTRY:
         raise ValueError(f"algorithm {algo.name!r} registered twice")
     REGISTRY[algo.name] = algo

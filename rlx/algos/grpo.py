@@ -28,35 +28,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, LossInputs, register
-from rlx.algos.common import (
-    agg_loss,
-    check_choice,
-    check_common,
-    check_int,
-    check_range,
-    clipped_policy_loss,
-    entropy_bonus,
-    kl_per_token,
-    ratio_metrics,
-    sequence_scores,
-    valid_positions,
-)
+from rlx.algos.base import STEP_REWARDS, AdvantageInputs, Algorithm, ClippedAlgoConfig, KLConfig, LossInputs, register
+from rlx.algos.checks import check_choice, check_int, check_range
+from rlx.algos.kl import kl_loss_term
+from rlx.algos.losses import agg_loss, clipped_objective, clipped_policy_loss, entropy_bonus, ratio_metrics
+from rlx.algos.stats import group_stats, sequence_scores, valid_positions
 
 SUPERVISIONS = ("outcome", "process", "sentence")
 RATIO_LEVELS = ("token", "sequence", "sentence")
 
 
 @dataclass(frozen=True)
-class GRPOConfig:
+class GRPOConfig(ClippedAlgoConfig):
     name: str = "grpo"
     samples_per_prompt: int = 8  # G
-    clip_eps: float = 0.2
     loss_agg: str = "seq_mean_token_mean"  # token ratios only; Dr.GRPO: seq_mean_token_sum_norm
     scale_by_std: bool = True  # False: r - mean (GPG / Dr.GRPO, §2.2e)
     ddof: int = 0  # population std (S004's explicit formula)
     std_eps: float = 1e-6  # added to the std; S004's delta for sentence level
-    optimization_num: int = 1
     ratio_level: str = "token"  # token (a) | sequence (b) | sentence (d)
     supervision: str = "outcome"  # outcome (a) | process (c) | sentence (d)
     process_inclusive: bool = True  # (c): >= (True, [OWN]) or the seed's strict > (False)
@@ -64,10 +53,9 @@ class GRPOConfig:
     w_logic: float = 0.0
     w_fmt: float = 0.0
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k3", mode="loss"))
-    entropy_coef: float = 0.0
 
     def validate(self) -> None:
-        check_common(self)
+        super().validate()
         check_int("ddof", self.ddof, 0)
         check_range("std_eps", self.std_eps, lo=0.0)
         check_choice("scale_by_std", self.scale_by_std, (True, False))
@@ -77,7 +65,14 @@ class GRPOConfig:
         for key in ("w_corr", "w_logic", "w_fmt"):
             check_range(key, getattr(self, key), lo=0.0, hi=1.0)
         if abs(self.w_corr + self.w_logic + self.w_fmt - 1.0) > 1e-6:
-            raise ValueError("algo.w_corr + algo.w_logic + algo.w_fmt must sum to 1 (S004)")
+            raise ValueError("algo.w_corr + algo.w_logic + algo.w_fmt must sum to 1 (arXiv 2506.02553 ...)")
+
+    def group_baseline(self) -> str | None:
+        return "GRPO's group-normalised advantage"
+
+
+def grpo_requires(cfg: GRPOConfig) -> frozenset[str]:
+    return frozenset({STEP_REWARDS}) if cfg.supervision in ("process", "sentence") else frozenset()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -88,18 +83,12 @@ def group_normalize(
     scores: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool, ddof: int, eps: float
 ) -> torch.Tensor:
     """(s - mean_g) / (std_g + eps) within groups, or s - mean_g; exactly 0 for a constant group. [N]."""
-    _, inv = torch.unique(group_ids, return_inverse=True)  # [N]
-    n_groups = int(inv.max()) + 1 if inv.numel() else 0
-    zeros = scores.new_zeros(n_groups)  # [G]
-    count = zeros.scatter_add(0, inv, torch.ones_like(scores))  # [G]
-    mean = zeros.scatter_add(0, inv, scores) / count  # [G]
-    dev = scores - mean[inv]  # [N]
-    hi = zeros.scatter_reduce(0, inv, scores, "amax", include_self=False)  # [G]
-    lo = zeros.scatter_reduce(0, inv, scores, "amin", include_self=False)  # [G]
-    constant = (hi == lo)[inv]  # [N]; never divide rounding noise by eps
+    g = group_stats(scores, group_ids)
+    dev = scores - g.mean[g.inv]  # [N]
+    constant = g.constant[g.inv]  # [N]; never divide rounding noise by eps
     if scale_by_std:
-        var = zeros.scatter_add(0, inv, dev**2) / (count - ddof).clamp(min=1)  # [G]
-        dev = dev / (var.sqrt()[inv] + eps)
+        var = scores.new_zeros(g.count.shape).scatter_add(0, g.inv, dev**2) / (g.count - ddof).clamp(min=1)  # [G]
+        dev = dev / (var.sqrt()[g.inv] + eps)
     return torch.where(constant, torch.zeros_like(dev), dev)
 
 
@@ -120,8 +109,6 @@ def _combine_step_reward(r, cfg: GRPOConfig) -> float:
 
 
 def _steps(inp: AdvantageInputs, cfg: GRPOConfig) -> tuple[list[list[int]], list[list[float]]]:
-    if inp.step_ends is None or inp.step_rewards is None:
-        raise ValueError(f"GRPO supervision={cfg.supervision!r} needs AdvantageInputs.step_ends and step_rewards")
     rewards = [[_combine_step_reward(r, cfg) for r in row] for row in inp.step_rewards]
     for b, (ends, rs) in enumerate(zip(inp.step_ends, rewards)):
         if len(ends) != len(rs) or any(e2 <= e1 for e1, e2 in zip(ends, ends[1:])):
@@ -235,29 +222,22 @@ def segment_clipped_loss(
     count = seg_sum(torch.ones_like(seg_valid))  # [B, S]
     seg_mask = (count > 0).to(seg_valid.dtype)  # [B, S]
     log_ratio = seg_sum(inp.logp - inp.old_logp)  # [B, S] log of the product of token ratios
-    ratio = torch.exp(log_ratio)  # [B, S]
     adv = seg_sum(inp.advantages) / count.clamp(min=1.0)  # [B, S]; constant within a segment
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps)
-    loss = agg_loss(torch.maximum(unclipped, clipped), seg_mask, "seq_mean_token_mean")
-    metrics = {
-        "clip_frac": ((clipped > unclipped).to(seg_mask.dtype) * seg_mask).sum().item() / max(seg_mask.sum().item(), 1),
-        "ratio_mean": ((ratio.detach() * seg_mask).sum() / seg_mask.sum().clamp(min=1)).item(),
-        "pg_loss": loss.item(),
-        "approx_kl": ratio_metrics(inp.logp, inp.old_logp, inp.response_mask)["approx_kl"],  # token-level drift
-    }
-    total = loss + entropy_bonus(inp.entropy, inp.response_mask, cfg.entropy_coef, "seq_mean_token_mean")
-    if cfg.kl.mode == "loss" and cfg.kl.beta > 0:
-        if inp.ref_logp is None:
-            raise ValueError("kl.mode='loss' with kl.beta > 0 needs LossInputs.ref_logp")
-        if kl_on_sums:  # sequence level: the estimator on pi(o|q) / pi_ref(o|q) (S003 Eq. 3.13)
-            kl = kl_per_token(seg_sum(inp.logp), seg_sum(inp.ref_logp), cfg.kl.estimator)  # [B, S]
-        else:  # sentence level: the estimator summed over the sentence's tokens [OWN]
-            kl = seg_sum(kl_per_token(inp.logp, inp.ref_logp, cfg.kl.estimator))  # [B, S]
-        kl_mean = agg_loss(kl, seg_mask, "seq_mean_token_mean")
-        total = total + cfg.kl.beta * kl_mean
-        metrics["kl_ref"] = kl_mean.item()
-    return total, metrics
+    # every non-empty row has >= 1 segment (its last token ends a step), so the rows counted by the step's
+    # AggScale are the rows averaged here
+    agg = "seq_mean_token_mean"
+    loss, metrics = clipped_objective(log_ratio, adv, seg_mask, cfg.clip_eps, agg, inp.scale)
+    metrics.update(pg_loss=loss.item(), approx_kl=ratio_metrics(inp.logp, inp.old_logp, inp.response_mask)["approx_kl"])
+    total = loss + entropy_bonus(inp.entropy, inp.response_mask, cfg.entropy_coef, agg, inp.scale)
+    if kl_on_sums:  # sequence level: the estimator on pi(o|q) / pi_ref(o|q) (arXiv 2402.03300 Eq. 4 on sums)
+        kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, seg_mask, cfg.kl,
+                                           lambda k: agg_loss(k, seg_mask, agg, inp.scale),
+                                           on_sums=lambda lp, ref: (seg_sum(lp), seg_sum(ref)))
+    else:  # sentence level: the estimator summed over the sentence's tokens (docs/algorithms.md, "GRPO")
+        kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, seg_mask, cfg.kl,
+                                           lambda k: agg_loss(seg_sum(k), seg_mask, agg, inp.scale))
+    metrics.update(kl_metrics)
+    return total + kl_loss, metrics
 
 
 def grpo_policy_loss(inp: LossInputs, cfg: GRPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -266,8 +246,6 @@ def grpo_policy_loss(inp: LossInputs, cfg: GRPOConfig) -> tuple[torch.Tensor, di
     if cfg.ratio_level == "sequence":
         return segment_clipped_loss(inp, cfg, None, kl_on_sums=True)
     if cfg.ratio_level == "sentence":
-        if inp.step_ends is None:
-            raise ValueError("GRPO ratio_level='sentence' needs LossInputs.step_ends")
         return segment_clipped_loss(inp, cfg, inp.step_ends, kl_on_sums=False)
     raise ValueError(f"algo.ratio_level must be one of {list(RATIO_LEVELS)}, got {cfg.ratio_level!r}")
 
@@ -278,6 +256,7 @@ GRPO = register(
         config_cls=GRPOConfig,
         advantages=grpo_advantages,
         policy_loss=grpo_policy_loss,
+        requires=grpo_requires,
         citation="S002 Eqs. 34-35; S003 Eqs. 3.10-3.14, A.3.3; S004 §3-5; spec §2.2",
     )
 )

@@ -17,79 +17,67 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, register
-from rlx.algos.common import (
-    agg_loss,
-    check_common,
-    check_range,
-    clipped_policy_loss,
-    gae,
-    masked_mean,
-    normalize_advantages,
+from rlx.algos.base import (
+    CRITIC_VALUES,
+    AdvantageInputs,
+    Algorithm,
+    ClippedAlgoConfig,
+    CriticConfig,
+    KLConfig,
+    ValueLossInputs,
+    register,
 )
+from rlx.algos.gae import gae
+from rlx.algos.losses import agg_loss, clipped_policy_loss
+from rlx.algos.stats import masked_mean, normalize_advantages
 
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(ClippedAlgoConfig):
     name: str = "ppo"
-    gamma: float = 1.0  # gamma = 1 in LLM practice (S002 §2.1)
-    lam: float = 0.95  # S002 Remark 6: 0.9-0.95
-    clip_eps: float = 0.2
-    vf_coef: float = 0.5  # c1 of Eq. 2.18
-    vf_clip: float = 0.0  # 0 = off; > 0: clip V to V_old +- vf_clip (not in the seeds)
-    critic_lr: float = 1e-5
-    entropy_coef: float = 0.0  # c2 of Eq. 2.18
-    optimization_num: int = 1  # K epochs (S003 Alg. 2)
-    loss_agg: str = "token_mean"
+    gamma: float = 1.0  # gamma = 1 in LLM practice (TRePO paper §2.1)
+    lam: float = 0.95  # TRePO paper Remark 6: 0.9-0.95
+    critic: CriticConfig = field(default_factory=CriticConfig)  # value model: lr, vf_coef, vf_clip
     adv_norm: str = "batch"
-    samples_per_prompt: int = 1
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
 
     def validate(self) -> None:
-        check_common(self)
-        check_range("vf_coef", self.vf_coef, lo=0.0)
-        check_range("vf_clip", self.vf_clip, lo=0.0)
-        check_range("critic_lr", self.critic_lr, lo=0.0, lo_open=True)
+        super().validate()
+        self.critic.validate()
 
 
-def _values(inp: AdvantageInputs) -> torch.Tensor:
-    if inp.values is None:
-        raise ValueError("PPO needs AdvantageInputs.values (critic V(s_t) per token)")
-    return inp.values.detach()
+def ppo_requires(cfg: PPOConfig) -> frozenset[str]:
+    return frozenset({CRITIC_VALUES})
 
 
 def ppo_advantages(inp: AdvantageInputs, cfg: PPOConfig) -> torch.Tensor:
     """GAE(gamma, lam) with the critic, then adv_norm -> [B, T]."""
-    adv, _ = gae(inp.token_rewards, _values(inp), inp.response_mask, cfg.gamma, cfg.lam)  # [B, T]
+    adv, _ = gae(inp.token_rewards, inp.values.detach(), inp.response_mask, cfg.gamma, cfg.lam)  # [B, T]
     return normalize_advantages(adv, inp.response_mask, inp.group_ids, cfg.adv_norm)
 
 
 def ppo_value_targets(inp: AdvantageInputs, cfg: PPOConfig) -> torch.Tensor:
     """V_targ = A^GAE + V_old (un-normalised) -> [B, T]; 0 on padding."""
-    _, returns = gae(inp.token_rewards, _values(inp), inp.response_mask, cfg.gamma, cfg.lam)
+    _, returns = gae(inp.token_rewards, inp.values.detach(), inp.response_mask, cfg.gamma, cfg.lam)
     return returns
 
 
-def value_loss(
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    mask: torch.Tensor,
-    cfg: PPOConfig,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """vf_coef * agg (V - V_targ)^2 (L^VF of S003 Eq. 2.18). values [B, T] with grad; old_values, returns
-    [B, T] frozen. With vf_clip > 0: max of the clipped and unclipped squared errors (PPO2 practice)."""
+def value_loss(inp: ValueLossInputs, cfg: PPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """vf_coef * agg (V - V_targ)^2 (L^VF of PPO, arXiv 1707.06347 Eq. 9). With critic.vf_clip > 0: max of the
+    clipped and unclipped squared errors (PPO2 practice)."""
+    values, old_values, returns, mask = inp.values, inp.old_values, inp.returns, inp.response_mask  # [B, T]
     err = (values - returns) ** 2  # [B, T]
-    if cfg.vf_clip > 0:
-        clipped = old_values + torch.clamp(values - old_values, -cfg.vf_clip, cfg.vf_clip)  # [B, T]
+    if cfg.critic.vf_clip > 0:
+        clip = cfg.critic.vf_clip
+        clipped = old_values + torch.clamp(values - old_values, -clip, clip)  # [B, T]
         err = torch.maximum(err, (clipped - returns) ** 2)
-    vf = agg_loss(err, mask, cfg.loss_agg)
+    vf = agg_loss(err, mask, cfg.loss_agg, inp.scale)
     metrics = {
         "vf_loss": vf.item(),
         "value_mean": masked_mean(values.detach(), mask).item(),
         "return_mean": masked_mean(returns, mask).item(),
     }
-    return cfg.vf_coef * vf, metrics
+    return cfg.critic.vf_coef * vf, metrics
 
 
 PPO = register(
@@ -98,9 +86,9 @@ PPO = register(
         config_cls=PPOConfig,
         advantages=ppo_advantages,
         policy_loss=clipped_policy_loss,
-        needs_critic=True,
+        requires=ppo_requires,
         value_loss=value_loss,
         value_targets=ppo_value_targets,
-        citation="S002 Eqs. 32-33, Eq. 29; S003 Eqs. 2.14-2.18, 3.9; spec §2.1",
+        citation="PPO arXiv 1707.06347 Eqs. 7, 9; GAE arXiv 1506.02438 Eq. 16; docs/algorithms.md, \"PPO\"",
     )
 )

@@ -14,26 +14,28 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, register
-from rlx.algos.common import check_choice, check_common, discounted_returns, first_valid, plain_policy_loss
+from rlx.algos.base import AdvantageInputs, AlgoConfig, Algorithm, KLConfig, register
+from rlx.algos.checks import check_choice
+from rlx.algos.gae import discounted_returns
+from rlx.algos.losses import plain_policy_loss
+from rlx.algos.stats import first_valid, group_stats
 
 BASELINES = ("none", "batch_mean", "group_mean")
 
 
 @dataclass(frozen=True)
-class REINFORCEConfig:
+class REINFORCEConfig(AlgoConfig):
     name: str = "reinforce"
     gamma: float = 1.0
     reward_to_go: bool = False
     baseline: str = "none"  # none | batch_mean | group_mean
-    samples_per_prompt: int = 1
-    loss_agg: str = "token_mean"
-    optimization_num: int = 1
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_response"))
-    entropy_coef: float = 0.0
+
+    def group_baseline(self) -> str | None:
+        return "baseline=group_mean" if self.baseline == "group_mean" else super().group_baseline()
 
     def validate(self) -> None:
-        check_common(self)
+        super().validate()
         check_choice("baseline", self.baseline, BASELINES)
         check_choice("reward_to_go", self.reward_to_go, (True, False))
 
@@ -45,12 +47,8 @@ def constant_baseline(returns: torch.Tensor, group_ids: torch.Tensor, mode: str)
     if mode == "batch_mean":
         return returns.mean().expand_as(returns) if returns.numel() else returns
     if mode == "group_mean":
-        _, inv = torch.unique(group_ids, return_inverse=True)  # [B]
-        n_groups = int(inv.max()) + 1 if inv.numel() else 0
-        zeros = returns.new_zeros(n_groups)
-        total = zeros.scatter_add(0, inv, returns)
-        count = zeros.scatter_add(0, inv, torch.ones_like(returns))
-        return (total / count)[inv]
+        g = group_stats(returns, group_ids)
+        return g.mean[g.inv]
     raise ValueError(f"algo.baseline must be one of {list(BASELINES)}, got {mode!r}")
 
 

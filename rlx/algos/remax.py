@@ -13,21 +13,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, Knot, register
-from rlx.algos.common import check_common, plain_policy_loss, sequence_scores
+from rlx.algos.base import BRANCH_ROLLOUTS, AdvantageInputs, AlgoConfig, Algorithm, KLConfig, Knot, register
+from rlx.algos.losses import plain_policy_loss
+from rlx.algos.stats import sequence_scores
 
 
 @dataclass(frozen=True)
-class ReMaxConfig:
+class ReMaxConfig(AlgoConfig):
     name: str = "remax"
-    samples_per_prompt: int = 1
-    loss_agg: str = "token_mean"
-    optimization_num: int = 1
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_response"))
-    entropy_coef: float = 0.0
 
-    def validate(self) -> None:
-        check_common(self)
+
+def needs_branches(cfg: AlgoConfig) -> frozenset[str]:
+    return frozenset({BRANCH_ROLLOUTS})
 
 
 def remax_plan_branches(
@@ -39,8 +37,6 @@ def remax_plan_branches(
 
 def remax_advantages(inp: AdvantageInputs, cfg: ReMaxConfig) -> torch.Tensor:
     """r(W) - r_greedy on every valid token -> [B, T]."""
-    if inp.branch_rewards is None:
-        raise ValueError("ReMax needs AdvantageInputs.branch_rewards (the greedy decode at knot 1)")
     scores = sequence_scores(inp.token_rewards, inp.response_mask)  # [B]
     greedy = []
     for b, rollouts in enumerate(inp.branch_rewards):
@@ -58,6 +54,7 @@ REMAX = register(
         advantages=remax_advantages,
         policy_loss=plain_policy_loss,
         plan_branches=remax_plan_branches,
+        requires=needs_branches,
         citation="S002 Eqs. 38-39; spec §2.4",
     )
 )

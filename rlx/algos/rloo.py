@@ -15,32 +15,26 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, register
-from rlx.algos.common import check_common, plain_policy_loss, sequence_scores
+from rlx.algos.base import AdvantageInputs, AlgoConfig, Algorithm, KLConfig, register
+from rlx.algos.losses import plain_policy_loss
+from rlx.algos.stats import group_stats, sequence_scores
 
 
 @dataclass(frozen=True)
-class RLOOConfig:
+class RLOOConfig(AlgoConfig):
     name: str = "rloo"
     samples_per_prompt: int = 4  # K >= 2
-    loss_agg: str = "token_mean"
-    optimization_num: int = 1
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_response"))
-    entropy_coef: float = 0.0
 
-    def validate(self) -> None:
-        check_common(self)
-        if self.samples_per_prompt < 2:
-            raise ValueError(f"algo.samples_per_prompt must be >= 2 for RLOO, got {self.samples_per_prompt}")
+    def group_baseline(self) -> str | None:
+        return "RLOO's leave-one-out baseline"
 
 
 def leave_one_out(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """r_k - mean_{j != k, same group} r_j -> [N]; 0 for singleton groups."""
-    _, inv = torch.unique(group_ids, return_inverse=True)  # [N]
-    n_groups = int(inv.max()) + 1 if inv.numel() else 0
-    zeros = scores.new_zeros(n_groups)
-    total = zeros.scatter_add(0, inv, scores)[inv]  # [N] group sums
-    count = zeros.scatter_add(0, inv, torch.ones_like(scores))[inv]  # [N] K
+    g = group_stats(scores, group_ids)
+    total = g.total[g.inv]  # [N] group sums
+    count = g.count[g.inv]  # [N] K
     baseline = (total - scores) / (count - 1).clamp(min=1)  # [N]
     return torch.where(count > 1, scores - baseline, torch.zeros_like(scores))
 

@@ -33,19 +33,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, KLConfig, Knot, register
-from rlx.algos.common import (
-    check_choice,
-    check_common,
-    check_int,
-    check_range,
-    clipped_policy_loss,
-    discounted_returns,
-    first_valid,
-    knot_gae,
-    normalize_advantages,
-    valid_positions,
-)
+from rlx.algos.base import BRANCH_ROLLOUTS, AdvantageInputs, Algorithm, ClippedAlgoConfig, KLConfig, Knot, register
+from rlx.algos.checks import check_choice, check_int, check_range
+from rlx.algos.gae import discounted_returns, knot_gae
+from rlx.algos.losses import clipped_policy_loss
+from rlx.algos.stats import first_valid, normalize_advantages, valid_positions
 
 BRANCH_SELECTIONS = ("random", "uniform_grid", "step_boundaries")
 TEMPERATURE_SCHEDULES = ("linear", "constant")
@@ -54,7 +46,7 @@ INTERPS = ("advantage", "value", "constant")
 
 
 @dataclass(frozen=True)
-class TRePOConfig:
+class TRePOConfig(ClippedAlgoConfig):
     name: str = "trepo"
     num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position (T3)
     branch_selection: str = "uniform_grid"  # random | uniform_grid | step_boundaries (T4)
@@ -67,12 +59,7 @@ class TRePOConfig:
     gamma: float = 1.0  # 1.0 = paper (Remark 3)
     lam: float = 0.0  # 0.0 = paper (Theorem 2 between neighbouring knots)
     adv_norm: str = "batch"  # none | batch | group (Remark 4)
-    clip_eps: float = 0.2
-    optimization_num: int = 1  # full-batch clipped steps per batch (Alg. 1 line 15)
-    loss_agg: str = "token_mean"  # T11
-    samples_per_prompt: int = 1  # default group size; siblings in a group double as W^(1) rollouts (T12)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
-    entropy_coef: float = 0.0
 
     def validate(self) -> None:
         nbp = self.num_branch_points
@@ -85,7 +72,11 @@ class TRePOConfig:
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("include_self", self.include_self, (True, False))
         check_choice("interp", self.interp, INTERPS)
-        check_common(self)
+        super().validate()
+
+
+def trepo_requires(cfg: TRePOConfig) -> frozenset[str]:
+    return frozenset({BRANCH_ROLLOUTS})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -252,8 +243,6 @@ def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
     rewards = inp.token_rewards * inp.response_mask  # [B, T]
     mask = inp.response_mask  # [B, T]
     B, T = rewards.shape
-    if inp.knots is None or inp.branch_rewards is None:
-        raise ValueError("TRePO needs AdvantageInputs.knots and .branch_rewards")
     if T == 0:
         return torch.zeros_like(rewards)
     returns_all = discounted_returns(rewards.to(torch.float64), mask.to(torch.float64), cfg.gamma)  # [B, T]
@@ -297,6 +286,7 @@ TREPO = register(
         advantages=trepo_advantages,
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
+        requires=trepo_requires,
         citation="S002 Thm 2 (Eq. 28), Eq. 31, Eq. 33, Alg. 1; spec §1.13",
     )
 )

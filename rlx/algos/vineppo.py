@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlx.algos.base import Algorithm, register
-from rlx.algos.common import clipped_policy_loss
-from rlx.algos.trepo import TRePOConfig, plan_branches, trepo_advantages
+from rlx.algos.losses import clipped_policy_loss
+from rlx.algos.trepo import TRePOConfig, plan_branches, trepo_advantages, trepo_requires
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ VINEPPO = register(
         advantages=trepo_advantages,
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
+        requires=trepo_requires,
         citation="S002 Remark 8 (VinePPO = TRePO), Thm 2 (Eq. 28), Eq. 31, Eq. 33; spec §1.13",
     )
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rlx.config import LoRAConfig
+from rlx.models.config import LoRAConfig
 
 ADAPTER_DIR = "adapter"  # the final checkpoint's adapter: PeftModel.from_pretrained(base, ckpt / "adapter")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what PeftModel.save_pretrained writes

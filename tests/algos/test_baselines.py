@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlx.algos import REGISTRY, AdvantageInputs, Knot, LossInputs, get
+from rlx.algos.base import CriticConfig
 from rlx.algos.ppo import PPOConfig
 from rlx.algos.reinforce import REINFORCEConfig
 from rlx.algos.remax import ReMaxConfig
@@ -102,8 +103,8 @@ def test_reinforce_returns_and_baselines():
 @pytest.mark.parametrize(
     "cfg,key,value",
     [
-        (PPOConfig(), "vf_coef", -1.0),
-        (PPOConfig(), "critic_lr", 0.0),
+        (PPOConfig(), "critic", CriticConfig(vf_coef=-1.0)),
+        (PPOConfig(), "critic", CriticConfig(lr=0.0)),
         (PPOConfig(), "lam", 2.0),
         (PPOConfig(), "gamma", 0.0),
         (RLOOConfig(), "samples_per_prompt", 1),
@@ -150,7 +151,8 @@ def test_registered_algorithm_contract(name):
         cfg.name = "x"
     assert re.search(r"(Eq|Eqs|Thm|Alg)\.? ?\d", algo.citation), algo.citation
     assert algo.__class__.__name__ == "Algorithm"
-    assert (algo.value_loss is not None) == algo.needs_critic == (algo.value_targets is not None)
+    needs_critic = algo.needs(cfg, "critic_values")
+    assert (algo.value_loss is not None) == needs_critic == (algo.value_targets is not None)
     fields = {f.name for f in dataclasses.fields(cfg)}
     assert {"kl", "samples_per_prompt", "optimization_num", "loss_agg"} <= fields
     if name in ("grpo", "rloo", "remax"):  # response-level advantages: no gamma/lam (spec §1.14, G1)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlx.algos import KLConfig, LossInputs, get
+from rlx.algos.base import CriticConfig, ValueLossInputs
 from rlx.algos.common import (
     agg_loss,
     clipped_surrogate,
@@ -131,12 +132,12 @@ def test_c3_clip_metrics():
 
 
 def test_c4_value_loss_and_signs():
-    cfg = PPOConfig(vf_coef=0.5, entropy_coef=0.01)
+    cfg = PPOConfig(critic=CriticConfig(vf_coef=0.5), entropy_coef=0.01)
     algo = get("ppo")
     mask = t([[1, 1, 0]])
     values = t([[0.5, 1.0, 9.0]])
     targets = t([[1.0, 0.0, 0.0]])
-    loss, m = algo.value_loss(values, values, targets, mask, cfg)
+    loss, m = algo.value_loss(ValueLossInputs(values, values, targets, mask), cfg)
     assert m["vf_loss"] == pytest.approx((0.25 + 1.0) / 2)
     assert loss.item() == pytest.approx(0.5 * (0.25 + 1.0) / 2)
     # entropy S = -sum pi log pi of a categorical; the loss is -L^CLIP + ... - c2 S (Eq. 2.18)
@@ -158,8 +159,7 @@ def test_c4_value_targets_are_lambda_returns():
     algo = get("ppo")
     assert algo.advantages(inp, cfg)[0].tolist() == pytest.approx([0.8, 0.6, 0.4])
     assert algo.value_targets(inp, cfg)[0].tolist() == pytest.approx([1.0, 1.0, 1.0])  # MC return, lam = 1
-    with pytest.raises(ValueError, match="values"):
-        algo.advantages(AdvantageInputs(t([[1.0]]), t([[1.0]]), torch.zeros(1)), cfg)
+    assert algo.requires(cfg) == {"critic_values"}  # the trainer checks it once at start-up
 
 
 # ---------------------------------------------------------------------------------------------- C5
