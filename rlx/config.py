@@ -34,6 +34,7 @@ class TrainerConfig:
     progress_bar: bool = True
     save_every: int = 0  # resumable checkpoint every N steps (0 = only the final HF checkpoint)
     keep_last: int = 2  # resumable checkpoints kept
+    num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -48,6 +49,7 @@ class TrainerConfig:
         _require(self.eval_size >= 1, "train.eval_size", "must be >= 1", self.eval_size)
         _require(self.save_every >= 0, "train.save_every", "must be >= 0", self.save_every)
         _require(self.keep_last >= 1, "train.keep_last", "must be >= 1", self.keep_last)
+        _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = keep)", self.num_threads)
 
 
 QWEN2_LINEAR_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -76,8 +78,13 @@ class ModelConfig:
     path: str | None = None  # a local Hugging Face model directory; wins over hub_id
     hub_id: str | None = None
     cache_dir: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # training: autocast over fp32 weights
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    gradient_checkpointing: bool = False  # recompute decoder activations in the backward pass
+    logprob_chunk: int = 1024  # response positions per LM-head chunk: peak logits memory chunk x vocab
+
+    def validate(self) -> None:
+        _require(self.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1", self.logprob_chunk)
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,14 @@ class VLLMSamplerConfig:
     enforce_eager: bool = True
     num_threads: int = 1  # CPU: torch threads inside the engine (1 avoids OpenMP spin-waits)
     canary_tolerance: float | None = None  # max |logp_vllm - logp_trainer| after a sync; null = by dtype
-    canary_every: int = 1  # check every N weight syncs (0 = never)
+    canary_every: int | None = None  # check the 1st and every N-th weight sync (0 = never; null = 1 GPU, 10 CPU)
 
     def validate(self) -> None:
         _require(self.kv_cache_gib > 0, "sampler.kv_cache_gib", "must be > 0", self.kv_cache_gib)
         _require(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]",
                  self.gpu_memory_utilization)
-        _require(self.canary_every >= 0, "sampler.canary_every", "must be >= 0", self.canary_every)
+        _require(self.canary_every is None or self.canary_every >= 0, "sampler.canary_every", "must be >= 0 or null",
+                 self.canary_every)
         _require(self.canary_tolerance is None or self.canary_tolerance > 0, "sampler.canary_tolerance",
                  "must be > 0", self.canary_tolerance)
 
