@@ -40,6 +40,7 @@ class TrainerConfig:
     micro_batch_size: int = 1024  # sequences per forward pass when micro_batch_tokens is null
     mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
     skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping
+    num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -59,6 +60,7 @@ class TrainerConfig:
         _require(1 <= self.mini_batches <= self.prompts_per_step, "train.mini_batches",
                  f"must be in [1, train.prompts_per_step={self.prompts_per_step}] (groups stay whole)",
                  self.mini_batches)
+        _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = keep)", self.num_threads)
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,14 @@ class VLLMSamplerConfig:
     enforce_eager: bool = True
     num_threads: int = 1  # CPU: torch threads inside the engine (1 avoids OpenMP spin-waits)
     canary_tolerance: float | None = None  # max |logp_vllm - logp_trainer| after a sync; null = by dtype
-    canary_every: int = 1  # check every N weight syncs (0 = never)
+    canary_every: int | None = None  # check the 1st and every N-th weight sync (0 = never; null = 1 GPU, 10 CPU)
 
     def validate(self) -> None:
         _require(self.kv_cache_gib > 0, "sampler.kv_cache_gib", "must be > 0", self.kv_cache_gib)
         _require(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]",
                  self.gpu_memory_utilization)
-        _require(self.canary_every >= 0, "sampler.canary_every", "must be >= 0", self.canary_every)
+        _require(self.canary_every is None or self.canary_every >= 0, "sampler.canary_every", "must be >= 0 or null",
+                 self.canary_every)
         _require(self.canary_tolerance is None or self.canary_tolerance > 0, "sampler.canary_tolerance",
                  "must be > 0", self.canary_tolerance)
 

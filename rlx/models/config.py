@@ -34,5 +34,10 @@ class ModelConfig:
     path: str | None = None  # a local Hugging Face model directory; wins over hub_id
     hub_id: str | None = None
     cache_dir: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # training: autocast over fp32 weights
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    gradient_checkpointing: bool = False  # recompute decoder activations in the backward pass
+    logprob_chunk: int = 1024  # response positions per LM-head chunk: peak logits memory chunk x vocab
+
+    def validate(self) -> None:
+        _require(self.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1", self.logprob_chunk)

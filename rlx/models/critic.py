@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from rlx.train.logprobs import PackedBatch
+from rlx.models.logprobs import PackedBatch
 
 
 class ValueModel(torch.nn.Module):

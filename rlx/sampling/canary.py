@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from rlx.models.precision import autocast_context
 from rlx.sampling.base import Sampler
 from rlx.sampling.hf import right_pad
 
@@ -34,14 +35,16 @@ def default_probe(vocab_size: int, num_sequences: int = 4, length: int = 32, see
 
 
 @torch.no_grad()
-def trainer_logprobs(model: torch.nn.Module, sequences: list[list[int]]) -> list[list[float]]:
-    """log p(token_i | tokens_<i), i >= 1, under the trainer's module (eval mode: no dropout)."""
+def trainer_logprobs(model: torch.nn.Module, sequences: list[list[int]], dtype: str = "float32") -> list[list[float]]:
+    """log p(token_i | tokens_<i), i >= 1, under the trainer's module (eval mode: no dropout), computing
+    in `dtype` as the trainer's own forwards do (autocast over its fp32 weights; precision.py)."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         ids, mask = right_pad(sequences, pad_id=0)  # [B, L]; padding is masked and never scored
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # [B, L, V]
+        with autocast_context(dtype, device):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # [B, L, V]
         logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)  # [B, L-1]
     finally:
         model.train(was_training)
@@ -54,14 +57,16 @@ def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 class WeightSyncCanary:
-    def __init__(self, probe_sequences: list[list[int]], tolerance: float):
+    def __init__(self, probe_sequences: list[list[int]], tolerance: float, dtype: str = "float32"):
         if not probe_sequences or any(len(s) < 2 for s in probe_sequences):
             raise ValueError("canary probe sequences need at least two tokens each")
         self.probe_sequences = [list(s) for s in probe_sequences]
         self.tolerance = tolerance
+        self.dtype = dtype  # the sampler's compute dtype: the trainer side scores under autocast to it
 
     def gap(self, sampler: Sampler, model: torch.nn.Module) -> float:
-        return max_gap(sampler.prompt_logprobs(self.probe_sequences), trainer_logprobs(model, self.probe_sequences))
+        trainer = trainer_logprobs(model, self.probe_sequences, self.dtype)
+        return max_gap(sampler.prompt_logprobs(self.probe_sequences), trainer)
 
     def check(self, sampler: Sampler, model: torch.nn.Module, step: int) -> float:
         """The gap, or `WeightSyncError` if it exceeds the tolerance."""

@@ -9,7 +9,8 @@ def build_sampler(cfg, policy, tokenizer, model_path: str, dtype: str, seed: int
     if cfg.name == "hf":
         from rlx.sampling.hf import HFSampler
 
-        return HFSampler(policy, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.max_batch_size, cfg.num_threads)
+        return HFSampler(policy, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.max_batch_size, cfg.num_threads,
+                         dtype=dtype)
     if cfg.name == "vllm":
         from rlx.sampling.vllm import VLLMSampler
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
+from rlx.models.precision import autocast_context
 from rlx.sampling.base import Generation, GenRequest
 
 _MASK64 = (1 << 64) - 1
@@ -69,8 +70,9 @@ class PerRequestSampling(LogitsProcessor):
 
 class HFSampler:
     def __init__(self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int, max_batch_size: int = 512,
-                 num_threads: int = 1):
+                 num_threads: int = 1, dtype: str = "float32"):
         self.model = model
+        self.dtype = dtype  # compute dtype: fp32 (master) weights generate under autocast, as they train
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
@@ -84,7 +86,8 @@ class HFSampler:
 
     def generate(self, requests: list[GenRequest]) -> list[Generation]:
         results: list[Generation] = []
-        with cpu_threads(self.num_threads if next(self.model.parameters()).device.type == "cpu" else 0):
+        with cpu_threads(self.num_threads if next(self.model.parameters()).device.type == "cpu" else 0), \
+                self._autocast():
             for start in range(0, len(requests), self.max_batch_size):
                 results.extend(self._generate_chunk(requests[start : start + self.max_batch_size]))
         return results
@@ -120,11 +123,19 @@ class HFSampler:
         length = ids.index(self.eos_token_id) + 1 if finished else len(ids)
         return Generation(token_ids=ids[:length], logprobs=logp[:length].tolist(), finished=finished)
 
+    def _autocast(self):
+        """`dtype` compute for fp32 weights (the trainer's master copy); weights already stored in a lower
+        precision (`rlx eval model.dtype=bfloat16`) run as they are."""
+        weights = next(self.model.parameters())
+        return autocast_context(self.dtype if weights.dtype == torch.float32 else "float32", weights.device)
+
     @torch.no_grad()
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         ids, mask = right_pad(sequences, self.pad_token_id)
         device = next(self.model.parameters()).device
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()  # [B, L, V]
+        with self._autocast():
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [B, L, V]
+        logits = logits.float().cpu()
         logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, L-1]
         return [logp[i, : len(seq) - 1].tolist() for i, seq in enumerate(sequences)]
 

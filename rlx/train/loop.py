@@ -25,6 +25,7 @@ from rlx.logger import build_logger
 from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
 from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
+from rlx.models.precision import MASTER_DTYPE, autocast_context, enable_gradient_checkpointing
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
@@ -61,9 +62,11 @@ class Trainer:
         self.model_path = resolve_model_path(cfg.model)
         self.tokenizer = load_tokenizer(self.model_path)
         self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
-        self.policy = load_causal_lm(self.model_path, cfg.model.dtype)
+        self.policy = load_causal_lm(self.model_path, MASTER_DTYPE)  # model.dtype is autocast's (precision.py)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.policy = maybe_wrap_lora(self.policy.to(self.device), cfg.model.lora)  # r = 0: unchanged
+        if cfg.model.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy)
         self.policy.train()
         self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
                                              weight_decay=cfg.train.weight_decay)]
@@ -72,20 +75,32 @@ class Trainer:
         self.kl_in_rewards = self.reference is not None and kl.mode in ("reward_token", "reward_response")
         self.critic = None
         if self.algo.needs_critic:
-            self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).to(self.device).train()
+            self.critic = ValueModel(self.model_path, DTYPES[MASTER_DTYPE]).to(self.device).train()
+            if cfg.model.gradient_checkpointing:
+                enable_gradient_checkpointing(self.critic.base)
             self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
+        if cfg.train.num_threads > 0:  # after the sampler: a vLLM engine start may change the count
+            torch.set_num_threads(cfg.train.num_threads)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
         self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
 
     def _load_reference(self):
-        reference = load_causal_lm(self.model_path, self.cfg.model.dtype).to(self.device).eval()
+        reference = load_causal_lm(self.model_path, MASTER_DTYPE).to(self.device).eval()  # = pi_theta at step 0
         reference.requires_grad_(False)
         return reference
+
+    def autocast(self):
+        """Wraps every forward pass (never a backward or the loss): `model.dtype` compute, fp32 weights."""
+        return autocast_context(self.cfg.model.dtype, self.device)
+
+    def logprobs(self, model, packed: PackedBatch, with_entropy: bool = False):
+        with self.autocast():
+            return response_logprobs(model, packed, with_entropy, chunk=self.cfg.model.logprob_chunk)  # [B, T]
 
     # ---------------------------------------------------------------- phases
     def step_problems(self, step: int):
@@ -144,9 +159,10 @@ class Trainer:
         packed = pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.tokenizer.pad_token_id)
         mask = packed.response_mask  # [B, T]
         with torch.no_grad():
-            old_logp, _ = response_logprobs(self.policy, packed)  # [B, T]
-            ref_logp = response_logprobs(self.reference, packed)[0] if self.reference is not None else None
-            old_values = self.critic(packed) if self.critic is not None else None  # [B, T]
+            old_logp, _ = self.logprobs(self.policy, packed)  # [B, T]
+            ref_logp = self.logprobs(self.reference, packed)[0] if self.reference is not None else None
+            with self.autocast():
+                old_values = self.critic(packed) if self.critic is not None else None  # [B, T]
         token_rewards = terminal_rewards(torch.tensor([t.reward for t in trajs]), mask)  # [B, T]
         if self.kl_in_rewards:
             token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
@@ -195,7 +211,7 @@ class Trainer:
             logprobs = branches[b].rollouts[i][m].logprobs
             old_logp[row, : len(logprobs)] = torch.tensor(logprobs)
         with torch.no_grad():
-            ref_logp, _ = response_logprobs(self.reference, packed)  # [N, L]
+            ref_logp, _ = self.logprobs(self.reference, packed)  # [N, L]
         kl = kl_token_rewards(old_logp, ref_logp, packed.response_mask, self.cfg.algo.kl)  # [N, L]
         for row, (b, i, m) in enumerate(where):
             rewards[b][i][m] = rewards[b][i][m] + kl[row, : len(continuations[row])]
@@ -206,14 +222,15 @@ class Trainer:
         returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
         metrics: dict[str, float] = {}
         for _ in range(getattr(self.cfg.algo, "optimization_num", 1)):
-            logp, entropy = response_logprobs(self.policy, batch.packed, with_entropy=True)
+            logp, entropy = self.logprobs(self.policy, batch.packed, with_entropy=True)  # [B, T] fp32
             loss_inputs = LossInputs(logp=logp, old_logp=batch.old_logp, advantages=advantages, response_mask=mask,
                                      group_ids=batch.inputs.group_ids, ref_logp=batch.ref_logp, entropy=entropy,
                                      step_ends=batch.inputs.step_ends)
             loss, loss_metrics = self.algo.policy_loss(loss_inputs, self.cfg.algo)
             loss_metrics = {"policy_loss": loss.item(), **loss_metrics}
             if self.critic is not None:
-                values = self.critic(batch.packed)  # [B, T]
+                with self.autocast():
+                    values = self.critic(batch.packed)  # [B, T] fp32
                 critic_loss, critic_metrics = self.algo.value_loss(values, batch.old_values, returns, mask,
                                                                    self.cfg.algo)
                 loss_metrics = {**loss_metrics, **critic_metrics}
