@@ -7,7 +7,7 @@ import sys
 COMMANDS = {
     "train": ("rlx.train.app", "run RL fine-tuning (conf/train.yaml)"),
     "eval": ("rlx.eval.app", "pass@k / maj@n / accuracy of a model on a benchmark (conf/eval.yaml)"),
-    "build-tiny": ("rlx.models.app", "build (or rebuild) the tiny model into its cache"),
+    "build-tiny": ("rlx.recipes.app", "build (or rebuild) the tiny model into its cache"),
     "report": ("rlx.report", "table + plots comparing the runs of a sweep dir (rlx report multirun/<date>/<time>)"),
 }
 

@@ -67,7 +67,7 @@ def _check_paths(cfg: object) -> None:
     """A local model directory that is not one fails now, not after earlier jobs have run."""
     path = getattr(getattr(cfg, "model", None), "path", None)
     if path is not None:
-        from rlx.models.load import resolve_model_path
+        from rlx.recipes import resolve_model_path
 
         resolve_model_path(cfg.model)
 

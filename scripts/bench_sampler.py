@@ -48,7 +48,7 @@ def build_model(name: str, cache: Path) -> Path:
     from transformers import Qwen2ForCausalLM
 
     from rlx.models.charlevel import build_char_tokenizer
-    from rlx.models.tiny import TinyModelSpec, _qwen2_config
+    from rlx.recipes.tiny import TinyModelSpec, _qwen2_config
 
     out = cache / f"bench-{name}"
     if (out / "config.json").exists():

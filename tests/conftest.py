@@ -30,6 +30,6 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The project's real tiny model (SFT warm-started), built on first use into the rlx cache."""
-    from rlx.models.tiny import TinyModelSpec, ensure_tiny_model
+    from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model
 
     return ensure_tiny_model(TinyModelSpec())

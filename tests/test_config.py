@@ -74,7 +74,7 @@ def test_key_unknown_to_the_algorithm_is_rejected_with_its_name():
 
 
 def test_qwen_without_network_or_path_says_how_to_point_at_a_local_copy(monkeypatch):
-    from rlx.models.load import resolve_model_path
+    from rlx.recipes import resolve_model_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = parse_run_config(compose_train("model=qwen", "model.cache_dir=/tmp/rlx-empty-hub-cache"))
@@ -84,7 +84,7 @@ def test_qwen_without_network_or_path_says_how_to_point_at_a_local_copy(monkeypa
 
 
 def test_model_path_that_is_not_a_model_directory(tmp_path):
-    from rlx.models.load import resolve_model_path
+    from rlx.recipes import resolve_model_path
 
     cfg = parse_run_config(compose_train(f"model.path={tmp_path}"))
     with pytest.raises(ConfigError, match=r"model\.path"):

@@ -89,7 +89,7 @@ def test_merged_weights_are_w_plus_scaled_ba_under_base_names(tiny_model_dir):
     # the trainer's own W is untouched (merging happens on the side)
     torch.testing.assert_close(layer.base_layer.weight, base.model.layers[0].self_attn.q_proj.weight)
     # vLLM receives the merged tensors plus the tied output head
-    sent = dict(trainer_weights(policy))
+    sent = dict(trainer_weights(policy, merged_named_parameters(policy)))  # as the trainer hands them over
     assert set(sent) == set(merged) | {"lm_head.weight"}
     torch.testing.assert_close(sent["model.layers.0.self_attn.q_proj.weight"], expected)
 
@@ -166,7 +166,7 @@ def test_vllm_receives_merged_lora_weights_and_the_canary_passes(tiny_model_dir)
         canary = WeightSyncCanary(default_probe(len(tokenizer)), tolerance=1e-3)
         with pytest.raises(WeightSyncError):
             canary.check(sampler, policy, step=0)  # the engine still has the base model
-        sampler.sync_weights(policy)  # runs the sampler's own canary against the PEFT model's log-probs
+        sampler.sync_weights(policy, weights=merged_named_parameters(policy))  # canary vs the PEFT log-probs
         assert sampler.last_canary_gap is not None and sampler.last_canary_gap < 1e-3
     finally:
         sampler.close()

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
 from rlx.data import arith
 from rlx.models.charlevel import build_char_tokenizer
-from rlx.models.tiny import TinyModelSpec, build_tiny_model
+from rlx.recipes.tiny import TinyModelSpec, build_tiny_model
 
 
 def test_tokenizer_round_trips_spaces_and_newlines_through_auto_tokenizer(tmp_path):

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     started = time.time()
-    from rlx.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlx.models.load import load_causal_lm, load_tokenizer
+    from rlx.recipes import resolve_model_path
     from rlx.sampling.factory import build_sampler
     from rlx.train.loop import seed_everything
 

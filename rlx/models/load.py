@@ -14,19 +14,15 @@ from rlx.models.config import ModelConfig
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model_path(cfg: ModelConfig) -> str:
-    """A local directory (built, cached or downloaded) holding the model. Fails with a clear message
-    before anything is loaded when the model cannot be had."""
+def local_or_hub_path(cfg: ModelConfig) -> str:
+    """A local directory (given, or downloaded from the hub) holding the model; models the project builds
+    itself (`model=tiny`) are resolved one layer up, by `rlx.recipes.resolve_model_path`. Fails with a clear
+    message before anything is loaded when the model cannot be had."""
     if cfg.path is not None:
         path = Path(cfg.path).expanduser()
         if not (path / "config.json").exists():
             raise ConfigError(f"model.path: {path} is not a Hugging Face model directory (no config.json)")
         return str(path)
-    if cfg.name == "tiny":
-        from rlx.models.tiny import TinyModelSpec, ensure_tiny_model
-
-        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
-        return str(ensure_tiny_model(TinyModelSpec(), cache))
     if cfg.hub_id is None:
         raise ConfigError(f"model={cfg.name}: set model.path to a local model directory or model.hub_id")
     return _download(cfg)

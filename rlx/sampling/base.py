@@ -33,8 +33,10 @@ class Sampler(Protocol):
         """One generation per request, in request order, from a single batched call."""
         ...
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Make the sampler generate with `model`'s current weights (after each optimizer step)."""
+    def sync_weights(self, model: torch.nn.Module, weights=None) -> None:
+        """Make the sampler generate with `model`'s current weights (after each optimizer step). `weights`:
+        the (name, tensor) pairs under the checkpoint's names, when they are not `model.named_parameters()`
+        (a LoRA policy's merged weights, handed over by the trainer)."""
         ...
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:

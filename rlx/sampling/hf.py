@@ -78,7 +78,7 @@ class HFSampler:
         self.max_batch_size = max_batch_size
         self.num_threads = num_threads
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
+    def sync_weights(self, model: torch.nn.Module, weights=None) -> None:
         self.model = model  # generates with the trainer's own module: nothing to copy
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -212,13 +212,16 @@ class VLLMSampler:
                 for seq, out in zip(sequences, outputs)]
 
     # ---------------------------------------------------------------- weights
-    def sync_weights(self, model: torch.nn.Module, step: int | None = None) -> None:
+    def sync_weights(self, model: torch.nn.Module, step: int | None = None,
+                     weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
         """Copy `model`'s weights into the engine in place, drop every cached prefix, then (at the first
         sync and every `canary_every` syncs after it) check that the engine's log-probs match the trainer's.
-        `step` only names the training step in a `WeightSyncError` (default: the number of syncs so far)."""
+        `weights`: the (name, tensor) pairs to send under the checkpoint's names, handed over by the trainer
+        (a LoRA policy's merged weights); default `model.named_parameters()`. `step` only names the training
+        step in a `WeightSyncError` (default: the number of syncs so far)."""
         started = time.perf_counter()
         engine_dtype = DTYPES[self.dtype]  # fp32 master weights arrive in the engine's dtype (bf16: halved)
-        weights = ((name, t.to(engine_dtype)) for name, t in trainer_weights(model))  # one cast at a time
+        weights = ((name, t.to(engine_dtype)) for name, t in trainer_weights(model, weights))  # one cast at a time
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         # Cached KV blocks were computed with the old weights; reusing them would mix two policies.
         if not self.llm.reset_prefix_cache():
@@ -231,20 +234,21 @@ class VLLMSampler:
             self.last_canary_seconds = time.perf_counter() - started
 
 
-def trainer_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The trainer's parameters under their Hugging Face checkpoint names.
+def trainer_weights(model: torch.nn.Module, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
+                    ) -> list[tuple[str, torch.Tensor]]:
+    """The trainer's parameters under their Hugging Face checkpoint names: `weights` as handed over by the
+    trainer (a LoRA policy sends its merged W + scale * B @ A, `rlx.models.lora.merged_named_parameters`),
+    or a plain model's own `named_parameters()`.
 
     With tied embeddings `named_parameters()` lists the shared tensor once, as the input embedding; vLLM
     keeps a separate output head that would otherwise stay stale (with only a warning), so it is passed
-    explicitly as `lm_head.weight`. A LoRA policy (PeftModel) contributes its merged weights
-    W + scale * B @ A under the base model's names (`rlx.models.lora`)."""
-    from rlx.models.lora import base_model, merged_named_parameters
-
-    weights = [(name.removeprefix("_orig_mod."), p) for name, p in merged_named_parameters(model)]
+    explicitly as `lm_head.weight`."""
+    pairs = model.named_parameters() if weights is None else weights
+    weights = [(name.removeprefix("_orig_mod."), p.detach()) for name, p in pairs]
     names = {name for name, _ in weights}
-    config = getattr(base_model(model), "config", None)
-    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
-        weights.append(("lm_head.weight", base_model(model).get_input_embeddings().weight.detach()))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's own model
+    if getattr(getattr(base, "config", None), "tie_word_embeddings", False) and "lm_head.weight" not in names:
+        weights.append(("lm_head.weight", base.get_input_embeddings().weight.detach()))
     return weights
 
 

@@ -1,52 +1,53 @@
-"""The one training loop: sample -> branch -> score -> advantages -> clipped-loss update(s) -> log.
+"""The step driver: sample -> branch -> score -> freeze the batch -> advantages -> update -> sync -> log.
 
 It serves every registered algorithm and never branches on an algorithm's name: the algorithm says which
-branch rollouts it wants (`plan_branches`), turns the frozen batch into advantages (`advantages`) and
-defines the loss (`policy_loss`).
+inputs it needs (`requires`, checked once here at start-up), which branch rollouts it wants
+(`plan_branches`), turns the frozen batch into advantages (`advantages`) and defines the losses. Where each
+tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), rewards in
+`scoring`, the frozen batch (token rewards, KL rewards, pi_old / pi_ref / critic values) in `batch`, the
+optimizer steps in `update`, every model forward's micro-batching in `forwards`.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlx import algos
-from rlx.algos.base import AdvantageInputs, LossInputs
-from rlx.algos.common import kl_token_rewards, masked_mean, terminal_rewards
-from rlx.config import RunConfig
+from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, no_branches
+from rlx.config import ConfigError, RunConfig
 from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
 from rlx.models.critic import ValueModel
-from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
-from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
-from rlx.models.precision import MASTER_DTYPE, autocast_context, enable_gradient_checkpointing
+from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer
+from rlx.models.lora import maybe_wrap_lora, merged_named_parameters, save_policy, trainable_parameters
+from rlx.models.precision import MASTER_DTYPE, enable_gradient_checkpointing
+from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
-from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
 from rlx.train import checkpoint, rollout
 from rlx.train import distributed as dist
-from rlx.train.logprobs import PackedBatch, pack, response_logprobs
+from rlx.train.batch import BatchBuilder
+from rlx.train.forwards import Forwards
+from rlx.train.metrics import PhaseTimer, greedy_accuracy, progress_bar, sample_rows, seed_everything, step_metrics
+from rlx.train.scoring import score
+from rlx.train.update import UpdateBatch, Updater
+
+__all__ = ["Trainer", "seed_everything", "train"]
 
 
-@dataclass
-class FrozenBatch:
-    packed: PackedBatch
-    old_logp: torch.Tensor  # [B, T] log pi_old
-    ref_logp: torch.Tensor | None  # [B, T] log pi_ref, when a reference model is loaded
-    old_values: torch.Tensor | None  # [B, T] critic values under the old critic (PPO)
-    inputs: AdvantageInputs
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def check_inputs(algo, cfg: RunConfig, reward_fn) -> None:
+    """The algorithm's declared inputs can be provided; raised before any model loads."""
+    needs = algo.requires(cfg.algo)
+    if STEP_REWARDS in needs and getattr(reward_fn, "step_rewards", None) is None:
+        raise ConfigError(f"algo.name={cfg.algo.name} needs per-step rewards, but reward_model.name="
+                          f"{cfg.reward_model.name} scores whole responses only; pick a process reward")
+    if (BRANCH_ROLLOUTS in needs) != (algo.plan_branches is not no_branches):
+        raise ConfigError(f"algorithm {algo.name!r}: declares branch rollouts iff it plans branches")
 
 
 class Trainer:
@@ -59,26 +60,16 @@ class Trainer:
         seed_everything(cfg.seed)
         task = load_task(cfg.data, cfg.train.train_size, cfg.seed)  # data errors surface before any model
         self.reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
+        check_inputs(self.algo, cfg, self.reward_fn)
         self.model_path = resolve_model_path(cfg.model)
         self.tokenizer = load_tokenizer(self.model_path)
         self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
-        self.policy = load_causal_lm(self.model_path, MASTER_DTYPE)  # model.dtype is autocast's (precision.py)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.policy = maybe_wrap_lora(self.policy.to(self.device), cfg.model.lora)  # r = 0: unchanged
-        if cfg.model.gradient_checkpointing:
-            enable_gradient_checkpointing(self.policy)
-        self.policy.train()
+        self.policy = self._load_policy()
         self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
                                              weight_decay=cfg.train.weight_decay)]
-        kl = getattr(cfg.algo, "kl", None)
-        self.reference = self._load_reference() if kl is not None and kl.beta > 0 else None  # never updated
-        self.kl_in_rewards = self.reference is not None and kl.mode in ("reward_token", "reward_response")
-        self.critic = None
-        if self.algo.needs_critic:
-            self.critic = ValueModel(self.model_path, DTYPES[MASTER_DTYPE]).to(self.device).train()
-            if cfg.model.gradient_checkpointing:
-                enable_gradient_checkpointing(self.critic.base)
-            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
+        self.reference = self._load_reference() if cfg.algo.kl.beta > 0 else None  # never updated
+        self.critic = self._load_critic() if self.algo.needs(cfg.algo, CRITIC_VALUES) else None
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
@@ -87,20 +78,38 @@ class Trainer:
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
+        self._build_step_parts()
         self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
+
+    def _load_policy(self):
+        policy = load_causal_lm(self.model_path, MASTER_DTYPE)  # model.dtype is autocast's (precision.py)
+        policy = maybe_wrap_lora(policy.to(self.device), self.cfg.model.lora)  # r = 0: unchanged
+        if self.cfg.model.gradient_checkpointing:
+            enable_gradient_checkpointing(policy)
+        return policy.train()
 
     def _load_reference(self):
         reference = load_causal_lm(self.model_path, MASTER_DTYPE).to(self.device).eval()  # = pi_theta at step 0
         reference.requires_grad_(False)
         return reference
 
-    def autocast(self):
-        """Wraps every forward pass (never a backward or the loss): `model.dtype` compute, fp32 weights."""
-        return autocast_context(self.cfg.model.dtype, self.device)
+    def _load_critic(self):
+        critic = ValueModel(self.model_path, DTYPES[MASTER_DTYPE]).to(self.device).train()
+        if self.cfg.model.gradient_checkpointing:
+            enable_gradient_checkpointing(critic.base)
+        self.optimizers.append(torch.optim.AdamW(critic.parameters(), lr=self.cfg.algo.critic.lr))
+        return critic
 
-    def logprobs(self, model, packed: PackedBatch, with_entropy: bool = False):
-        with self.autocast():
-            return response_logprobs(model, packed, with_entropy, chunk=self.cfg.model.logprob_chunk)  # [B, T]
+    def _build_step_parts(self) -> None:
+        cfg = self.cfg
+        self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
+                                 self.device, cfg.model.logprob_chunk)
+        self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards)
+        kl_in_rewards = self.reference is not None and cfg.algo.kl.mode in ("reward_token", "reward_response")
+        self.batches = BatchBuilder(cfg, self.algo, self.forwards, self.tokenizer.pad_token_id, self.newline_ids,
+                                    self.policy, self.reference, self.critic, kl_in_rewards,
+                                    need_old_logp=kl_in_rewards or not self.updater.reuses_loss_logprobs(),
+                                    step_reward_fn=getattr(self.reward_fn, "step_rewards", None))
 
     # ---------------------------------------------------------------- phases
     def step_problems(self, step: int):
@@ -109,15 +118,14 @@ class Trainer:
         return [self.task.train[self.data_order[(start + i) % len(self.data_order)]] for i in range(per_step)]
 
     def sample_policy(self, step: int, problems) -> list[rollout.Trajectory]:
-        t = self.cfg.train
+        group, t = self.cfg.algo.samples_per_prompt, self.cfg.train
         prompts = [self.tokenizer.encode(self.task.prompt(p)) for p in problems]
-        requests = rollout.policy_requests(prompts, t.samples_per_prompt, t.temperature, t.max_new_tokens,
-                                           self.cfg.seed, step)
-        requests = dist.with_global_seeds(requests, t.samples_per_prompt, self.cfg.seed, step)
+        requests = rollout.policy_requests(prompts, group, t.temperature, t.max_new_tokens, self.cfg.seed, step)
+        requests = dist.with_global_seeds(requests, group, self.cfg.seed, step)
         generations = self.sampler.generate(requests)
         return [
-            rollout.Trajectory(problem=problems[i // t.samples_per_prompt], group=i // t.samples_per_prompt,
-                               prompt_ids=list(req.prompt_ids), response_ids=gen.token_ids, finished=gen.finished)
+            rollout.Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
+                               response_ids=gen.token_ids, finished=gen.finished)
             for i, (req, gen) in enumerate(zip(requests, generations))
         ]
 
@@ -130,124 +138,6 @@ class Trainer:
         generations = self.sampler.generate(requests) if requests else []
         return rollout.gather_branches(plans, index_map, generations)
 
-    def score(self, trajs: list[rollout.Trajectory], branches: list[rollout.Branches]) -> None:
-        decode = self.tokenizer.decode
-        problems, texts = [], []
-        for tr in trajs:
-            tr.text = decode(tr.response_ids, skip_special_tokens=True)
-            problems.append(tr.problem)
-            texts.append(tr.text)
-        for tr, br in zip(trajs, branches):
-            for knot, gens in zip(br.knots, br.rollouts):
-                for gen in gens:
-                    problems.append(tr.problem)
-                    texts.append(decode(tr.response_ids[: knot.t - 1] + gen.token_ids, skip_special_tokens=True))
-        rewards = self.reward_fn(problems, texts)
-        verdicts = self.task.grade(problems[: len(trajs)], texts[: len(trajs)])  # one batched grading call
-        for tr, r, correct in zip(trajs, rewards, verdicts):
-            tr.reward = float(r)
-            tr.correct = correct
-        cursor = len(trajs)
-        for br in branches:
-            br.rewards = []
-            for gens in br.rollouts:
-                br.rewards.append([float(r) for r in rewards[cursor : cursor + len(gens)]])
-                cursor += len(gens)
-
-    def frozen_batch(self, trajs, branches) -> FrozenBatch:
-        """Everything the update needs, computed once under pi_old and frozen for all epochs."""
-        packed = pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.tokenizer.pad_token_id)
-        mask = packed.response_mask  # [B, T]
-        with torch.no_grad():
-            old_logp, _ = self.logprobs(self.policy, packed)  # [B, T]
-            ref_logp = self.logprobs(self.reference, packed)[0] if self.reference is not None else None
-            with self.autocast():
-                old_values = self.critic(packed) if self.critic is not None else None  # [B, T]
-        token_rewards = terminal_rewards(torch.tensor([t.reward for t in trajs]), mask)  # [B, T]
-        if self.kl_in_rewards:
-            token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
-        group_ids = torch.tensor([t.group for t in trajs])
-        step_ends = [rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs]
-        inputs = AdvantageInputs(
-            token_rewards=token_rewards,
-            response_mask=mask,
-            group_ids=group_ids,
-            values=old_values,
-            knots=[[k.t for k in br.knots] for br in branches],
-            branch_rewards=self.branch_token_rewards(trajs, branches),
-            step_ends=step_ends,
-            step_rewards=self.step_rewards(trajs, step_ends),
-        )
-        return FrozenBatch(packed, old_logp, ref_logp, old_values, inputs)
-
-    def step_rewards(self, trajs, step_ends: list[list[int]]) -> list[list[float]] | None:
-        """Per-step rewards when the reward model scores steps (a process reward), else None."""
-        score_steps = getattr(self.reward_fn, "step_rewards", None)
-        if score_steps is None:
-            return None
-        rewards = score_steps([t.problem for t in trajs], [t.text for t in trajs])
-        # one reward per step end: a tokenizer may pack two lines into one token, so align by count
-        return [(row + [0.0] * len(ends))[: len(ends)] for row, ends in zip(rewards, step_ends)]
-
-    def branch_token_rewards(self, trajs, branches) -> list[list[list[torch.Tensor]]]:
-        """Per-token rewards of every branch rollout's continuation: its RM on the last token, plus the KL
-        reward of its own tokens when the KL is a reward (spec §1.13 Step 2: rollouts pay KL too)."""
-        rewards = [[[terminal_reward(len(g.token_ids), r) for g, r in zip(gens, rs)]
-                    for gens, rs in zip(br.rollouts, br.rewards)] for br in branches]
-        if not self.kl_in_rewards:
-            return rewards
-        where, prefixes, continuations = [], [], []
-        for b, (tr, br) in enumerate(zip(trajs, branches)):
-            for i, (knot, gens) in enumerate(zip(br.knots, br.rollouts)):
-                for m, gen in enumerate(gens):
-                    where.append((b, i, m))
-                    prefixes.append(tr.prompt_ids + tr.response_ids[: knot.t - 1])
-                    continuations.append(gen.token_ids)
-        if not where:
-            return rewards
-        packed = pack(prefixes, continuations, self.tokenizer.pad_token_id)
-        old_logp = torch.zeros_like(packed.response_mask)  # [N, L] the sampler's log-probs are pi_old's
-        for row, (b, i, m) in enumerate(where):
-            logprobs = branches[b].rollouts[i][m].logprobs
-            old_logp[row, : len(logprobs)] = torch.tensor(logprobs)
-        with torch.no_grad():
-            ref_logp, _ = self.logprobs(self.reference, packed)  # [N, L]
-        kl = kl_token_rewards(old_logp, ref_logp, packed.response_mask, self.cfg.algo.kl)  # [N, L]
-        for row, (b, i, m) in enumerate(where):
-            rewards[b][i][m] = rewards[b][i][m] + kl[row, : len(continuations[row])]
-        return rewards
-
-    def optimize(self, batch: FrozenBatch, advantages: torch.Tensor) -> dict[str, float]:
-        mask = batch.packed.response_mask
-        returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
-        metrics: dict[str, float] = {}
-        for _ in range(getattr(self.cfg.algo, "optimization_num", 1)):
-            logp, entropy = self.logprobs(self.policy, batch.packed, with_entropy=True)  # [B, T] fp32
-            loss_inputs = LossInputs(logp=logp, old_logp=batch.old_logp, advantages=advantages, response_mask=mask,
-                                     group_ids=batch.inputs.group_ids, ref_logp=batch.ref_logp, entropy=entropy,
-                                     step_ends=batch.inputs.step_ends)
-            loss, loss_metrics = self.algo.policy_loss(loss_inputs, self.cfg.algo)
-            loss_metrics = {"policy_loss": loss.item(), **loss_metrics}
-            if self.critic is not None:
-                with self.autocast():
-                    values = self.critic(batch.packed)  # [B, T] fp32
-                critic_loss, critic_metrics = self.algo.value_loss(values, batch.old_values, returns, mask,
-                                                                   self.cfg.algo)
-                loss_metrics = {**loss_metrics, **critic_metrics}
-                loss = loss + critic_loss
-            for optimizer in self.optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(self.optimizers)  # mean over ranks, before clipping
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
-            if self.critic is not None:
-                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
-            for optimizer in self.optimizers:
-                optimizer.step()
-            metrics = {"loss": loss.item(), "grad_norm": float(grad_norm), **loss_metrics,
-                       "entropy": masked_mean(entropy.detach(), mask).item()}
-        return metrics
-
     # ---------------------------------------------------------------- driver
     def train_step(self, step: int) -> dict[str, float]:
         timer = PhaseTimer()
@@ -257,25 +147,23 @@ class Trainer:
         with timer("branch"):
             branches = self.sample_branches(step, trajs)
         with timer("score"):
-            self.score(trajs, branches)
+            score(trajs, branches, self.reward_fn, self.task, self.tokenizer)
         with timer("train"):
-            batch = self.frozen_batch(trajs, branches)
+            batch = self.batches.build(trajs, branches)
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
-            metrics = self.optimize(batch, advantages)
+            returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
+            metrics = self.updater.run(UpdateBatch(batch.packed, advantages, batch.inputs.group_ids,
+                                                   batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
+                                                   batch.old_values, returns), step)
         if self.logger.wants_samples(step):
-            self.logger.log_samples(step, self.sample_rows(trajs, batch, advantages))
+            self.logger.log_samples(step, sample_rows(self.tokenizer, trajs, branches, advantages))
         with timer("sync"):
-            self.sampler.sync_weights(self.policy)  # the next step samples from the updated policy
+            self.sync()  # the next step samples from the updated policy
         return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
                                   **timer.seconds})
 
-    def sample_rows(self, trajs, batch: FrozenBatch, advantages: torch.Tensor) -> list[dict]:
-        """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
-        decode = self.tokenizer.decode
-        return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
-                 "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
-                 "tokens": [decode([tok]) for tok in tr.response_ids], "knots": batch.inputs.knots[i]}
-                for i, tr in enumerate(trajs)]
+    def sync(self) -> None:
+        self.sampler.sync_weights(self.policy, weights=merged_named_parameters(self.policy))  # LoRA: W + BA
 
     def evaluate(self) -> float:
         problems = self.task.test[: self.cfg.train.eval_size]
@@ -292,7 +180,7 @@ class Trainer:
         if path is None:
             return 1, {}  # nothing saved yet: auto-resume of a fresh run directory starts at step 1
         step, extra = checkpoint.load_checkpoint(path, self.policy, self.optimizers, self.critic)
-        self.sampler.sync_weights(self.policy)
+        self.sync()
         if dist.is_main():
             checkpoint.truncate_metrics(self.run_dir / "metrics.jsonl", step)
         print(f"[rlx] resumed from {path} (step {step})")
@@ -326,7 +214,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
         trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
-    progress = _progress(cfg, first_step - 1)
+    progress = progress_bar(cfg, first_step - 1)
     for step in range(first_step, cfg.train.steps + 1):
         metrics = trainer.train_step(step)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
@@ -358,60 +246,3 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
           f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
     return summary
-
-
-# -------------------------------------------------------------------- helpers
-def terminal_reward(length: int, reward: float) -> torch.Tensor:
-    rewards = torch.zeros(length)  # [L] zero-reward assumption: the whole RM on the last token
-    rewards[-1] = reward
-    return rewards
-
-
-def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: int) -> float:
-    requests = [GenRequest(tuple(tokenizer.encode(task.prompt(p))), 0.0, max_new_tokens, 0) for p in problems]
-    generations = sampler.generate(requests)
-    correct = task.grade(problems, [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations])
-    return sum(correct) / max(1, len(correct))
-
-
-def step_metrics(trajs, branches, advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    valid = advantages[mask.bool()]
-    knots = sum(len(b.knots) for b in branches)
-    stderr = [float(np.std(r, ddof=1) / np.sqrt(len(r))) for b in branches for r in b.rewards if len(r) > 1]
-    return {
-        "reward_mean": float(np.mean([t.reward for t in trajs])),
-        "train_accuracy": float(np.mean([t.correct for t in trajs])),
-        "adv_mean": float(valid.mean()) if valid.numel() else 0.0,
-        "adv_std": float(valid.std()) if valid.numel() > 1 else 0.0,
-        "tokens_policy": int(mask.sum()),
-        "tokens_branch": sum(len(g.token_ids) for b in branches for gens in b.rollouts for g in gens),
-        "response_length": float(mask.sum(-1).mean()),
-        "num_knots": knots,
-        "num_branch_rollouts": sum(b.num_rollouts() for b in branches),
-        "knot_value_stderr": float(np.mean(stderr)) if stderr else 0.0,
-        "exact_token_share": knots / max(1.0, float(mask.sum())),
-    }
-
-
-class PhaseTimer:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, phase: str):
-        timer = self
-
-        class _Phase:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.seconds[f"time_{phase}"] = time.perf_counter() - self.start
-
-        return _Phase()
-
-
-def _progress(cfg: RunConfig, done: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=cfg.train.steps, initial=done, desc=f"rlx {cfg.algo.name}",
-                disable=not cfg.train.progress_bar or not dist.is_main())

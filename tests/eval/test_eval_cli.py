@@ -69,7 +69,7 @@ def test_greedy_arith_keeps_working(monkeypatch, tmp_path, tiny_model_dir):
 
 
 def test_malformed_jsonl_fails_with_file_and_line_before_any_model(monkeypatch, tmp_path):
-    import rlx.models.load as load
+    import rlx.recipes as load
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": \n')

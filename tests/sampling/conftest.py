@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
 from rlx.models.charlevel import build_char_tokenizer
-from rlx.models.tiny import TinyModelSpec, _qwen2_config
+from rlx.recipes.tiny import TinyModelSpec, _qwen2_config
 
 
 def build_random_tiny_model(out_dir: Path, seed: int = 0, **dims) -> Path:

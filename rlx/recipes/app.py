@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from rlx.models.tiny import TinyModelSpec, ensure_tiny_model, tiny_model_path
+    from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model, tiny_model_path
 
     parser = argparse.ArgumentParser(prog="rlx build-tiny", description=__doc__)
     parser.add_argument("--force", action="store_true", help="rebuild even if a cached copy exists")

@@ -1,0 +1,80 @@
+"""What a step reports: its metrics row, phase timings, sample tables, and the greedy test accuracy.
+
+Also the run-wide seeding and progress bar, so the step driver (`loop`) holds only the driving."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+
+from rlx.data.tasks import Task
+from rlx.sampling.base import GenRequest
+from rlx.train import distributed as dist
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def sample_rows(tokenizer, trajs, branches, advantages: torch.Tensor) -> list[dict]:
+    """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
+    decode = tokenizer.decode
+    return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
+             "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
+             "tokens": [decode([tok]) for tok in tr.response_ids], "knots": [k.t for k in br.knots]}
+            for i, (tr, br) in enumerate(zip(trajs, branches))]
+
+
+def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: int) -> float:
+    requests = [GenRequest(tuple(tokenizer.encode(task.prompt(p))), 0.0, max_new_tokens, 0) for p in problems]
+    generations = sampler.generate(requests)
+    correct = task.grade(problems, [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations])
+    return sum(correct) / max(1, len(correct))
+
+
+def step_metrics(trajs, branches, advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    valid = advantages[mask.bool()]
+    knots = sum(len(b.knots) for b in branches)
+    stderr = [float(np.std(r, ddof=1) / np.sqrt(len(r))) for b in branches for r in b.rewards if len(r) > 1]
+    return {
+        "reward_mean": float(np.mean([t.reward for t in trajs])),
+        "train_accuracy": float(np.mean([t.correct for t in trajs])),
+        "adv_mean": float(valid.mean()) if valid.numel() else 0.0,
+        "adv_std": float(valid.std()) if valid.numel() > 1 else 0.0,
+        "tokens_policy": int(mask.sum()),
+        "tokens_branch": sum(len(g.token_ids) for b in branches for gens in b.rollouts for g in gens),
+        "response_length": float(mask.sum(-1).mean()),
+        "num_knots": knots,
+        "num_branch_rollouts": sum(b.num_rollouts() for b in branches),
+        "knot_value_stderr": float(np.mean(stderr)) if stderr else 0.0,
+        "exact_token_share": knots / max(1.0, float(mask.sum())),
+    }
+
+
+class PhaseTimer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, phase: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[f"time_{phase}"] = time.perf_counter() - self.start
+
+        return _Phase()
+
+
+def progress_bar(cfg, done: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.train.steps, initial=done, desc=f"rlx {cfg.algo.name}",
+                disable=not cfg.train.progress_bar or not dist.is_main())

@@ -1,0 +1,160 @@
+"""The update: the optimizer steps taken on one training step's frozen batch.
+
+Owns the epoch / mini-batch / micro-batch structure and exact gradient accumulation:
+  - `algo.optimization_num` epochs; each splits the batch into `train.mini_batches` mini-batches of whole
+    groups (rows sharing a prompt; a TRePO trajectory is one row), reshuffled every epoch by a generator
+    seeded from (seed, step), one optimizer step per mini-batch;
+  - each optimizer step runs its forward + backward passes per micro-batch (`Forwards.plan`) and
+    normalises every loss by the optimizer step's own counts (`AggScale`: tokens, sequences, rows and one
+    padded width), so the accumulated gradient equals the unsplit batch's for every `loss_agg`
+    (docs/algorithms.md, "Micro-batches and mini-batches");
+  - a non-finite loss or gradient norm stops the run naming the step and metric, or skips that optimizer
+    step with `train.skip_nonfinite=true` (counted as `nonfinite_skipped`).
+When the ratio is identically 1 (one epoch, one mini-batch) pi_old's log-probs are the loss pass's own,
+detached: no separate no-grad forward (the same numbers, one pass fewer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from rlx.algos.base import LossInputs, ValueLossInputs
+from rlx.algos.losses import AggScale
+from rlx.algos.stats import masked_mean
+from rlx.models.logprobs import PackedBatch, select_rows
+from rlx.train import distributed as dist
+from rlx.train.forwards import Forwards
+
+SUMMED = ("loss", "policy_loss", "pg_loss", "kl_ref", "vf_loss")  # globally normalised: micro-batches add up
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient norm of the update is NaN or infinite."""
+
+
+@dataclass
+class UpdateBatch:
+    """What the optimizer steps read; every tensor [B, T] and frozen."""
+
+    packed: PackedBatch
+    advantages: torch.Tensor
+    group_ids: torch.Tensor  # [B]
+    step_ends: list[list[int]]
+    old_logp: torch.Tensor | None  # None: take the loss pass's own (one epoch, one mini-batch)
+    ref_logp: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None  # critic regression targets
+
+
+def mini_batch_rows(group_ids: torch.Tensor, mini_batches: int, generator: torch.Generator) -> list[list[int]]:
+    """Rows of each mini-batch: the groups are shuffled by `generator` and dealt into `mini_batches` nearly
+    equal parts, a group's rows always together. One mini-batch keeps the batch as it is."""
+    rows = list(range(group_ids.shape[0]))
+    if mini_batches == 1:
+        return [rows]
+    groups = list(dict.fromkeys(group_ids.tolist()))  # in order of first appearance
+    order = torch.randperm(len(groups), generator=generator).tolist()
+    parts = [set(groups[i] for i in part.tolist()) for part in torch.tensor_split(torch.tensor(order), mini_batches)]
+    return [[r for r in rows if int(group_ids[r]) in part] for part in parts if part]
+
+
+def combine(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
+    """Micro-batch metrics of one optimizer step: losses add up (each is already normalised by the step's
+    counts), the rest are means weighted by the micro-batch's token count."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    total = sum(w for _, w in parts) or 1.0
+    keys = dict.fromkeys(k for m, _ in parts for k in m)
+    return {k: sum(m.get(k, 0.0) * (1.0 if k in SUMMED else w / total) for m, w in parts) for k in keys}
+
+
+class Updater:
+    def __init__(self, cfg, algo, policy, critic, optimizers: list, forwards: Forwards):
+        self.cfg, self.algo, self.policy, self.critic = cfg, algo, policy, critic
+        self.optimizers = optimizers
+        self.forwards = forwards
+
+    def reuses_loss_logprobs(self) -> bool:
+        """True when pi_old = pi_theta for the only optimizer step: the ratio is identically 1."""
+        return self.cfg.algo.optimization_num == 1 and self.cfg.train.mini_batches == 1
+
+    def run(self, batch: UpdateBatch, step: int) -> dict[str, float]:
+        """All epochs and mini-batches of one training step -> metrics averaged over its optimizer steps."""
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+        taken, skipped = [], 0
+        for _ in range(self.cfg.algo.optimization_num):
+            for rows in mini_batch_rows(batch.group_ids, self.cfg.train.mini_batches, generator):
+                metrics = self.optimizer_step(batch, rows, step)
+                if metrics is None:
+                    skipped += 1
+                else:
+                    taken.append(metrics)
+        out = taken[0] if len(taken) == 1 else {k: sum(m[k] for m in taken) / len(taken) for k in (taken or [{}])[0]}
+        if self.cfg.train.skip_nonfinite:
+            out["nonfinite_skipped"] = float(skipped)
+        return out
+
+    def optimizer_step(self, batch: UpdateBatch, rows: list[int], step: int) -> dict[str, float] | None:
+        """Forward + backward per micro-batch of `rows`, then one step of every optimizer (None: skipped)."""
+        mask = batch.packed.response_mask[rows]  # [b, T], the step's full padded width
+        whole = len(rows) == mask.shape[0] == batch.packed.response_mask.shape[0]
+        plan = self.forwards.plan(batch.packed, rows)
+        scale = None if whole and len(plan) == 1 else AggScale.of(mask)  # None: the unsplit batch's own counts
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        parts = []
+        for micro in plan:
+            loss, metrics = self.micro_batch_loss(batch, micro, scale)
+            loss.backward()
+            parts.append((metrics, float(batch.packed.response_mask[micro].sum())))
+        metrics = combine(parts)
+        dist.average_gradients(self.optimizers)  # mean over ranks, before clipping
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
+        if self.critic is not None:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
+        metrics = {"loss": metrics.pop("loss"), "grad_norm": float(grad_norm), **metrics}
+        if not self.finite(metrics, step):
+            return None
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return metrics
+
+    def finite(self, metrics: dict[str, float], step: int) -> bool:
+        """False (skip) or NonFiniteError (stop) when the loss or the gradient norm is not a finite number."""
+        bad = [k for k in ("loss", "grad_norm") if not math.isfinite(metrics[k])]
+        if not bad:
+            return True
+        if self.cfg.train.skip_nonfinite:
+            print(f"[rlx] step {step}: non-finite {bad[0]} ({metrics[bad[0]]}); optimizer step skipped")
+            return False
+        raise NonFiniteError(f"step {step}: non-finite {bad[0]} ({metrics[bad[0]]}); stopping. Lower train.lr, "
+                             "check the rewards, or set train.skip_nonfinite=true to skip such optimizer steps")
+
+    def micro_batch_loss(self, batch: UpdateBatch, rows: list[int], scale: AggScale | None):
+        """Policy (+ critic) loss of one micro-batch, normalised by the optimizer step's counts."""
+        sub = select_rows(batch.packed, rows)  # padding trimmed to these rows
+        width = sub.response_mask.shape[1]
+
+        def part(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[rows, :width]  # [b, T']
+
+        logp, entropy = self.forwards.logprobs(self.policy, sub, with_entropy=True)  # [b, T'] fp32
+        old_logp = logp.detach() if batch.old_logp is None else part(batch.old_logp)
+        inputs = LossInputs(logp=logp, old_logp=old_logp, advantages=part(batch.advantages),
+                            response_mask=sub.response_mask, group_ids=batch.group_ids[rows],
+                            ref_logp=part(batch.ref_logp), entropy=entropy,
+                            step_ends=[batch.step_ends[r] for r in rows], scale=scale)
+        loss, loss_metrics = self.algo.policy_loss(inputs, self.cfg.algo)
+        metrics = {"policy_loss": loss.item(), **loss_metrics}
+        if self.critic is not None:
+            values = self.forwards.values(self.critic, sub)  # [b, T'] fp32
+            critic_loss, critic_metrics = self.algo.value_loss(
+                ValueLossInputs(values, part(batch.old_values), part(batch.returns), sub.response_mask, scale),
+                self.cfg.algo)
+            metrics.update(critic_metrics)
+            loss = loss + critic_loss
+        metrics["entropy"] = masked_mean(entropy.detach(), sub.response_mask).item()
+        return loss, {"loss": loss.item(), **metrics}
