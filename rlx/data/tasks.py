@@ -80,7 +80,7 @@ def load_task(data_cfg, train_size: int, seed: int) -> Task:
 
 
 def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
-    from rlx.rewards.arith import arith_correct, extract_final_integer
+    from rlx.data.arith import arith_correct, extract_final_integer
 
     def judge(problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
         results = []

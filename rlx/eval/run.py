@@ -13,15 +13,17 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rlx.config import EvalConfig
 from rlx.data.base import Problem
 from rlx.data.tasks import Task, load_task
 from rlx.eval.metrics import breakdown, maj_at_n, mean_accuracy, pass_at_k_table
 from rlx.sampling.base import Generation, GenRequest, request_seed
+
+if TYPE_CHECKING:
+    from rlx.config import EvalConfig
 
 log = logging.getLogger(__name__)
 

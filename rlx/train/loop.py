@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from rlx import algos
 from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, no_branches
-from rlx.config import ConfigError, RunConfig
+from rlx.data.configs import ConfigError
 from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
 from rlx.models.critic import ValueModel
@@ -36,6 +37,9 @@ from rlx.train.forwards import Forwards
 from rlx.train.metrics import PhaseTimer, greedy_accuracy, progress_bar, sample_rows, seed_everything, step_metrics
 from rlx.train.scoring import score
 from rlx.train.update import UpdateBatch, Updater
+
+if TYPE_CHECKING:
+    from rlx.config import RunConfig
 
 __all__ = ["Trainer", "seed_everything", "train"]
 
