@@ -35,8 +35,9 @@ def test_every_group_option_composes_and_validates(group):
 def test_defaults_are_the_default_job():
     cfg = parse_run_config(compose_train())
     assert (cfg.algo.name, cfg.model.name, cfg.data.name, cfg.reward_model.name) == ("trepo", "tiny", "arith", "arith")
-    assert cfg.train.samples_per_prompt == cfg.algo.samples_per_prompt == 4  # interpolated from the algorithm
-    assert parse_run_config(compose_train("algo=grpo")).train.samples_per_prompt == 8
+    assert cfg.algo.samples_per_prompt == 4  # the group size has one owner, the algorithm
+    assert parse_run_config(compose_train("algo=grpo")).algo.samples_per_prompt == 8
+    assert (cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.train.mini_batches) == (None, 1024, 1)
 
 
 def test_eval_config_composes():
@@ -61,11 +62,36 @@ def test_eval_config_composes():
         ("train.lr=-1e-5", "train.lr"),
         ("train.steps=0", "train.steps"),
         ("train.max_new_tokens=abc", "train.max_new_tokens"),
+        ("algo.clip_eps=nan", "algo.clip_eps"),
+        ("algo.tau_max=inf", "algo.tau_max"),
+        ("train.lr=-inf", "train.lr"),
+        ("algo.kl.beta=nan", "algo.kl.beta"),
+        ("train.micro_batch_tokens=0", "train.micro_batch_tokens"),
+        ("train.micro_batch_size=0", "train.micro_batch_size"),
+        ("train.mini_batches=0", "train.mini_batches"),
+        ("train.mini_batches=33", "train.mini_batches"),  # more mini-batches than groups (32 prompts)
     ],
 )
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse_run_config(compose_train(override))
+
+
+def test_non_finite_numbers_are_rejected_naming_the_key():
+    with pytest.raises(ConfigError, match=r"algo\.clip_eps: must be a finite number, got nan"):
+        parse_run_config(compose_train("algo.clip_eps=nan"))
+
+
+@pytest.mark.parametrize(("algo", "extra"), [("grpo", ()), ("rloo", ()), ("trepo", ("algo.adv_norm=group",)),
+                                             ("reinforce", ("algo.baseline=group_mean",))])
+def test_group_baseline_with_one_sample_per_prompt_is_rejected_naming_both_keys(algo, extra):
+    with pytest.raises(ConfigError, match=rf"algo\.samples_per_prompt=1 with algo\.name={algo}"):
+        parse_run_config(compose_train(f"algo={algo}", "algo.samples_per_prompt=1", *extra))
+
+
+def test_train_samples_per_prompt_points_at_the_group_size_owner():
+    with pytest.raises(ConfigError, match=r"train\.samples_per_prompt.*algo\.samples_per_prompt"):
+        parse_run_config(compose_train("+train.samples_per_prompt=2"))
 
 
 def test_key_unknown_to_the_algorithm_is_rejected_with_its_name():

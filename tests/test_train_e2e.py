@@ -71,7 +71,7 @@ def test_trepo_branches_and_eval_runs_on_the_checkpoint(tiny_model_dir, tmp_path
     run_dir = tmp_path / "trepo"
     # through the default sampler, vLLM: in-place weight sync and its canary after every step
     result = short_run("trepo", run_dir, tiny_model_dir, "algo.num_branch_points=3", "algo.rollouts_per_branch=2",
-                       "algo.branch_selection=uniform_grid", "train.samples_per_prompt=1", sampler="vllm")
+                       "algo.branch_selection=uniform_grid", "algo.samples_per_prompt=1", sampler="vllm")
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:3]
     for row in steps:
