@@ -21,7 +21,7 @@ from rlx.models.critic import ValueModel
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
 from rlx.train.forwards import Forwards
-from rlx.train.update import NonFiniteError, Updater, UpdateBatch, combine, mini_batch_rows
+from rlx.train.update import NonFiniteError, UpdateBatch, Updater, combine, mini_batch_rows
 
 KL = KLConfig(beta=0.3, estimator="k3", mode="loss")
 CASES = [
