@@ -43,7 +43,7 @@ class JsonlLogger:
         self._file = self.path.open("a", buffering=1)  # line-buffered: a crash loses at most one line
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps({"step": step, **metrics}, sort_keys=True, default=_jsonable) + "\n")
+        self._file.write(strict_json({"step": step, **metrics}, sort_keys=True) + "\n")
 
     def wants_samples(self, step: int) -> bool:
         """True on the steps where the loop should build sample rows (building them costs decoding)."""
@@ -59,7 +59,7 @@ class JsonlLogger:
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / f"step_{step:06d}.jsonl").open("w") as f:
             for row in rows:
-                f.write(json.dumps({"step": step, **row}, default=_jsonable) + "\n")
+                f.write(strict_json({"step": step, **row}) + "\n")
         images = []
         for i, row in enumerate(rows):
             png = folder / f"step_{step:06d}_{i}.png"
@@ -73,7 +73,7 @@ class JsonlLogger:
         path = self.run_dir / "summary.json"
         merged = json.loads(path.read_text()) if path.exists() else {}
         merged.update(summary)
-        path.write_text(json.dumps(merged, indent=2, default=_jsonable))
+        path.write_text(strict_json(merged, indent=2))
 
     def close(self) -> None:
         self._file.close()
@@ -252,6 +252,21 @@ def _sample_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"prompt": str(row["prompt"]), "completion": str(row["completion"]), "reward": float(row["reward"]),
             "advantages": [float(a) for a in row["advantages"]], "tokens": [str(t) for t in row["tokens"]],
             "knots": [int(k) for k in row["knots"]]}
+
+
+def strict_json(value: Any, **kwargs) -> str:
+    """json.dumps that never writes bare NaN/Infinity (not JSON): a non-finite number becomes null."""
+    return json.dumps(_finite(value), allow_nan=False, default=lambda v: _finite(_jsonable(v)), **kwargs)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:

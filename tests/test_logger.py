@@ -226,3 +226,14 @@ def test_real_offline_run_keeps_the_api_key_out_of_the_run_dir(tmp_path, monkeyp
     assert len(files) > 5
     leaked = [p for p in files if FAKE_KEY.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_metrics_jsonl_is_strict_json(tmp_path):
+    logger = JsonlLogger(tmp_path / "metrics.jsonl")
+    logger.log(3, {"loss": float("nan"), "grad_norm": float("inf"), "ok": 1.5, "nested": [float("-inf")]})
+    logger.log_summary({"accuracy_after": float("nan")})
+    logger.close()
+    line = (tmp_path / "metrics.jsonl").read_text().strip()
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "step": 3, "loss": None, "grad_norm": None, "ok": 1.5, "nested": [None]}
+    assert json.loads((tmp_path / "summary.json").read_text())["accuracy_after"] is None
