@@ -14,11 +14,14 @@ from rlx.algos.common import (
     agg_loss,
     clipped_surrogate,
     gae,
+    group_whiten,
     kl_k1,
     kl_k2,
     kl_k3,
     kl_token_rewards,
+    masked_mean,
     masked_whiten,
+    normalize_advantages,
     terminal_rewards,
 )
 from rlx.algos.ppo import PPOConfig
@@ -230,3 +233,17 @@ def test_agg_loss_and_whiten_ignore_padding():
     assert torch.all(w[mask == 0] == 0)
     with pytest.raises(ValueError, match="loss_agg"):
         agg_loss(x, mask, "sum")
+
+
+def test_whitening_a_constant_input_is_exactly_zero_in_float32():
+    x = torch.full((3, 7), 0.1, dtype=torch.float32)  # 0.1 has no exact float32 sum: the mean carries rounding
+    mask = torch.ones(3, 7)
+    mask[1, 5:] = 0.0
+    groups = torch.tensor([0, 0, 1])
+    assert masked_mean(x, mask).item() != pytest.approx(0.1, abs=0)  # the noise a plain whitening would amplify
+    for out in (masked_whiten(x, mask), group_whiten(x, mask, groups), normalize_advantages(x, mask, groups, "batch"),
+                normalize_advantages(x, mask, groups, "group")):
+        assert torch.equal(out, torch.zeros_like(x))
+    varied = x.clone()
+    varied[0, 0] = 0.3
+    assert masked_whiten(varied, mask).abs().max() > 1.0  # a non-constant input is still whitened

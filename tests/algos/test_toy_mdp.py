@@ -172,6 +172,19 @@ def test_a8_paper_pooling_reweights_the_gradient(fixed, M, include_self):
     assert (got - true).norm().item() > 0.1 * true.norm().item()
 
 
+@pytest.mark.parametrize("M,include_self", [(1, True), (4, True), (4, False)])
+def test_a7_unbiased_pooling_is_unbiased_on_a_fixed_length_toy(fixed, M, include_self):
+    """pooling=unbiased (baseline from the rollouts branched at t, Q-part pooled from later ones and W) gives
+    exactly the true gradient in expectation when the length is fixed: every pool member's return has the
+    conditional expectation E RM(W^(t+1)) given W_{0,t} (docs/algorithms.md, "Pooling and its bias")."""
+    cfg = TRePOConfig(pooling="unbiased", num_branch_points="all", adv_norm="none", include_self=include_self)
+    knots, branches = exact_value_rollouts(fixed, copies=M, zero_reward=True)
+    rows = [fixed.rewards(w, zero_reward=True) for w in fixed.trajs]
+    adv = rlx_advantages(fixed, rows, "trepo", cfg, knots, branches)
+    got = fixed.expected_grad(lambda w, s: adv[fixed.trajs.index(w)][s - 1])
+    assert close(got, fixed.true_grad(zero_reward=True))
+
+
 # ---------------------------------------------------------------------------------------------- D7
 
 
