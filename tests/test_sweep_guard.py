@@ -1,4 +1,4 @@
-"""Spec G1: a gamma/lambda sweep is accepted for PPO and TRePO and rejected, before any job runs, for
+"""A gamma/lambda sweep is accepted for PPO and TRePO and rejected, before any job runs, for
 algorithms whose advantages have no gamma/lambda (GRPO, RLOO, ReMax)."""
 
 from __future__ import annotations

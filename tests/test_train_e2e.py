@@ -113,3 +113,22 @@ def test_bad_value_fails_before_any_model_is_loaded(tmp_path):
     assert result.returncode != 0
     assert "algo.gamma" in result.stderr
     assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [("train.micro_batch_tokens=160",),
+                                   ("train.mini_batches=2", "algo.optimization_num=2")],
+                         ids=["micro_batches", "mini_batches"])
+def test_micro_and_mini_batched_runs(extra, tiny_model_dir, tmp_path):
+    """A token budget that forces several micro-batches per forward (16 responses of ~40-75 tokens each),
+    and 2 mini-batches x 2 epochs = 4 optimizer steps per training step, both through the real CLI."""
+    run_dir = tmp_path / "run"
+    result = short_run("grpo", run_dir, tiny_model_dir, "algo.samples_per_prompt=4", "algo.kl.beta=0.05",
+                       "algo.entropy_coef=0.01", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:3]
+    assert all(row.keys() >= STEP_KEYS and row["tokens_policy"] > 0 for row in steps)
+    for row in steps:
+        assert all(isinstance(row[k], float) and row[k] == row[k] for k in ("loss", "grad_norm", "kl_ref"))
+    if "train.mini_batches=2" in extra:  # the ratio moves away from 1 after the first optimizer step
+        assert any(row["approx_kl"] > 0 for row in steps)

@@ -1,24 +1,25 @@
-"""GRPO family (spec §2.2), one registered algorithm "grpo" whose variants are config values.
+"""GRPO family (GRPO arXiv 2402.03300 §4.1; docs/algorithms.md, "GRPO"): one registered algorithm "grpo"
+whose variants are config values.
 
 Advantages (`supervision`):
-  outcome   (a) A_{i,t} = A_i = (r_i - mean_G r) / (std_G r + eps)     S002 Eqs. 34-35; S003 A.3.3; S004 §3.1
+  outcome   A_{i,t} = A_i = (r_i - mean_G r) / (std_G r + eps)      GRPO §4.1.2; TRePO arXiv 2506.02553 Eqs. 34-35
             r_i = sum of the trajectory's token_rewards (= RM(W) under the Zero-Reward Assumption).
-            scale_by_std=False is GPG / Dr.GRPO's r_i - mean (S003 A.3.1; spec §2.2e).
-  process   (c) step rewards normalised over all sum_i K_i steps of the group; token t of response i gets
-            sum_{j: index(j) >= t} r~_j (process_inclusive=True, [OWN]) or the seed's strict > (False)
-            (S003 A.3.3, DeepSeekMath). Tokens after the last step get 0.
-  sentence  (d) S004 §4-5: r_{i,s} = w_corr R_corr + w_logic R_logic + w_fmt R_fmt (weights sum to 1),
-            mu and sigma with each output weighted equally, A_{i,s} = (r_{i,s} - mu) / (sigma + delta);
-            every token of sentence s gets A_{i,s}.
+            scale_by_std=False is GPG / Dr.GRPO's r_i - mean (arXiv 2503.20783).
+  process   step rewards normalised over all sum_i K_i steps of the group; token t of response i gets
+            sum_{j: index(j) >= t} r~_j (process_inclusive=True) or the paper's strict > (False) (GRPO §4.1.3).
+            Tokens after the last step get 0.
+  sentence  r_{i,s} = w_corr R_corr + w_logic R_logic + w_fmt R_fmt (weights sum to 1), mu and sigma with each
+            output weighted equally, A_{i,s} = (r_{i,s} - mu) / (sigma + std_eps); every token of sentence s
+            gets A_{i,s} (docs/algorithms.md, "GRPO").
 Policy loss (`ratio_level`):
-  token     (a) per-token ratios, clipped, agg = loss_agg (default 1/G sum_i 1/|o_i| sum_t), KL term k3 per
-            token (S003 A.3.3).  Dr.GRPO = scale_by_std=False + loss_agg=seq_mean_token_sum_norm.
-  sequence  (b) r_i = exp(sum_t (log pi - log pi_old)) in log space, clipped, 1/G sum_i; KL = the estimator on
-            sequence probabilities (S003 Eqs. 3.10-3.14; DeepSeek-R1 form). Ignores loss_agg.
-  sentence  (d) one ratio per sentence (product of its token ratios), 1/G sum_i 1/S_i sum_s; KL = k summed
-            over the sentence's tokens [OWN]. Needs LossInputs.step_ends. Ignores loss_agg.
-std convention (spec §2.2f): ddof=0 by default, eps added to the denominator; a constant group gives 0.
-GRPO has no gamma/lam (response-level advantages, spec §1.14): do not add them.
+  token     per-token ratios, clipped, agg = loss_agg (default 1/G sum_i 1/|o_i| sum_t), KL term k3 per token
+            (GRPO Eqs. 3-4).  Dr.GRPO = scale_by_std=False + loss_agg=seq_mean_token_sum_norm.
+  sequence  r_i = exp(sum_t (log pi - log pi_old)) in log space, clipped, 1/G sum_i; KL = the estimator on
+            sequence probabilities (the DeepSeek-R1 form). Ignores loss_agg.
+  sentence  one ratio per sentence (product of its token ratios), 1/G sum_i 1/S_i sum_s; KL = k summed over the
+            sentence's tokens. Needs LossInputs.step_ends. Ignores loss_agg.
+std convention: ddof=0 by default, eps added to the denominator; a constant group gives 0.
+GRPO has no gamma/lam (response-level advantages): do not add them.
 step_ends are 0-based indices among a row's valid response tokens (== column indices under right padding).
 """
 
@@ -44,12 +45,12 @@ class GRPOConfig(ClippedAlgoConfig):
     samples_per_prompt: int = 8  # G
     loss_agg: str = "seq_mean_token_mean"  # token ratios only; Dr.GRPO: seq_mean_token_sum_norm
     scale_by_std: bool = True  # False: r - mean (GPG / Dr.GRPO, §2.2e)
-    ddof: int = 0  # population std (S004's explicit formula)
-    std_eps: float = 1e-6  # added to the std; S004's delta for sentence level
-    ratio_level: str = "token"  # token (a) | sequence (b) | sentence (d)
-    supervision: str = "outcome"  # outcome (a) | process (c) | sentence (d)
-    process_inclusive: bool = True  # (c): >= (True, [OWN]) or the seed's strict > (False)
-    w_corr: float = 1.0  # (d) sentence reward weights, sum to 1 (S004's lambda_*; renamed to avoid GAE lam)
+    ddof: int = 0  # population std
+    std_eps: float = 1e-6  # added to the std (the sentence level's delta)
+    ratio_level: str = "token"  # token | sequence | sentence
+    supervision: str = "outcome"  # outcome | process | sentence
+    process_inclusive: bool = True  # process: >= (True) or the paper's strict > (False)
+    w_corr: float = 1.0  # sentence reward weights, sum to 1 (named w_* to avoid GAE's lam)
     w_logic: float = 0.0
     w_fmt: float = 0.0
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k3", mode="loss"))
@@ -65,7 +66,7 @@ class GRPOConfig(ClippedAlgoConfig):
         for key in ("w_corr", "w_logic", "w_fmt"):
             check_range(key, getattr(self, key), lo=0.0, hi=1.0)
         if abs(self.w_corr + self.w_logic + self.w_fmt - 1.0) > 1e-6:
-            raise ValueError("algo.w_corr + algo.w_logic + algo.w_fmt must sum to 1 (arXiv 2506.02553 ...)")
+            raise ValueError("algo.w_corr + algo.w_logic + algo.w_fmt must sum to 1")
 
     def group_baseline(self) -> str | None:
         return "GRPO's group-normalised advantage"
@@ -93,7 +94,7 @@ def group_normalize(
 
 
 def outcome_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
-    """(a): every token of response i gets A_i (Corollary 1 form) -> [B, T]."""
+    """Outcome: every token of response i gets A_i (TRePO Corollary 1 form) -> [B, T]."""
     mask = inp.response_mask  # [B, T]
     scores = sequence_scores(inp.token_rewards, mask)  # [B]
     adv = group_normalize(scores, inp.group_ids, cfg.scale_by_std, cfg.ddof, cfg.std_eps)  # [B]
@@ -101,7 +102,7 @@ def outcome_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
 
 
 def _combine_step_reward(r, cfg: GRPOConfig) -> float:
-    """A step reward is a float, or (R_corr, R_logic, R_fmt) combined with the S004 weights."""
+    """A step reward is a float, or (R_corr, R_logic, R_fmt) combined with the w_* weights."""
     if isinstance(r, (tuple, list)):
         r_corr, r_logic, r_fmt = r
         return cfg.w_corr * r_corr + cfg.w_logic * r_logic + cfg.w_fmt * r_fmt
@@ -117,7 +118,7 @@ def _steps(inp: AdvantageInputs, cfg: GRPOConfig) -> tuple[list[list[int]], list
 
 
 def process_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
-    """(c): normalise all step rewards of a group together, then sum the normalised rewards of the steps
+    """Process: normalise all step rewards of a group together, then sum the normalised rewards of the steps
     ending at or after token t (>= if process_inclusive, else >) -> [B, T]."""
     mask = inp.response_mask  # [B, T]
     step_ends, step_rewards = _steps(inp, cfg)
@@ -141,7 +142,7 @@ def process_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
 
 
 def sentence_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
-    """(d) S004: mu = 1/G sum_i 1/S_i sum_s r_is, sigma likewise, A_is = (r_is - mu)/(sigma + delta)."""
+    """Sentence level: mu = 1/G sum_i 1/S_i sum_s r_is, sigma likewise, A_is = (r_is - mu)/(sigma + delta)."""
     mask = inp.response_mask  # [B, T]
     step_ends, step_rewards = _steps(inp, cfg)
     adv = torch.zeros_like(mask)  # [B, T]
@@ -257,6 +258,6 @@ GRPO = register(
         advantages=grpo_advantages,
         policy_loss=grpo_policy_loss,
         requires=grpo_requires,
-        citation="S002 Eqs. 34-35; S003 Eqs. 3.10-3.14, A.3.3; S004 §3-5; spec §2.2",
+        citation="GRPO arXiv 2402.03300 Eqs. 3-4; TRePO arXiv 2506.02553 Eqs. 34-35; docs/algorithms.md, \"GRPO\"",
     )
 )

@@ -1,14 +1,15 @@
-"""PPO with a critic (spec §2.1): S002 Eqs. 32-33, S003 Eq. 2.18 (clipped policy + value + entropy), GAE
-S003 Eqs. 2.14-2.17, per-token KL reward S003 Eq. 3.9 / §3.5.1.
+"""PPO with a critic (PPO arXiv 1707.06347 Eqs. 7, 9; docs/algorithms.md, "PPO"): clipped policy loss, value
+loss and entropy bonus; GAE (arXiv 1506.02438 Eq. 16); per-token KL reward (docs/algorithms.md, "KL to the
+reference").
 
 Advantages: GAE(gamma, lam) over every valid token with the critic V_old(s_t) (state before token t),
-V_{T+1} = 0, through the SAME `common.knot_gae` routine as TRePO (spec §1.14), then `adv_norm`.
-Value target [OWN, the seeds leave it undefined]: V_targ = A + V_old (lambda-return, before normalisation).
-Loss (Eq. 2.18, minimised): -L^CLIP + vf_coef * L^VF - entropy_coef * S, where the value part is returned by
-`value_loss` separately so the critic can have its own optimiser (`critic_lr`); add them for a shared trunk.
-No value clipping by default (not in the seeds); `vf_clip > 0` turns on PPO2-style clipping around V_old.
+V_{T+1} = 0, through the SAME `gae.knot_gae` routine as TRePO, then `adv_norm`.
+Value target (the papers leave it open): V_targ = A + V_old (lambda-return, before normalisation).
+Loss (Eq. 9, minimised): -L^CLIP + vf_coef * L^VF - entropy_coef * S, where the value part is returned by
+`value_loss` separately so the critic can have its own optimiser (`algo.critic.lr`); add them for a shared trunk.
+No value clipping by default; `critic.vf_clip > 0` turns on PPO2-style clipping around V_old.
 KL: `kl.mode=reward_token` (default) adds r_t = -beta * k1(pi_old, pi_ref) to the rewards via
-`common.kl_token_rewards`, before `advantages` is called (S003 §3.5.1).
+`kl.kl_token_rewards`, before `advantages` is called.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""REINFORCE (S003 §2.2 Alg. 1; S002 Corollary 1 Eq. 27; spec §2.5).
+"""REINFORCE (TRePO arXiv 2506.02553 Corollary 1, Eq. 27; docs/algorithms.md, "REINFORCE").
 
-  full return   A_t = R(W) - b on every token, R = G^gamma_1 = sum_t gamma^(t-1) r_t (S003 Alg. 1: gamma=1)
-  reward_to_go  A_t = G^gamma_t - b, G^gamma_t = sum_{j>=t} gamma^(j-t) r_j (causality, S003 A.1.1)
-  baseline      none | batch_mean | group_mean: b = mean of R over the batch / the prompt's group (the
-                "suboptimal" constant baseline of S003 §2.2; it includes the sample itself, as in the seed)
+  full return   A_t = R(W) - b on every token, R = G^gamma_1 = sum_t gamma^(t-1) r_t
+  reward_to_go  A_t = G^gamma_t - b, G^gamma_t = sum_{j>=t} gamma^(j-t) r_j (causality)
+  baseline      none | batch_mean | group_mean: b = mean of R over the batch / the prompt's group (a constant
+                baseline; it includes the sample itself)
 Loss: plain -A log pi (no ratio), one on-policy step per batch. gamma only matters with per-token rewards
-(e.g. kl.mode=reward_token) or gamma < 1 (spec §1.14).
+(e.g. kl.mode=reward_token) or gamma < 1.
 """
 
 from __future__ import annotations
@@ -67,6 +67,6 @@ REINFORCE = register(
         config_cls=REINFORCEConfig,
         advantages=reinforce_advantages,
         policy_loss=plain_policy_loss,
-        citation="S003 §2.2 Alg. 1, A.1.1; S002 Corollary 1 Eq. 27; spec §2.5",
+        citation="TRePO arXiv 2506.02553 Corollary 1, Eq. 27; docs/algorithms.md, \"REINFORCE\"",
     )
 )

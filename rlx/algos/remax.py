@@ -1,9 +1,9 @@
-"""ReMax (S002 Eqs. 38-39; spec §2.4): baseline b = r_greedy, the reward of a temperature-0 decode of the same
+"""ReMax (arXiv 2310.10505; TRePO arXiv 2506.02553 Eqs. 38-39; docs/algorithms.md, "ReMax"): baseline b = r_greedy, the reward of a temperature-0 decode of the same
 prompt, shared by all tokens:  A_t = r(W) - r_greedy,  loss = -A log pi (no clipping).
 
 The greedy decode is requested through the branch machinery: `plan_branches` returns one knot at t = 1 (keep
 no response token) with temperature 0.0, and the advantage reads its reward from branch_rewards[b][0][0].
-This is TRePO with D = {1}, M = 1, tau = 0, pooling = none (spec B3).
+This is TRePO with D = {1}, M = 1, tau = 0, pooling = none.
 """
 
 from __future__ import annotations
@@ -55,6 +55,6 @@ REMAX = register(
         policy_loss=plain_policy_loss,
         plan_branches=remax_plan_branches,
         requires=needs_branches,
-        citation="S002 Eqs. 38-39; spec §2.4",
+        citation="ReMax arXiv 2310.10505; TRePO arXiv 2506.02553 Eqs. 38-39; docs/algorithms.md, \"ReMax\"",
     )
 )

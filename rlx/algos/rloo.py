@@ -1,8 +1,8 @@
-"""RLOO (S002 Eqs. 36-37; spec §2.3), with the leave-one-out erratum fixed:
+"""RLOO (arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37; docs/algorithms.md, "RLOO"), with the leave-one-out erratum fixed:
 
     b_k = 1/(K-1) sum_{j != k} r_j,   A_k = r_k - b_k = K/(K-1) (r_k - mean r)
 
-(S002 prints the sum over all k, which shadows the index and keeps r_k in its own baseline.) r_k = sum of
+(TRePO Eq. 36 prints the sum over all k, which shadows the index and keeps r_k in its own baseline.) r_k = sum of
 the trajectory's token_rewards. The loss is the plain policy gradient -A log pi, no ratio and no clipping
 ("does not use an important sampling clipping strategy"), so run one on-policy step per batch
 (optimization_num = 1).
@@ -50,6 +50,6 @@ RLOO = register(
         config_cls=RLOOConfig,
         advantages=rloo_advantages,
         policy_loss=plain_policy_loss,
-        citation="S002 Eqs. 36-37 (leave-one-out erratum fixed); spec §2.3",
+        citation="RLOO arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37 (leave-one-out erratum fixed)",
     )
 )

@@ -1,29 +1,24 @@
-"""TRePO: Trajectory-level Policy Optimisation (S002 = arXiv 2506.02553, §3; S000). Spec §1.11-§1.15.
+"""TRePO: Trajectory-level Policy Optimisation (arXiv 2506.02553, §3; docs/algorithms.md, "TRePO").
 
-Per token t of a sampled response W, Theorem 2 (S002 Eq. 28) gives the advantage
+Per token t of a sampled response W, Theorem 2 (Eq. 28) gives the advantage
     A_t = E RM(W^(t+1)) - E RM(W^(t)),
 estimated from M rollouts branched at a few knots D (Algorithm 1) and pooled by Eq. 31 (any W^(k) is also a
-W^(t) for t <= k). Implementation = spec §1.13 Steps 1-7, which generalises Theorem 2 to a discounted knot GAE
-and reduces to it for gamma = 1, lam = 0 (the paper preset; defaults here):
+W^(t) for t <= k). rlx generalises Theorem 2 to a discounted knot GAE that reduces to it for gamma = 1,
+lam = 0 (the paper preset; defaults here). Steps (docs/algorithms.md, "TRePO"):
 
-  Step 1  knots  D = {1 = t_1 < ... < t_n}, n = min(|D|, T), t_{n+1} = T + 1               (`select_knots`)
-  Step 2  M rollouts per knot from W.ids[:t-1], temperatures tau_m (T6)        (`plan_branches`; the loop)
-  Step 3  V_t = mean_{X in pool(t)} G^gamma_t(X), a rollout X branched at k >= t using W's own rewards for
-          tokens t..k-1 plus gamma^(k-t) G_k(X)  (Eq. 31 discounted; pools paper | unbiased | none, T7, T13)
-  Step 4  delta_i = sum_{j=t_i}^{t_{i+1}-1} gamma^(j-t_i) r_j + gamma^(t_{i+1}-t_i) Vq_{t_{i+1}} - Vb_{t_i},
-          A_{t_i} = sum_m (gamma lam)^(t_m - t_i) delta_m (exponents in tokens; `common.knot_gae`)   (T8)
-  Step 5  interpolation between knots: advantage (R2, default) | value (R1) | constant              (T9, T10)
-  Step 6  adv_norm none | batch | group (Remark 4)
-  Step 7  PPO clipped surrogate with token ratios, S002 Eq. 33 (Alg. 1 line 16 cites Eq. 30: erratum, T1)
+  1  knots  D = {1 = t_1 < ... < t_n}, n = min(|D|, T), t_{n+1} = T + 1                     (`select_knots`)
+  2  M rollouts per knot from W.ids[:t-1] at the schedule's temperatures           (`plan_branches`; the loop)
+  3  V_t = mean_{X in pool(t)} G^gamma_t(X), a rollout X branched at k >= t using W's own rewards for tokens
+     t..k-1 plus gamma^(k-t) G_k(X)  (Eq. 31 discounted; pooling paper | unbiased | none)       (`knot_values`)
+  4  delta_i = sum_{j=t_i}^{t_{i+1}-1} gamma^(j-t_i) r_j + gamma^(t_{i+1}-t_i) Vq_{t_{i+1}} - Vb_{t_i},
+     A_{t_i} = sum_m (gamma lam)^(t_m - t_i) delta_m (exponents in tokens)                    (`gae.knot_gae`)
+  5  interpolation between knots: advantage (default) | value | constant                      (`interpolate`)
+  6  adv_norm none | batch | group (Remark 4)
+  7  PPO clipped surrogate with token ratios, Eq. 33 (Algorithm 1 line 16 cites Eq. 30: an erratum)
 
-Readings followed (spec §1.12): T1 Eq. 33 for the loss; T2 M and |D| are config; T3 |D| is a count clamped to
-T; T4 random = uniform without replacement from {2..T}; T5 knot t = 1 always present and counted, terminal
-anchor T+1 with value 0 (reward convention: RM booked in r_T); T6 linear temperature schedule from 0 (greedy);
-T7 include_self; T8 F2 at knot t_1 is V_{t_2} - V_{t_1}; T9 interpolate advantages; T10 constant after the
-last knot; T11 token_mean; T12 siblings of the same prompt (samples_per_prompt > 1) join the t = 1 pool;
-T13 pooling = paper by default (it shrinks knot advantages by n_t / (n_t + n_{>t}), §1.15); T14 tau != 1 is
-off-policy (documented, not corrected). Errata: S002 Table 1 G_t sums r(w_k); Theorem 2 proof needs
-*independent* X1, X2; Remark 7 means RM(W^(t+1)); "M" means only rollouts per knot here.
+Where the paper is ambiguous rlx follows the readings of docs/algorithms.md, "TRePO readings" (clipped
+surrogate, |D| is a count, anchors, temperature schedule, include_self, neighbouring knots, interpolation,
+siblings join the first pool, pooling, temperatures other than 1) and its "TRePO errata".
 """
 
 from __future__ import annotations
@@ -48,14 +43,14 @@ INTERPS = ("advantage", "value", "constant")
 @dataclass(frozen=True)
 class TRePOConfig(ClippedAlgoConfig):
     name: str = "trepo"
-    num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position (T3)
-    branch_selection: str = "uniform_grid"  # random | uniform_grid | step_boundaries (T4)
-    rollouts_per_branch: int = 4  # M (T2)
-    temperature_schedule: str = "linear"  # linear: tau_m = tau_max (m-1)/(M-1) | constant: tau_max (T6)
+    num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position
+    branch_selection: str = "uniform_grid"  # random | uniform_grid | step_boundaries ("Random knots")
+    rollouts_per_branch: int = 4  # M
+    temperature_schedule: str = "linear"  # linear: tau_m = tau_max (m-1)/(M-1) | constant: tau_max
     tau_max: float = 1.0
-    pooling: str = "paper"  # paper (Eq. 31) | unbiased | none (T13, §1.15)
-    include_self: bool = True  # W itself is in the Eq. 31 pool of every knot (T7)
-    interp: str = "advantage"  # advantage (R2) | value (R1) | constant (step-wise, VinePPO-like) (T9)
+    pooling: str = "paper"  # paper (Eq. 31) | unbiased | none ("Pooling and its bias")
+    include_self: bool = True  # W itself is in the Eq. 31 pool of every knot ("include_self")
+    interp: str = "advantage"  # advantage | value | constant (step-wise, VinePPO-like)
     gamma: float = 1.0  # 1.0 = paper (Remark 3)
     lam: float = 0.0  # 0.0 = paper (Theorem 2 between neighbouring knots)
     adv_norm: str = "batch"  # none | batch | group (Remark 4)
@@ -84,7 +79,7 @@ def trepo_requires(cfg: TRePOConfig) -> frozenset[str]:
 
 
 def temperature_schedule(M: int, schedule: str, tau_max: float) -> tuple[float, ...]:
-    """T6: linear tau_m = tau_max (m-1)/(M-1), m = 1..M (tau_1 = 0 = greedy; M = 1 -> (0.0,)); constant."""
+    """docs/algorithms.md, "Temperature schedule": linear tau_m = tau_max (m-1)/(M-1), m = 1..M (tau_1 = 0 = greedy; M = 1 -> (0.0,)); constant."""
     if schedule == "constant":
         return (float(tau_max),) * M
     if schedule == "linear":
@@ -108,7 +103,7 @@ def select_knots(
     step_starts: Sequence[int] = (),
     rng: torch.Generator | None = None,
 ) -> list[int]:
-    """Sorted 1-based knots D with t = 1 always included and counted (T3-T5); [] when T = 0.
+    """Sorted 1-based knots D with t = 1 always included and counted (docs/algorithms.md, "Anchors"); [] when T = 0.
 
     random         1 plus n-1 positions drawn uniformly without replacement from {2..T} with `rng`
     uniform_grid   t_i = 1 + floor(i T / n), i = 0..n-1: segments [t_i, t_{i+1}) of near-equal length
@@ -130,7 +125,7 @@ def select_knots(
 
 
 def branch_prefix(response_ids: Sequence[int], t: int) -> list[int]:
-    """Token ids kept for a rollout branched at 1-based knot t: W.ids[:t-1] (spec §0, B7; ids, never text)."""
+    """Token ids kept for a rollout branched at 1-based knot t: W.ids[:t-1] (token ids, never re-tokenised text)."""
     return list(response_ids[: t - 1])
 
 
@@ -161,7 +156,7 @@ def knot_values(
     rollout_returns: list[list[float]],
     cfg: TRePOConfig,
 ) -> tuple[list[float], list[float]]:
-    """Step 3: (Vb, Vq) at each knot, from the pools of spec §1.13.
+    """Step 3: (Vb, Vq) at each knot, from the pools of docs/algorithms.md, "Pooling and its bias".
 
     returns_self[t-1] = G^gamma_t(W) for t = 1..T; rollout_returns[i] = G_{t_i}(X) of the rollouts branched at
     knot i. A rollout X from knot k seen from t <= k is G_t(W) + gamma^(k-t) (G_k(X) - G_k(W)), because X
@@ -204,7 +199,7 @@ def knot_values(
 
 
 def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> torch.Tensor:
-    """Step 5 (Alg. 1 line 7; T9, T10): per-token advantages [T] from knot advantages [n].
+    """Step 5 (Algorithm 1 line 7; docs/algorithms.md, "Interpolation"): per-token advantages [T] from knot advantages [n].
 
     advantage  linear blend of the two neighbouring knot advantages; constant after the last knot
     value      linear interpolation of the values: every token of [t_i, t_{i+1}) gets A_{t_i} / (t_{i+1}-t_i)
@@ -231,7 +226,7 @@ def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> 
 
 def _check_knots(b: int, knots: list[int], T: int, n_branches: int) -> None:
     if not knots or knots[0] != 1:
-        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (T5), got {knots}")
+        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (docs/algorithms.md, "Anchors"), got {knots}")
     if any(k2 <= k1 for k1, k2 in zip(knots, knots[1:])) or knots[-1] > T:
         raise ValueError(f"TRePO: knots of trajectory {b} must be strictly increasing in 1..{T}, got {knots}")
     if n_branches != len(knots):
@@ -239,14 +234,14 @@ def _check_knots(b: int, knots: list[int], T: int, n_branches: int) -> None:
 
 
 def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
-    """Spec §1.13 Steps 3-6 -> advantages [B, T] (0 on padding). See the module docstring."""
+    """Steps 3-6 (docs/algorithms.md, "TRePO") -> advantages [B, T] (0 on padding). See the module docstring."""
     rewards = inp.token_rewards * inp.response_mask  # [B, T]
     mask = inp.response_mask  # [B, T]
     B, T = rewards.shape
     if T == 0:
         return torch.zeros_like(rewards)
     returns_all = discounted_returns(rewards.to(torch.float64), mask.to(torch.float64), cfg.gamma)  # [B, T]
-    first_return = first_valid(returns_all, mask)  # [B] G_1 of every trajectory, for siblings (T12)
+    first_return = first_valid(returns_all, mask)  # [B] G_1 of every trajectory, for siblings
 
     knot_mask = torch.zeros_like(rewards)  # [B, T]
     v_base = torch.zeros_like(rewards)  # [B, T]
@@ -260,7 +255,7 @@ def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
         _check_knots(b, knots, cols.numel(), len(inp.branch_rewards[b]))
         returns_self = returns_all[b, cols].tolist()  # G_t(W), t = 1..T_b
         rollout_returns = [[_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]]
-        # siblings of the same prompt (samples_per_prompt > 1) are W^(1) samples too (T12); read from the
+        # siblings of the same prompt (samples_per_prompt > 1) are W^(1) samples too ("Siblings join the first pool"); read from the
         # batch's group ids, so the trainer's group size and this function can never disagree
         siblings = (inp.group_ids == inp.group_ids[b]) & (torch.arange(B) != b) & (mask.sum(1) > 0)
         rollout_returns[0] = rollout_returns[0] + first_return[siblings].tolist()
@@ -287,6 +282,6 @@ TREPO = register(
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
         requires=trepo_requires,
-        citation="S002 Thm 2 (Eq. 28), Eq. 31, Eq. 33, Alg. 1; spec §1.13",
+        citation="TRePO arXiv 2506.02553 Thm 2 (Eq. 28), Eq. 31, Eq. 33, Alg. 1; docs/algorithms.md, \"TRePO\"",
     )
 )

@@ -1,7 +1,7 @@
-"""VinePPO as a preset of TRePO (S002 Remark 8: VinePPO [22] is "the same algorithm as our TRePO", derived
-under the Zero-Reward Assumption; S000). The seeds give no VinePPO formulas (spec §2.8), so this reuses
-TRePO's functions unchanged (spec §1.13) and only changes defaults: knots at every reasoning-step start
-(branch_selection=step_boundaries, num_branch_points=all), M = 9 on-policy rollouts per knot
+"""VinePPO (arXiv 2410.01679) as a preset of TRePO (TRePO arXiv 2506.02553 Remark 8: VinePPO is "the same
+algorithm as our TRePO", derived under the Zero-Reward Assumption; docs/algorithms.md, "VinePPO"). It reuses
+TRePO's functions unchanged and only changes defaults: knots at every reasoning-step start
+(branch_selection=step_boundaries, num_branch_points=all), K = 9 on-policy rollouts per knot
 (temperature_schedule=constant, tau_max=1.0).
 """
 
@@ -34,6 +34,6 @@ VINEPPO = register(
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
         requires=trepo_requires,
-        citation="S002 Remark 8 (VinePPO = TRePO), Thm 2 (Eq. 28), Eq. 31, Eq. 33; spec §1.13",
+        citation="VinePPO arXiv 2410.01679; TRePO arXiv 2506.02553 Remark 8, Thm 2 (Eq. 28), Eq. 31, Eq. 33",
     )
 )

@@ -22,7 +22,7 @@ class ArithStepReward:
 
     A step is correct when the line equals the reference solution's line at the same position (the task's
     solutions are deterministic: each line rewrites the previous one), so this is a ground-truth process
-    reward model for GRPO's process supervision (spec §2.2c) and sentence-level GRPO (§2.2d)."""
+    reward model for GRPO's process supervision and sentence-level GRPO (docs/algorithms.md, "GRPO")."""
 
     def __init__(self, correct: float = 1.0, incorrect: float = 0.0):
         self.correct, self.incorrect = correct, incorrect

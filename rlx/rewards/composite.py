@@ -1,4 +1,4 @@
-"""`composite`: a weighted sum of named rewards, r = sum_i w_i * r_i (spec Remark 5 / Eq. 30).
+"""`composite`: a weighted sum of named rewards, r = sum_i w_i * r_i (TRePO arXiv 2506.02553 Remark 5, Eq. 30).
 
 Config, e.g. from YAML:
     components:

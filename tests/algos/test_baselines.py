@@ -155,7 +155,7 @@ def test_registered_algorithm_contract(name):
     assert (algo.value_loss is not None) == needs_critic == (algo.value_targets is not None)
     fields = {f.name for f in dataclasses.fields(cfg)}
     assert {"kl", "samples_per_prompt", "optimization_num", "loss_agg"} <= fields
-    if name in ("grpo", "rloo", "remax"):  # response-level advantages: no gamma/lam (spec §1.14, G1)
+    if name in ("grpo", "rloo", "remax"):  # response-level advantages: no gamma/lam (docs/algorithms.md, "GRPO")
         assert not {"gamma", "lam"} & fields
     if name in ("ppo", "trepo", "vineppo"):
         assert {"gamma", "lam"} <= fields

@@ -53,7 +53,7 @@ def test_c1_gae_equals_direct_sum(layout, gamma, lam):
     for b, (rb, vb) in enumerate(zip(r, v)):
         direct = [
             sum((gamma * lam) ** l * _delta(rb, vb, gamma, i + l) for l in range(len(rb) - i)) for i in range(len(rb))
-        ]  # S003 Eq. 2.14
+        ]  # GAE arXiv 1506.02438 Eq. 16
         assert unpack(adv, cols)[b] == pytest.approx(direct, abs=1e-12)
         assert unpack(ret, cols)[b] == pytest.approx([a + x for a, x in zip(direct, vb)], abs=1e-12)
 

@@ -129,7 +129,7 @@ def test_ppo(seed, adv_norm):
 
 
 def trepo_reference(rewards, knots, branches, groups, cfg):
-    """Spec §1.13 Steps 3-6 written out per trajectory and per knot."""
+    """docs/algorithms.md, "TRePO", steps 3-6 written out per trajectory and per knot."""
     g, lam = cfg.gamma, cfg.lam
     out = []
     for b, r in enumerate(rewards):
@@ -140,7 +140,7 @@ def trepo_reference(rewards, knots, branches, groups, cfg):
         D = knots[b]
         G_self = [disc(r[s:], g) for s in range(T)]  # G_t(W), index t-1
         pools = [[(k, disc(x, g)) for x in branches[b][i]] for i, k in enumerate(D)]
-        pools[0] += [  # siblings of the same prompt are W^(1) samples (T12)
+        pools[0] += [  # siblings of the same prompt are W^(1) samples ("Siblings join the first pool")
             (1, disc(rewards[j], g))
             for j in range(len(rewards))
             if groups[j] == groups[b] and j != b and rewards[j]

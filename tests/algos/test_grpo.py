@@ -1,4 +1,4 @@
-"""GRPO family: spec §5 D1-D4 and B9, hand-computed values."""
+"""GRPO family (docs/algorithms.md, "GRPO"): hand-computed values."""
 
 from __future__ import annotations
 

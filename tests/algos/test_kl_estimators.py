@@ -1,5 +1,5 @@
-"""Spec §5 E1, E2, E4: the S003 §2.1 KL-estimator experiment (p = N(0,1), q = N(mu,1), samples from q),
-asserting the analytic values of spec §3.2 within Monte-Carlo tolerance (the seed's table is an image)."""
+"""The KL-estimator experiment of Schulman's "Approximating KL divergence" note (p = N(0,1), q = N(mu,1),
+samples from q), asserting the analytic values within Monte-Carlo tolerance."""
 
 from __future__ import annotations
 

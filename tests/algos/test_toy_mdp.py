@@ -1,4 +1,4 @@
-"""Spec §5 group A (theory, exact by enumeration, tolerance 1e-8) and D7, on the toy MDP, run through rlx's
+"""Theory checks (exact by enumeration, tolerance 1e-8) and REINFORCE baselines on the toy MDP, run through rlx's
 own advantage functions where the spec says so (exact conditional values stand in for rollout means)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def rlx_advantages(toy, rows, name, cfg, knots=None, branches=None):
 
 def exact_value_rollouts(toy, copies=1, gamma=1.0, zero_reward=False, value=None):
     """Per trajectory: knots = all positions, each with `copies` pseudo-rollouts whose return is the exact
-    conditional expectation (the rollout means replaced by their conditional expectations, spec A7)."""
+    conditional expectation (the rollout means replaced by their conditional expectations)."""
     value = value or (lambda w, s: toy.V(w, s, gamma, zero_reward))
     knots = [list(range(1, len(w) + 1)) for w in toy.trajs]
     branches = [[[t([value(w, s)])] * copies for s in range(1, len(w) + 1)] for w in toy.trajs]
@@ -220,7 +220,7 @@ def test_d7_reinforce_baselines_and_variance(toy):
 
 @pytest.mark.slow
 def test_a7_trepo_unbiased_with_sampled_rollouts(toy):
-    """Spec A7 with actual sampling: D = all positions, pooling=none, M=4 rollouts per knot at temperature 1.
+    """TRePO is unbiased, with actual sampling: D = all positions, pooling=none, M=4 rollouts per knot at temperature 1.
     The TRePO gradient estimate over N sampled trajectories lies within 4 standard errors of the true gradient
     in every component (rlx's own advantage function computes every per-token advantage)."""
     N, M = 20000, 4

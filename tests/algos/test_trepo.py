@@ -1,4 +1,4 @@
-"""TRePO unit and algebraic tests: spec §5 group B (B1-B10), knot selection, validation, padding."""
+"""TRePO unit and algebraic tests (docs/algorithms.md, "TRePO"), knot selection, validation, padding."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_b1_advantages_and_interpolation_from_pools():
     # Same pools as above but through trepo_advantages on a length-9 response with RM(W) = 1.
     rows = [terminal(1.0, 9)]
     v1, v4, v7 = 4.0 / 7, 3.8 / 5, 2.8 / 3
-    a1, a4, a7 = v4 - v1, v7 - v4, 1.0 - v7  # T8: A_{t_i} = V_{t_{i+1}} - V_{t_i}; V_{T+1} = RM(W)
+    a1, a4, a7 = v4 - v1, v7 - v4, 1.0 - v7  # "Neighbouring knots": A_{t_i} = V_{t_{i+1}} - V_{t_i}; V_{T+1} = RM(W)
     expect = [a1, a1 + (a4 - a1) / 3, a1 + 2 * (a4 - a1) / 3, a4, a4 + (a7 - a4) / 3, a4 + 2 * (a7 - a4) / 3]
     expect += [a7, a7, a7]
     for layout in LAYOUTS:
@@ -147,7 +147,7 @@ def test_b3_remax_rloo_grpo_degenerate_cases():
         loo = sum(rms[j] for j in range(3) if j != k) / 2
         assert rloo[k] == pytest.approx([rms[k] - loo] * lens[k], abs=1e-12)
         assert grpo[k] == pytest.approx([rms[k] - 0.5] * lens[k], abs=1e-12)
-    # T12: the same RLOO result when siblings are pooled automatically (no explicit rollouts at t = 1)
+    # "Siblings join the first pool": the same RLOO result when siblings are pooled automatically (no explicit rollouts at t = 1)
     auto = run(rows, [[1]] * 3, [[[]]] * 3, group_ids=[0, 0, 0], pooling="none", samples_per_prompt=3)
     assert nested_close(auto, rloo)
 

@@ -1,4 +1,4 @@
-"""Toy-MDP oracle of spec §5: tabular softmax policy over prefixes, exhaustive enumeration of trajectories,
+"""Toy-MDP oracle: tabular softmax policy over prefixes, exhaustive enumeration of trajectories,
 exact J, V, Q, E RM(W^(t)) and the true gradient by autograd (float64)."""
 
 from __future__ import annotations
