@@ -1,4 +1,5 @@
-"""RLOO (arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37; docs/algorithms.md, "RLOO"), with the leave-one-out erratum fixed:
+"""RLOO (arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37; docs/algorithms.md, "RLOO"), with the
+leave-one-out erratum fixed:
 
     b_k = 1/(K-1) sum_{j != k} r_j,   A_k = r_k - b_k = K/(K-1) (r_k - mean r)
 

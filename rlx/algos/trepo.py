@@ -79,7 +79,8 @@ def trepo_requires(cfg: TRePOConfig) -> frozenset[str]:
 
 
 def temperature_schedule(M: int, schedule: str, tau_max: float) -> tuple[float, ...]:
-    """docs/algorithms.md, "Temperature schedule": linear tau_m = tau_max (m-1)/(M-1), m = 1..M (tau_1 = 0 = greedy; M = 1 -> (0.0,)); constant."""
+    """docs/algorithms.md, "Temperature schedule": linear tau_m = tau_max (m-1)/(M-1), m = 1..M (tau_1 = 0 =
+    greedy; M = 1 -> (0.0,)); constant."""
     if schedule == "constant":
         return (float(tau_max),) * M
     if schedule == "linear":
@@ -199,7 +200,8 @@ def knot_values(
 
 
 def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> torch.Tensor:
-    """Step 5 (Algorithm 1 line 7; docs/algorithms.md, "Interpolation"): per-token advantages [T] from knot advantages [n].
+    """Step 5 (Algorithm 1 line 7; docs/algorithms.md, "Interpolation"): per-token advantages [T] from
+    knot advantages [n].
 
     advantage  linear blend of the two neighbouring knot advantages; constant after the last knot
     value      linear interpolation of the values: every token of [t_i, t_{i+1}) gets A_{t_i} / (t_{i+1}-t_i)
@@ -226,7 +228,7 @@ def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> 
 
 def _check_knots(b: int, knots: list[int], T: int, n_branches: int) -> None:
     if not knots or knots[0] != 1:
-        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (docs/algorithms.md, "Anchors"), got {knots}")
+        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (docs/algorithms.md, 'Anchors'), got {knots}")
     if any(k2 <= k1 for k1, k2 in zip(knots, knots[1:])) or knots[-1] > T:
         raise ValueError(f"TRePO: knots of trajectory {b} must be strictly increasing in 1..{T}, got {knots}")
     if n_branches != len(knots):
@@ -255,8 +257,8 @@ def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
         _check_knots(b, knots, cols.numel(), len(inp.branch_rewards[b]))
         returns_self = returns_all[b, cols].tolist()  # G_t(W), t = 1..T_b
         rollout_returns = [[_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]]
-        # siblings of the same prompt (samples_per_prompt > 1) are W^(1) samples too ("Siblings join the first pool"); read from the
-        # batch's group ids, so the trainer's group size and this function can never disagree
+        # siblings of the same prompt (samples_per_prompt > 1) are W^(1) samples too ("Siblings join the first
+        # pool"); read from the batch's group ids, so the trainer's group size and this function can never disagree
         siblings = (inp.group_ids == inp.group_ids[b]) & (torch.arange(B) != b) & (mask.sum(1) > 0)
         rollout_returns[0] = rollout_returns[0] + first_return[siblings].tolist()
         vb, vq = knot_values(knots, returns_self, rollout_returns, cfg)

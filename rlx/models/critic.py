@@ -2,8 +2,9 @@
 
 Why a copy of the policy rather than a separate small model: the critic must read the same token ids
 with the same tokenizer, and starting from the policy's representations is what LLM-PPO does (RLHF
-pipelines initialise the value model from a model of the policy's or reward model's size). The head starts at zero so V(s) = 0 at step 0,
-which makes the first advantages plain Monte-Carlo returns rather than noise from a random head.
+pipelines initialise the value model from a model of the policy's or reward model's size). The head
+starts at zero so V(s) = 0 at step 0, which makes the first advantages plain Monte-Carlo returns rather
+than noise from a random head.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """One interface for every generation backend (transformers `generate`, vLLM).
 
 The trainer talks only to `Sampler`; it never knows which backend it has. Prompts are token ids, never
-text, so that a branch rollout continues from exactly the prefix the policy produced (docs/algorithms.md, "TRePO", step 2).
+text, so that a branch rollout continues from exactly the prefix the policy produced
+(docs/algorithms.md, "TRePO", step 2).
 """
 
 from __future__ import annotations

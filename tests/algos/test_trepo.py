@@ -147,7 +147,8 @@ def test_b3_remax_rloo_grpo_degenerate_cases():
         loo = sum(rms[j] for j in range(3) if j != k) / 2
         assert rloo[k] == pytest.approx([rms[k] - loo] * lens[k], abs=1e-12)
         assert grpo[k] == pytest.approx([rms[k] - 0.5] * lens[k], abs=1e-12)
-    # "Siblings join the first pool": the same RLOO result when siblings are pooled automatically (no explicit rollouts at t = 1)
+    # "Siblings join the first pool": the same RLOO result when siblings are pooled automatically (no
+    # explicit rollouts at t = 1)
     auto = run(rows, [[1]] * 3, [[[]]] * 3, group_ids=[0, 0, 0], pooling="none", samples_per_prompt=3)
     assert nested_close(auto, rloo)
 
