@@ -1,5 +1,6 @@
 """ReMax (arXiv 2310.10505; TRePO arXiv 2506.02553 Eqs. 38-39; docs/algorithms.md, "ReMax").
-The baseline b = r_greedy is the reward of a temperature-0 decode of the same prompt, shared by all tokens:  A_t = r(W) - r_greedy,  loss = -A log pi (no clipping).
+The baseline b = r_greedy is the reward of a temperature-0 decode of the same prompt, shared by all tokens:
+A_t = r(W) - r_greedy,  loss = -A log pi (no clipping).
 
 The greedy decode is requested through the branch machinery: `plan_branches` returns one knot at t = 1 (keep
 no response token) with temperature 0.0, and the advantage reads its reward from branch_rewards[b][0][0].
