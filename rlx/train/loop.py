@@ -19,18 +19,15 @@ import numpy as np
 import torch
 
 from rlx import algos
-from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, no_branches
-from rlx.data.configs import ConfigError
+from rlx.algos.base import CRITIC_VALUES
 from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
-from rlx.models.critic import ValueModel
-from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer
-from rlx.models.lora import maybe_wrap_lora, merged_named_parameters, save_policy, trainable_parameters
-from rlx.models.precision import MASTER_DTYPE, enable_gradient_checkpointing
+from rlx.models.load import load_tokenizer
+from rlx.models.lora import merged_named_parameters, save_policy, trainable_parameters
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, rollout
+from rlx.train import checkpoint, rollout, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
 from rlx.train.forwards import Forwards
@@ -44,16 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["Trainer", "seed_everything", "train"]
 
 
-def check_inputs(algo, cfg: RunConfig, reward_fn) -> None:
-    """The algorithm's declared inputs can be provided; raised before any model loads."""
-    needs = algo.requires(cfg.algo)
-    if STEP_REWARDS in needs and getattr(reward_fn, "step_rewards", None) is None:
-        raise ConfigError(f"algo.name={cfg.algo.name} needs per-step rewards, but reward_model.name="
-                          f"{cfg.reward_model.name} scores whole responses only; pick a process reward")
-    if (BRANCH_ROLLOUTS in needs) != (algo.plan_branches is not no_branches):
-        raise ConfigError(f"algorithm {algo.name!r}: declares branch rollouts iff it plans branches")
-
-
 class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -64,16 +51,19 @@ class Trainer:
         seed_everything(cfg.seed)
         task = load_task(cfg.data, cfg.train.train_size, cfg.seed)  # data errors surface before any model
         self.reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
-        check_inputs(self.algo, cfg, self.reward_fn)
+        setup.check_inputs(self.algo, cfg, self.reward_fn)
         self.model_path = resolve_model_path(cfg.model)
         self.tokenizer = load_tokenizer(self.model_path)
         self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.policy = self._load_policy()
+        self.policy = setup.load_policy(self.model_path, cfg.model, self.device)
         self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
                                              weight_decay=cfg.train.weight_decay)]
-        self.reference = self._load_reference() if cfg.algo.kl.beta > 0 else None  # never updated
-        self.critic = self._load_critic() if self.algo.needs(cfg.algo, CRITIC_VALUES) else None
+        self.reference = setup.load_reference(self.model_path, self.device) if cfg.algo.kl.beta > 0 else None
+        self.critic = None
+        if self.algo.needs(cfg.algo, CRITIC_VALUES):
+            self.critic = setup.load_critic(self.model_path, cfg.model, self.device)
+            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic.lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
@@ -84,25 +74,6 @@ class Trainer:
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
         self._build_step_parts()
         self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
-
-    def _load_policy(self):
-        policy = load_causal_lm(self.model_path, MASTER_DTYPE)  # model.dtype is autocast's (precision.py)
-        policy = maybe_wrap_lora(policy.to(self.device), self.cfg.model.lora)  # r = 0: unchanged
-        if self.cfg.model.gradient_checkpointing:
-            enable_gradient_checkpointing(policy)
-        return policy.train()
-
-    def _load_reference(self):
-        reference = load_causal_lm(self.model_path, MASTER_DTYPE).to(self.device).eval()  # = pi_theta at step 0
-        reference.requires_grad_(False)
-        return reference
-
-    def _load_critic(self):
-        critic = ValueModel(self.model_path, DTYPES[MASTER_DTYPE]).to(self.device).train()
-        if self.cfg.model.gradient_checkpointing:
-            enable_gradient_checkpointing(critic.base)
-        self.optimizers.append(torch.optim.AdamW(critic.parameters(), lr=self.cfg.algo.critic.lr))
-        return critic
 
     def _build_step_parts(self) -> None:
         cfg = self.cfg
@@ -121,35 +92,14 @@ class Trainer:
         start = (step - 1) * per_step
         return [self.task.train[self.data_order[(start + i) % len(self.data_order)]] for i in range(per_step)]
 
-    def sample_policy(self, step: int, problems) -> list[rollout.Trajectory]:
-        group, t = self.cfg.algo.samples_per_prompt, self.cfg.train
-        prompts = [self.tokenizer.encode(self.task.prompt(p)) for p in problems]
-        requests = rollout.policy_requests(prompts, group, t.temperature, t.max_new_tokens, self.cfg.seed, step)
-        requests = dist.with_global_seeds(requests, group, self.cfg.seed, step)
-        generations = self.sampler.generate(requests)
-        return [
-            rollout.Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
-                               response_ids=gen.token_ids, finished=gen.finished)
-            for i, (req, gen) in enumerate(zip(requests, generations))
-        ]
-
-    def sample_branches(self, step: int, trajs: list[rollout.Trajectory]) -> list[rollout.Branches]:
-        rng = rollout.knot_generator(self.cfg.seed, step)
-        plans = [self.algo.plan_branches(tr.response_ids, rollout.step_starts(tr.response_ids, self.newline_ids),
-                                         self.cfg.algo, rng) for tr in trajs]
-        requests, index_map = rollout.schedule_branch_requests(trajs, plans, self.cfg.train.max_new_tokens,
-                                                               self.cfg.seed, step)
-        generations = self.sampler.generate(requests) if requests else []
-        return rollout.gather_branches(plans, index_map, generations)
-
     # ---------------------------------------------------------------- driver
     def train_step(self, step: int) -> dict[str, float]:
         timer = PhaseTimer()
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
         with timer("generate"):
-            trajs = self.sample_policy(step, problems)
+            trajs = rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step)
         with timer("branch"):
-            branches = self.sample_branches(step, trajs)
+            branches = rollout.sample_branches(self.sampler, self.algo, trajs, self.newline_ids, self.cfg, step)
         with timer("score"):
             score(trajs, branches, self.reward_fn, self.task, self.tokenizer)
         with timer("train"):

@@ -16,6 +16,7 @@ import torch
 from rlx.algos.base import Knot
 from rlx.data.base import Problem
 from rlx.sampling.base import Generation, GenRequest, request_seed
+from rlx.train import distributed as dist
 
 
 @dataclass
@@ -107,3 +108,28 @@ def step_ends(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[
     if response_ids and (not ends or ends[-1] != len(response_ids) - 1):
         ends.append(len(response_ids) - 1)
     return ends
+
+
+def sample_policy(sampler, tokenizer, task, problems, cfg, step: int) -> list[Trajectory]:
+    """Phase 1: `algo.samples_per_prompt` responses to each of this rank's prompts, one batched call."""
+    group, t = cfg.algo.samples_per_prompt, cfg.train
+    prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
+    requests = policy_requests(prompts, group, t.temperature, t.max_new_tokens, cfg.seed, step)
+    requests = dist.with_global_seeds(requests, group, cfg.seed, step)
+    generations = sampler.generate(requests)
+    return [
+        Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
+                   response_ids=gen.token_ids, finished=gen.finished)
+        for i, (req, gen) in enumerate(zip(requests, generations))
+    ]
+
+
+def sample_branches(sampler, algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
+                    ) -> list[Branches]:
+    """Phase 2: the branch rollouts the algorithm plans for every response, one batched call."""
+    rng = knot_generator(cfg.seed, step)
+    plans = [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng)
+             for tr in trajs]
+    requests, index_map = schedule_branch_requests(trajs, plans, cfg.train.max_new_tokens, cfg.seed, step)
+    generations = sampler.generate(requests) if requests else []
+    return gather_branches(plans, index_map, generations)
