@@ -209,7 +209,6 @@ class Algorithm:
     # computed from the UN-normalised advantages). With CRITIC_VALUES.
     value_targets: AdvantageFn | None = None
     citation: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def needs(self, cfg: Any, what: str) -> bool:
         return what in self.requires(cfg)

@@ -29,7 +29,6 @@ from rlx.algos.stats import (
     masked_whiten,
     normalize_advantages,
     sequence_scores,
-    step_ends_mask,
     terminal_rewards,
     valid_positions,
 )
@@ -41,5 +40,5 @@ __all__ = [
     "entropy_bonus", "first_valid", "gae", "group_stats", "group_whiten", "kl_in_loss", "kl_k1", "kl_k2", "kl_k3",
     "kl_loss_term", "kl_per_token", "kl_token_rewards", "knot_gae", "masked_mean", "masked_sum", "masked_var",
     "masked_whiten", "normalize_advantages", "pg_loss", "plain_policy_loss", "ratio_metrics", "sequence_scores",
-    "step_ends_mask", "terminal_rewards", "valid_positions",
+    "terminal_rewards", "valid_positions",
 ]

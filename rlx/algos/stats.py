@@ -108,15 +108,6 @@ def sequence_scores(token_rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return masked_sum(token_rewards, mask, dim=1)
 
 
-def step_ends_mask(step_ends: list[list[int]], shape: tuple[int, int], device=None) -> torch.Tensor:
-    """[B, T] with 1.0 at the listed 0-based step end tokens."""
-    out = torch.zeros(shape, device=device)
-    for b, ends in enumerate(step_ends):
-        for e in ends:
-            out[b, e] = 1.0
-    return out
-
-
 def first_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x at the first valid column of each row -> [B] (0 for empty rows)."""
     B, T = mask.shape
