@@ -42,6 +42,10 @@ bench-sampler: install  ## hf vs vLLM throughput, prefix-cached branching, weigh
 bench-grader: install  ## grading throughput (answers/s)
 	$(PY) scripts/bench_grader.py
 
+.PHONY: bench-canary
+bench-canary: install  ## vLLM weight-sync canary: ms per sync and gap, fp32 and bf16
+	$(PY) scripts/bench_canary.py
+
 lint: install  ## ruff
 	$(VENV)/bin/ruff check rlx tests scripts
 

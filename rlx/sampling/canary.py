@@ -15,8 +15,10 @@ from rlx.sampling.base import Sampler
 from rlx.sampling.hf import right_pad
 
 # Largest |log p_sampler - log p_trainer| (nats) on the probe that still counts as "same weights".
-# fp32: vLLM and transformers agree to ~1e-6; half precision: kernels differ by up to a few 1e-2.
-TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
+# Measured on the tiny model after a correct sync (scripts/bench_canary.py, fp32 trainer weights scored
+# under autocast to the engine's dtype): fp32 2e-5; fp16 0.05 max (0.006 mean); bf16 0.34 max (0.04 mean):
+# bf16 logits near 16 are spaced 0.125 apart, so max gaps of a few tenths are rounding, not a stale weight.
+TOLERANCE = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.1}
 
 
 class WeightSyncError(RuntimeError):
