@@ -25,7 +25,7 @@ MARK = "RESULT "
 
 def worker(dtype: str, repeats: int) -> dict:
     from rlx.models.load import load_causal_lm, load_tokenizer
-    from rlx.models.tiny import TinyModelSpec, ensure_tiny_model
+    from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model
     from rlx.sampling.vllm import VLLMSampler
 
     path = str(ensure_tiny_model(TinyModelSpec()))
