@@ -151,6 +151,24 @@ class AdvantageInputs:
     step_rewards: list[list[float]] | None = None
 
 
+@dataclass(frozen=True)
+class AggScale:
+    """Normalisers of one optimizer step's batch, for losses computed on a part of it.
+
+    tokens: valid response tokens; seqs: rows with at least one valid token; rows: all rows; width: the
+    padded response length T of the whole batch (Dr.GRPO's constant length)."""
+
+    tokens: float
+    seqs: float
+    rows: float
+    width: int
+
+    @staticmethod
+    def of(mask: torch.Tensor) -> AggScale:
+        return AggScale(tokens=float(mask.sum()), seqs=float((mask.sum(1) > 0).sum()), rows=float(mask.shape[0]),
+                        width=int(mask.shape[1]))
+
+
 @dataclass
 class LossInputs:
     """Per-token tensors for one optimisation step (or one micro-batch of it); all [B, T] except where noted."""
@@ -163,7 +181,7 @@ class LossInputs:
     ref_logp: torch.Tensor | None = None  # log pi_ref when kl.mode == "loss" and beta > 0
     entropy: torch.Tensor | None = None  # [B, T] per-token entropy of pi_theta, for an entropy bonus
     step_ends: list[list[int]] | None = None  # for sentence-level ratios
-    scale: Any = None  # losses.AggScale of the whole optimizer step when these rows are a micro-batch of it
+    scale: AggScale | None = None  # the whole optimizer step's counts when these rows are a micro-batch of it
 
 
 @dataclass
@@ -174,7 +192,7 @@ class ValueLossInputs:
     old_values: torch.Tensor  # V_old(s_t), frozen (for value clipping)
     returns: torch.Tensor  # regression targets, frozen
     response_mask: torch.Tensor  # float
-    scale: Any = None  # losses.AggScale, as in LossInputs
+    scale: AggScale | None = None  # as in LossInputs
 
 
 AdvantageFn = Callable[[AdvantageInputs, Any], torch.Tensor]

@@ -9,31 +9,11 @@ sequence and sentence ratios reuse it on segment-level tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from rlx.algos.base import LOSS_AGG_MODES  # noqa: F401  (re-exported)
+from rlx.algos.base import LOSS_AGG_MODES, AggScale  # noqa: F401  (re-exported)
 from rlx.algos.kl import kl_loss_term
 from rlx.algos.stats import masked_mean, masked_sum
-
-
-@dataclass(frozen=True)
-class AggScale:
-    """Normalisers of one optimizer step's batch, for losses computed on a part of it.
-
-    tokens: valid response tokens; seqs: rows with at least one valid token; rows: all rows; width: the
-    padded response length T of the whole batch (Dr.GRPO's constant length)."""
-
-    tokens: float
-    seqs: float
-    rows: float
-    width: int
-
-    @staticmethod
-    def of(mask: torch.Tensor) -> AggScale:
-        return AggScale(tokens=float(mask.sum()), seqs=float((mask.sum(1) > 0).sum()), rows=float(mask.shape[0]),
-                        width=int(mask.shape[1]))
 
 
 def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, scale: AggScale | None = None) -> torch.Tensor:
