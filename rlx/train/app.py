@@ -25,6 +25,7 @@ def main() -> None:
 def train_job(cfg: DictConfig) -> float:
     from rlx.config import ConfigError, parse_run_config
     from rlx.train.loop import train
+    from rlx.train.update import NonFiniteError
 
     try:
         run_cfg = parse_run_config(OmegaConf.to_container(cfg, resolve=True))
@@ -32,6 +33,6 @@ def train_job(cfg: DictConfig) -> float:
         raise SystemExit(f"rlx train: bad config: {err}") from None
     try:
         summary = train(run_cfg, resolved_config=OmegaConf.to_yaml(cfg, resolve=True))
-    except ConfigError as err:  # e.g. a model that cannot be had: say how to fix it, no traceback
+    except (ConfigError, NonFiniteError) as err:  # e.g. a model that cannot be had, or a NaN loss: no traceback
         raise SystemExit(f"rlx train: {err}") from None
     return summary["accuracy_after"]  # returned so that sweepers can optimise it
