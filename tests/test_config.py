@@ -125,3 +125,17 @@ def test_required_reward_key_must_be_set():
 def test_unknown_reward_key_fails_at_config_time():
     with pytest.raises(ConfigError, match=r"reward_model\.bogus"):
         parse_run_config(compose_train("+reward_model.bogus=1"))
+
+
+def test_declared_inputs_are_checked_before_any_model_loads():
+    from rlx.algos import get
+    from rlx.rewards.registry import build_reward
+    from rlx.train.setup import check_inputs
+
+    cfg = parse_run_config(compose_train("algo=grpo", "algo.supervision=process"))
+    assert get("grpo").requires(cfg.algo) == {"step_rewards"}
+    with pytest.raises(ConfigError, match=r"algo\.name=grpo needs per-step rewards.*reward_model\.name=arith"):
+        check_inputs(get("grpo"), cfg, build_reward("arith", {}))
+    check_inputs(get("grpo"), cfg, build_reward("arith_steps", {}))  # a process reward provides them
+    trepo = parse_run_config(compose_train())
+    assert get("trepo").requires(trepo.algo) == {"branch_rollouts"} and get("ppo").requires(None) == {"critic_values"}

@@ -1,7 +1,7 @@
 """The step driver: sample -> branch -> score -> freeze the batch -> advantages -> update -> sync -> log.
 
 It serves every registered algorithm and never branches on an algorithm's name: the algorithm says which
-inputs it needs (`requires`, checked once here at start-up), which branch rollouts it wants
+inputs it needs (`requires`, checked once at start-up by `setup`), which branch rollouts it wants
 (`plan_branches`), turns the frozen batch into advantages (`advantages`) and defines the losses. Where each
 tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), rewards in
 `scoring`, the frozen batch (token rewards, KL rewards, pi_old / pi_ref / critic values) in `batch`, the
