@@ -102,7 +102,8 @@ class Trainer:
         generations = self.sampler.generate(requests)
         return [
             rollout.Trajectory(problem=problems[i // t.samples_per_prompt], group=i // t.samples_per_prompt,
-                               prompt_ids=list(req.prompt_ids), response_ids=gen.token_ids, finished=gen.finished)
+                               prompt_ids=list(req.prompt_ids), response_ids=gen.token_ids, finished=gen.finished,
+                               sampler_logprobs=gen.logprobs)
             for i, (req, gen) in enumerate(zip(requests, generations))
         ]
 

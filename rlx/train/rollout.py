@@ -28,6 +28,8 @@ class Trajectory:
     text: str = ""
     reward: float = 0.0
     correct: bool = False
+    # the sampler's raw log-probs of response_ids (Generation.logprobs), for rollout correction's mismatch
+    sampler_logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass
