@@ -21,7 +21,7 @@ from rlx.algos.base import AdvantageInputs, LossInputs
 from rlx.algos.common import kl_token_rewards, masked_mean, terminal_rewards
 from rlx.config import RunConfig
 from rlx.data.tasks import Task, load_task
-from rlx.logger import build_logger
+from rlx.logger import build_logger, knot_stats
 from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
 from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
@@ -247,18 +247,19 @@ class Trainer:
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
             metrics = self.optimize(batch, advantages)
         if self.logger.wants_samples(step):
-            self.logger.log_samples(step, self.sample_rows(trajs, batch, advantages))
+            self.logger.log_samples(step, self.sample_rows(trajs, branches, batch, advantages))
         with timer("sync"):
             self.sampler.sync_weights(self.policy)  # the next step samples from the updated policy
         return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
                                   **timer.seconds})
 
-    def sample_rows(self, trajs, batch: FrozenBatch, advantages: torch.Tensor) -> list[dict]:
-        """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
+    def sample_rows(self, trajs, branches, batch: FrozenBatch, advantages: torch.Tensor) -> list[dict]:
+        """Completions with their per-token advantages, knots and knot values, for the logger and `rlx inspect`."""
         decode = self.tokenizer.decode
         return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
                  "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
-                 "tokens": [decode([tok]) for tok in tr.response_ids], "knots": batch.inputs.knots[i]}
+                 "tokens": [decode([tok]) for tok in tr.response_ids], "knots": batch.inputs.knots[i],
+                 **knot_stats(branches[i].rewards)}
                 for i, tr in enumerate(trajs)]
 
     def evaluate(self) -> float:
