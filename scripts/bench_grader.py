@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from rlx.data.base import Problem  # noqa: E402
 from rlx.data.gsm8k import load_gsm8k  # noqa: E402
 from rlx.data.math500 import load_math500  # noqa: E402
-from rlx.rewards.grader import Grader, extract_answer  # noqa: E402
+from rlx.grading import Grader, extract_answer  # noqa: E402
 from rlx.rewards.validation import default_shared_data_dir  # noqa: E402
 
 TARGET_PER_S = 200.0

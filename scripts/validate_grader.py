@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from rlx.data.gsm8k import load_gsm8k  # noqa: E402
 from rlx.data.math500 import load_math500  # noqa: E402
-from rlx.rewards.grader import Grader  # noqa: E402
+from rlx.grading.grader import Grader  # noqa: E402
 from rlx.rewards.validation import (  # noqa: E402
     ReferenceCheck,
     check_adversarial,

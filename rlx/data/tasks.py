@@ -17,7 +17,8 @@ from rlx.data import arith
 from rlx.data.base import Problem
 from rlx.data.configs import ConfigError
 from rlx.data.prompts import TEMPLATES, PromptInfo, PromptTemplate, prompt_function, resolve_template
-from rlx.rewards.grader import GradeResult
+from rlx.grading.arith import extract_final_integer, integer_answer_correct
+from rlx.grading.grader import EVAL_TIMEOUT_S, GradeResult, shared_grader
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def load_task(data_cfg, train_size: int, seed: int) -> Task:
 
 
 def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
-    from rlx.rewards.arith import arith_correct, extract_final_integer
-
     def judge(problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
         results = []
         for problem, completion in zip(problems, completions, strict=True):
@@ -93,8 +92,11 @@ def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
     spec = data_cfg.spec()
     template = TEMPLATES["arith"]  # renders exactly arith.format_prompt
     prompt, info = prompt_function(template)
+    def is_correct(problem: Problem, completion: str) -> bool:
+        return integer_answer_correct(problem.answer, completion)
+
     return Task("arith", arith.train_problems(train_size, seed, spec), arith.test_problems(spec), prompt,
-                arith_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
+                is_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
 
 
 # --------------------------------------------------------------------------------------- math data sets
@@ -127,9 +129,8 @@ def _graded_task(data_cfg, train: list[Problem], test: list[Problem], train_size
 
 def _grader_judge(style: str | tuple[str, ...]) -> Judge:
     def judge(problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
-        from rlx.rewards.grader import shared_grader  # the process-wide pool, shared with the math rewards
-
-        return shared_grader().grade([p.answer for p in problems], list(completions), style)
+        # The process-wide pool, shared with the math rewards; evaluation's (longer) per-answer limit.
+        return shared_grader().grade([p.answer for p in problems], list(completions), style, EVAL_TIMEOUT_S)
 
     return judge
 

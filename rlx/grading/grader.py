@@ -1,14 +1,21 @@
-"""Answer extraction and math equivalence for GSM8K/MATH, graded in a pool of time-limited worker processes.
+"""Grading completions against reference answers in a pool of sandboxed, time-limited worker processes.
 
-Model output is untrusted. Extraction (`extract_answer`) is our own linear-time scanning and runs in the
+Model output is untrusted. Extraction (`rlx.grading.extract`) is our own linear-time scanning and runs in the
 caller's process; anything that needs a computer-algebra system (math-verify -> sympy) runs in a worker
-process under a per-answer wall-clock limit. A worker that overruns the limit is killed and replaced, a worker
-that dies takes only the answer it was on with it, and both count as a 0 score (see `Grader.stats`).
+process (`rlx.grading.worker`, a fresh interpreter) under a per-answer wall-clock limit and a memory cap. A
+worker that overruns the limit is killed and replaced, a worker that dies takes only the answer it was on
+with it, and both count as a 0 score (see `Grader.stats`): a timeout or an error is never graded correct.
 
-Cheap decisions come first so that most GSM8K answers never leave the caller's process:
+Cheap decisions come first, in the caller's process:
+  * nothing to extract -> "no_answer";
   * equal after `normalize_answer` (strip, drop `$`, thousands commas, trailing `.0`) -> correct;
-  * both plain decimal numbers but different -> incorrect (decimals have one exact value, no CAS needed).
-Everything else goes to math-verify's `parse`/`verify` with LaTeX and expression extraction configs.
+  * both plain decimal numbers but different -> incorrect (decimals have one exact value, no CAS needed);
+  * pathological (`rlx.grading.screen`: length, digits, nesting, exponent towers, huge factorials)
+    -> incorrect, status "screened", without waking a worker.
+Everything else goes to math-verify (`rlx.grading.verify`).
+
+The per-answer limit is a per-call argument (`grade(..., timeout_s=)`), so the training reward (short
+limit) and evaluation (longer limit) share one pool.
 """
 
 from __future__ import annotations
@@ -17,242 +24,29 @@ import atexit
 import contextlib
 import logging
 import math
-import multiprocessing as mp
 import os
-import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from multiprocessing.connection import Connection, wait
-from typing import Any, Literal
+from typing import Literal
+
+from rlx.grading.extract import extract_answer, quick_decision, resolve_styles
+from rlx.grading.screen import ScreenLimits, screen_answer
+from rlx.grading.verify import check_equivalence
 
 log = logging.getLogger(__name__)
 
-Style = Literal["boxed", "gsm8k", "last_number", "auto"]
-Status = Literal["ok", "timeout", "crash", "no_answer"]
+Status = Literal["ok", "timeout", "crash", "no_answer", "screened"]
 
-# `auto` tries the strictest marker first: an explicit \boxed{}, then GSM8K's "####", then any number.
-AUTO_STYLES: tuple[str, ...] = ("boxed", "gsm8k", "last_number")
-SINGLE_STYLES: frozenset[str] = frozenset(AUTO_STYLES)
-
-
-# --------------------------------------------------------------------------------------------- extraction
-
-# `\boxed` / `\fbox` not followed by a letter (so `\boxedsymbol` is not a box).
-_BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# Tokens that matter for brace matching: an escaped character (`\{`, `\}`, `\\`) or a bare brace.
-_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
-# A number, with thousands separators only in groups of three so that "1,2,3" reads as three numbers.
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-# A number at the start of the text after "####" (GSM8K writes "#### 1,234" or "#### $18").
-_LEADING_NUMBER = re.compile(r"[$\s]*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?![\d/^])")
-
-
-def _matching_braces(text: str, start: int) -> dict[int, int]:
-    """Map each `{` at or after `start` to its closing `}` (one linear pass; escaped braces are ignored).
-
-    The partner of a brace depends only on the text after it, so starting mid-text is exact.
-    """
-    partner: dict[int, int] = {}
-    open_positions: list[int] = []  # an explicit stack: 10 000 nested braces must not recurse
-    for token in _BRACE_TOKEN.finditer(text, start):
-        if token.group() == "{":
-            open_positions.append(token.start())
-        elif token.group() == "}" and open_positions:
-            partner[open_positions.pop()] = token.start()
-    return partner
-
-
-def _extract_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}`/`\\fbox{...}` whose braces balance (or `\\boxed 5`)."""
-    commands = list(_BOX_COMMAND.finditer(text))
-    if not commands:
-        return None
-    partner = _matching_braces(text, commands[0].end())
-    for command in reversed(commands):
-        pos = command.end()
-        while pos < len(text) and text[pos] == " ":
-            pos += 1
-        if pos < len(text) and text[pos] == "{":
-            if pos in partner:  # a truncated box (no closing brace) falls back to the one before it
-                return text[pos + 1 : partner[pos]].strip()
-        elif command.end() < pos < len(text):  # `\boxed 5`: the argument is one token
-            token = re.match(r"[^\s$]+", text[pos : pos + 200])
-            if token:
-                return token.group()
-    return None
-
-
-def _extract_gsm8k(text: str) -> str | None:
-    """The answer after the last `####`: its leading number when there is one, else the rest of the line."""
-    marker = text.rfind("####")
-    if marker < 0:
-        return None
-    rest = text[marker + 4 :].lstrip()
-    line = rest.split("\n", 1)[0].strip()
-    number = _LEADING_NUMBER.match(line)
-    if number:
-        return number.group(1)
-    return line or None
-
-
-def _extract_last_number(text: str) -> str | None:
-    last = None
-    for last in _NUMBER.finditer(text):  # noqa: B007 - we want the final match
-        pass
-    return last.group() if last else None
-
-
-_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "boxed": _extract_boxed,
-    "gsm8k": _extract_gsm8k,
-    "last_number": _extract_last_number,
-}
-
-
-def resolve_styles(style: str | Sequence[str]) -> tuple[str, ...]:
-    """`"auto"` -> its chain; a single style -> a 1-tuple; a sequence of styles is tried in order."""
-    styles = (style,) if isinstance(style, str) else tuple(style)
-    expanded: list[str] = []
-    for name in styles:
-        if name == "auto":
-            expanded.extend(AUTO_STYLES)
-        elif name in SINGLE_STYLES:
-            expanded.append(name)
-        else:
-            known = sorted(SINGLE_STYLES)
-            raise ValueError(f"unknown extraction style {name!r}; use one of {known} or 'auto'")
-    return tuple(expanded)
-
-
-def extract_answer(text: str, style: str | Sequence[str] = "auto") -> str | None:
-    """The final answer in `text`, or None. `style`: boxed | gsm8k | last_number | auto, or a list tried in
-    order (auto = boxed, then ####, then last number). Linear time in len(text)."""
-    if not isinstance(text, str):
-        return None
-    for name in resolve_styles(style):
-        answer = _EXTRACTORS[name](text)
-        if answer:
-            return answer
-    return None
-
-
-# ------------------------------------------------------------------------------------------ normalisation
-
-_THOUSANDS_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_PLAIN_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
-# Whitespace is dropped unless it separates two letters ("\pi r" must not become "\pir").
-_DROPPABLE_SPACE = re.compile(r"(?<![A-Za-z])\s+|\s+(?![A-Za-z])")
-
-
-def normalize_answer(answer: str) -> str:
-    """A cheap canonical form for string comparison (never a math decision on its own for non-numbers)."""
-    text = answer.strip().replace("\\$", "").replace("$", "").replace("\\!", "")
-    text = _DROPPABLE_SPACE.sub("", text).rstrip(".")
-    if _THOUSANDS_NUMBER.fullmatch(text):  # only number-shaped commas: "(1,2)" must keep its comma
-        text = text.replace(",", "")
-    if _PLAIN_DECIMAL.fullmatch(text) and "." in text:
-        text = text.rstrip("0").rstrip(".")  # "18.00" -> "18"
-    if text == "-0":
-        text = "0"
-    return text
-
-
-def quick_decision(reference: str, answer: str) -> bool | None:
-    """True/False when normalisation alone decides, None when a CAS is needed."""
-    ref, ans = normalize_answer(reference), normalize_answer(answer)
-    if ref == ans:
-        return True
-    if _PLAIN_DECIMAL.fullmatch(ref) and _PLAIN_DECIMAL.fullmatch(ans):
-        try:
-            return Decimal(ref) == Decimal(ans)
-        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
-            return None
-    return None
-
-
-# ------------------------------------------------------------------------------ math-verify (worker side)
-
-_MATH_VERIFY_CONFIGS: Any = None  # built lazily inside the worker; the parent never imports math-verify
-
-
-def _parse_configs() -> Any:
-    global _MATH_VERIFY_CONFIGS
-    if _MATH_VERIFY_CONFIGS is None:
-        from math_verify import ExprExtractionConfig, LatexExtractionConfig
-
-        _MATH_VERIFY_CONFIGS = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    return _MATH_VERIFY_CONFIGS
-
-
-def _parse_math(answer: str) -> list[Any]:
-    from math_verify import parse
-
-    # Wrapping in \boxed{} gives math-verify an anchor, so it reads the whole answer and not a fragment.
-    # Its own signal-based timeouts are off: the worker's wall-clock limit (enforced by the parent) rules.
-    return parse("\\boxed{" + answer + "}", extraction_config=_parse_configs(), parsing_timeout=None)
-
-
-def check_equivalence(reference: str, answer: str) -> bool:
-    """math-verify equivalence of two extracted answers. Runs only inside grader workers."""
-    from math_verify import verify
-
-    gold, pred = _parse_math(reference), _parse_math(answer)
-    if not gold or not pred:
-        return False
-    return bool(verify(gold, pred, timeout_seconds=None))
-
-
-# ------------------------------------------------------------------------------------------ worker process
-
-_MIB = 1024 * 1024
-
-
-def _limit_address_space(headroom_mb: int | None) -> None:
-    """Cap the worker's address space at (what it uses after imports) + headroom, so a memory bomb raises
-    MemoryError instead of starving the machine. Relative, because the spawned child re-imports the parent's
-    __main__ module (which may pull in torch) and its baseline varies."""
-    if not headroom_mb:
-        return
-    try:
-        import resource
-
-        with open("/proc/self/statm") as statm:
-            current = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        limit = current + headroom_mb * _MIB
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (OSError, ValueError, ImportError):  # not Linux, or already limited lower: run without the cap
-        pass
-
-
-def _worker_main(
-    conn: Connection, checker: Callable[[str, str], bool], memory_headroom_mb: int | None
-) -> None:
-    """Receive chunks [(index, reference, answer), ...]; reply ("done", index, correct, status) per item."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns once that its own timeout is off
-    with contextlib.suppress(Exception):  # warm-up: import math-verify/sympy, build the parser
-        checker("1", "1")
-    _limit_address_space(memory_headroom_mb)
-    conn.send(("ready",))
-    while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):
-            return
-        if chunk is None:
-            return
-        for index, reference, answer in chunk:
-            try:
-                conn.send(("done", index, bool(checker(reference, answer)), "ok"))
-            except Exception:  # MemoryError, RecursionError, a parser bug: this answer scores 0
-                conn.send(("done", index, False, "crash"))
-
+EVAL_TIMEOUT_S = 2.0  # per-answer limit of evaluation (Task.verdicts); the training reward sets its own, shorter
+TRAIN_TIMEOUT_S = 0.5  # default per-answer limit of the math rewards (reward_model.timeout_s)
+DEFAULT_SCREEN = ScreenLimits()
 
 # ------------------------------------------------------------------------------------------- parent side
 
@@ -271,15 +65,55 @@ class GraderStats:
     crashes: int = 0  # answers whose check raised or killed its worker
     no_answer: int = 0  # completions with nothing to extract
     fast_path: int = 0  # decided by normalisation alone, without math-verify
+    screened: int = 0  # pathological answers scored 0 by the pre-screen, without math-verify
     workers_replaced: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
 
+class _Process:
+    """A worker interpreter: `python -m rlx.grading.worker` holding one end of a socket pair."""
+
+    def __init__(self, checker: str, memory_headroom_mb: int | None) -> None:
+        parent_end, child_end = socket.socketpair()
+        # The child sees the caller's import path, so a checkout run without installing (scripts/) works too.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        command = [sys.executable, "-m", "rlx.grading.worker", str(child_end.fileno()), checker,
+                   str(memory_headroom_mb or 0)]
+        self.popen = subprocess.Popen(command, pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, env=env)
+        child_end.close()  # the child holds its end; closing ours lets us see EOF when it dies
+        self.conn = Connection(parent_end.detach())
+        self.pid = self.popen.pid
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=timeout)
+
+
+def _checker_name(checker: Callable[[str, str], bool]) -> str:
+    """`module:function` for the worker to import; a function defined in `__main__` cannot be found there."""
+    module, name = checker.__module__, checker.__qualname__
+    if module == "__main__" or "<" in name:
+        raise ValueError(f"grader checker must be a top-level function of an importable module, got {name!r}")
+    return f"{module}:{name}"
+
+
 @dataclass
 class _Worker:
-    process: Any  # multiprocessing.process.BaseProcess
+    process: _Process
     conn: Connection
     ready: bool = False
     pending: deque[tuple[int, str, str]] = field(default_factory=deque)  # dispatched, not yet answered
@@ -299,12 +133,12 @@ class Grader:
     def __init__(
         self,
         num_workers: int | None = None,
-        timeout_s: float = 2.0,
+        timeout_s: float = EVAL_TIMEOUT_S,
         *,
-        start_method: Literal["spawn", "forkserver"] = "spawn",
         chunk_size: int = 16,
         max_answer_chars: int = 1000,
         fast_path: bool = True,
+        screen: ScreenLimits | None = DEFAULT_SCREEN,
         memory_headroom_mb: int | None = 2048,
         startup_timeout_s: float = 120.0,
         checker: Callable[[str, str], bool] = check_equivalence,
@@ -312,15 +146,16 @@ class Grader:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.num_workers = num_workers or max(1, min(4, os.cpu_count() or 1))
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = float(timeout_s)  # the default per-answer limit; grade(timeout_s=) overrides it
         self.chunk_size = max(1, chunk_size)
         self.max_answer_chars = max_answer_chars  # longer "answers" are junk: never sent to a CAS
         self.fast_path = fast_path  # False sends every answer to math-verify (used to validate math-verify)
+        self.screen = screen  # None sends pathological answers to math-verify too (they then time out)
         self.memory_headroom_mb = memory_headroom_mb
         self.startup_timeout_s = startup_timeout_s
-        self.checker = checker  # must be a picklable top-level function (spawn pickles it by name)
-        # spawn/forkserver, never fork: the parent may hold torch/vLLM threads; a forked child can deadlock.
-        self._ctx = mp.get_context(start_method)
+        # Workers are fresh interpreters (never fork: the parent may hold torch/vLLM threads), so they import
+        # the checker by name.
+        self.checker = _checker_name(checker)
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.stats = GraderStats()
@@ -347,7 +182,7 @@ class Grader:
         self.start()
         deadline = time.monotonic() + self.startup_timeout_s
         while not all(worker.ready for worker in self._workers):
-            self._wait_for_events(deadline)
+            self._wait_for_events(deadline, self.timeout_s)
             for worker in self._workers:
                 if self._drain(worker, lambda *_: None):
                     raise RuntimeError("grader worker died while idle")
@@ -358,16 +193,8 @@ class Grader:
         self._workers = []
 
     def _spawn_worker(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(child_conn, self.checker, self.memory_headroom_mb),
-            daemon=True,
-            name="rlx-grader",
-        )
-        process.start()
-        child_conn.close()  # the child holds its end; closing ours lets us see EOF when it dies
-        return _Worker(process=process, conn=parent_conn)
+        process = _Process(self.checker, self.memory_headroom_mb)
+        return _Worker(process=process, conn=process.conn)
 
     @staticmethod
     def _stop_worker(worker: _Worker, graceful: bool) -> None:
@@ -383,9 +210,17 @@ class Grader:
     # -- grading
 
     def grade(
-        self, references: Sequence[str], completions: Sequence[str], style: str | Sequence[str] = "auto"
+        self,
+        references: Sequence[str],
+        completions: Sequence[str],
+        style: str | Sequence[str] = "auto",
+        timeout_s: float | None = None,
     ) -> list[GradeResult]:
-        """One GradeResult per completion; `references[i]` is the reference answer of `completions[i]`."""
+        """One GradeResult per completion; `references[i]` is the reference answer of `completions[i]`.
+        `timeout_s`: the per-answer limit of this call (default: the Grader's `timeout_s`)."""
+        limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        if limit <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if len(references) != len(completions):
             raise ValueError(f"{len(references)} references but {len(completions)} completions")
         styles = resolve_styles(style)
@@ -394,7 +229,7 @@ class Grader:
             extracted = [extract_answer(text, styles) for text in completions]
             to_check = self._decide_cheaply(references, extracted, results)
             if to_check:
-                self._check_in_workers(to_check, extracted, results)
+                self._check_in_workers(to_check, extracted, results, limit)
             self.stats.graded += len(results)
             return [r for r in results if r is not None]
 
@@ -415,12 +250,15 @@ class Grader:
             if decision is not None:
                 results[index] = GradeResult(decision, answer, "ok")
                 self.stats.fast_path += 1
+            elif self.screen is not None and screen_answer(answer, self.screen) is not None:
+                results[index] = GradeResult(False, answer, "screened")
+                self.stats.screened += 1
             else:
                 to_check.append((index, str(reference), answer))
         return to_check
 
     def _check_in_workers(
-        self, items: list[Item], extracted: list[str | None], results: list[GradeResult | None]
+        self, items: list[Item], extracted: list[str | None], results: list[GradeResult | None], limit: float
     ) -> None:
         self.start()
         todo: deque[Item] = deque(items)
@@ -433,12 +271,12 @@ class Grader:
 
         while todo or any(w.pending for w in self._workers):
             self._dispatch(todo, chunk)
-            self._wait_for_events(startup_deadline)
+            self._wait_for_events(startup_deadline, limit)
             for slot, worker in enumerate(self._workers):
                 died = self._drain(worker, finish)
                 if died:
                     self._replace(slot, todo, finish, "crash")
-                elif worker.pending and time.monotonic() - worker.item_started > self.timeout_s:
+                elif worker.pending and time.monotonic() - worker.item_started > limit:
                     self._replace(slot, todo, finish, "timeout")
 
     def _dispatch(self, todo: deque[Item], chunk: int) -> None:
@@ -449,17 +287,16 @@ class Grader:
                 worker.item_started = time.monotonic()
                 worker.conn.send(batch)
 
-    def _wait_for_events(self, startup_deadline: float) -> None:
+    def _wait_for_events(self, startup_deadline: float, limit: float) -> None:
         busy = [w for w in self._workers if w.pending]
         if busy:
-            next_deadline = min(w.item_started for w in busy) + self.timeout_s
+            next_deadline = min(w.item_started for w in busy) + limit
             timeout = max(0.0, next_deadline - time.monotonic()) + 0.001
         else:  # every worker is still starting up
             timeout = startup_deadline - time.monotonic()
             if timeout <= 0:
                 raise RuntimeError(f"grader workers not ready after {self.startup_timeout_s:.0f} s")
-        handles = [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]
-        wait(handles, timeout=timeout)
+        wait([w.conn for w in self._workers], timeout=timeout)  # a dead worker's socket reads EOF
 
     def _drain(self, worker: _Worker, finish: Callable[[int, bool, Status], None]) -> bool:
         """Read every message the worker has sent; True if it has died."""
@@ -507,17 +344,17 @@ class Grader:
 
 # ------------------------------------------------------------------------------------ one shared pool
 
-_SHARED: dict[tuple[int | None, float], Grader] = {}
+_SHARED: dict[int | None, Grader] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_grader(num_workers: int | None = None, timeout_s: float = 2.0) -> Grader:
-    """One Grader per (num_workers, timeout_s) per process, so rewards composed together share a pool."""
-    key = (num_workers, float(timeout_s))
+def shared_grader(num_workers: int | None = None) -> Grader:
+    """One Grader per `num_workers` per process, so rewards and evaluation share a pool. The per-answer
+    limit is not part of the key: pass it to `grade(..., timeout_s=)`."""
     with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = Grader(num_workers=num_workers, timeout_s=timeout_s)
-        return _SHARED[key]
+        if num_workers not in _SHARED:
+            _SHARED[num_workers] = Grader(num_workers=num_workers)
+        return _SHARED[num_workers]
 
 
 def close_shared_graders() -> None:

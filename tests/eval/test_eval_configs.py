@@ -126,7 +126,7 @@ def test_jsonl_field_names_breakdown_and_skipped_rows(tmp_path):
 
 
 def test_grading_is_batched_through_one_shared_pool(shared_data, monkeypatch):
-    from rlx.rewards import grader as grader_module
+    from rlx.grading import grader as grader_module
 
     calls = []
     real = grader_module.Grader(num_workers=1)  # numbers are decided in-process: no worker starts here

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rlx.rewards.grader import Grader, extract_answer, normalize_answer, quick_decision
-from rlx.rewards.validation import faulty_checker
+from rlx.grading.extract import extract_answer, normalize_answer, quick_decision
+from rlx.grading.faults import faulty_checker
+from rlx.grading.grader import Grader
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rlx.data.gsm8k import load_gsm8k
 from rlx.data.math500 import load_math500
-from rlx.rewards.grader import Grader
+from rlx.grading.grader import Grader
 from rlx.rewards.validation import KILL_SLACK_S, adversarial_cases, check_adversarial, check_references
 
 
