@@ -244,7 +244,8 @@ class Grader:
                 self.stats.no_answer += 1
                 continue
             if len(answer) > self.max_answer_chars:  # no real answer is this long: not worth any CPU
-                results[index] = GradeResult(False, answer, "ok")
+                results[index] = GradeResult(False, answer, "screened")
+                self.stats.screened += 1
                 continue
             decision = quick_decision(str(reference), answer) if self.fast_path else None
             if decision is not None:
