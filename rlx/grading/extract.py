@@ -36,7 +36,7 @@ _LATEX_HEAD = re.compile(r"(?:-\s*)?\d*\\(?:[dt]?frac|sqrt)(?![A-Za-z])")
 _SLASH_FRACTION = re.compile(r"-?\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?")
 # A word of four or more letters that is not a LaTeX command: a "$...$" holding one is prose between two
 # currency signs ("$5 for apples and $3"), not math.
-_PROSE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{4,}")
+_PROSE_WORD = re.compile(r"(?<![\\A-Za-z{])[A-Za-z]{4,}")
 
 
 def matching_braces(text: str, start: int) -> dict[int, int]:
@@ -188,9 +188,18 @@ _PLAIN_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
 _DROPPABLE_SPACE = re.compile(r"(?<![A-Za-z])\s+|\s+(?![A-Za-z])")
 
 
+# A trailing percent sign: `25\%` and `25` are the same answer (the convention of MATH's graders).
+_PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\text\{\s*percent\s*\})\s*$")
+
+
+def strip_percent(answer: str) -> str:
+    """`25\%` -> `25` (math-verify parses neither `25\%` nor `25%`)."""
+    return _PERCENT.sub("", answer)
+
+
 def normalize_answer(answer: str) -> str:
     """A cheap canonical form for string comparison (never a math decision on its own for non-numbers)."""
-    text = answer.strip().replace("\\$", "").replace("$", "").replace("\\!", "")
+    text = strip_percent(answer.strip()).replace("\\$", "").replace("$", "").replace("\\!", "")
     text = _DROPPABLE_SPACE.sub("", text).rstrip(".")
     if _THOUSANDS_NUMBER.fullmatch(text):  # only number-shaped commas: "(1,2)" must keep its comma
         text = text.replace(",", "")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlx.grading.extract import strip_percent
+
 _CONFIGS: Any = None  # built lazily, once per worker
 
 
@@ -29,7 +31,8 @@ def parse_math(answer: str) -> list[Any]:
     from math_verify import parse
 
     # Its own signal-based timeouts are off: the worker's wall-clock limit (enforced by the parent) rules.
-    return parse("\\boxed{" + answer + "}", extraction_config=_parse_configs(), parsing_timeout=None)
+    boxed = "\\boxed{" + strip_percent(answer) + "}"
+    return parse(boxed, extraction_config=_parse_configs(), parsing_timeout=None)
 
 
 def check_equivalence(reference: str, answer: str) -> bool:
