@@ -34,9 +34,9 @@ _MATH_SPAN = re.compile(r"\$\$([^$]+)\$\$|\$([^$]+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\
 _LATEX_HEAD = re.compile(r"(?:-\s*)?\d*\\(?:[dt]?frac|sqrt)(?![A-Za-z])")
 # `3/4`, `-12 / 5`, `2.5/7`.
 _SLASH_FRACTION = re.compile(r"-?\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?")
-# A word of four or more letters that is not a LaTeX command: a "$...$" holding one is prose between two
-# currency signs ("$5 for apples and $3"), not math.
-_PROSE_WORD = re.compile(r"(?<![\\A-Za-z{])[A-Za-z]{4,}")
+# Two words in a row that are not LaTeX commands: a "$...$" holding them is prose between two currency signs
+# ("$5 for apples and $3"), not math.
+_PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}")
 
 
 def matching_braces(text: str, start: int) -> dict[int, int]:
@@ -96,8 +96,8 @@ def _math_span_candidates(tail: str) -> list[Candidate]:
     found = []
     for match in _MATH_SPAN.finditer(tail):
         content = next(group for group in match.groups() if group is not None).strip()
-        if not any(ch.isdigit() or ch == "\\" for ch in content) or _PROSE_WORD.search(content):
-            continue  # "$n$" names a variable; "$5 for apples and $" is prose between dollar signs
+        if not content or _PROSE.search(content):
+            continue  # "$5 for apples and $" is prose between dollar signs
         found.append((match.start(), match.end(), _right_hand_side(content)))
     return found
 
@@ -132,7 +132,7 @@ def _latex_candidates(tail: str) -> list[Candidate]:
 
 def _extract_last_number(text: str) -> str | None:
     """The answer-shaped expression that ends last: a number, `a/b`, a bare LaTeX fraction/root or an inline
-    math span holding a digit or a command (ties go to the longer one, so `$\\frac{3}{4}$` beats its `4`)."""
+    math span that is not prose (ties go to the longer one, so `$\\frac{3}{4}$` beats its `4`)."""
     offset = max(0, len(text) - _TAIL_CHARS)
     tail = text[offset:]
     candidates = _math_span_candidates(tail) + _latex_candidates(tail)
@@ -193,7 +193,7 @@ _PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\text\{\s*percent\s*\}
 
 
 def strip_percent(answer: str) -> str:
-    """`25\%` -> `25` (math-verify parses neither `25\%` nor `25%`)."""
+    r"""`25\%` -> `25` (math-verify parses neither `25\%` nor `25%`)."""
     return _PERCENT.sub("", answer)
 
 
