@@ -17,8 +17,9 @@ from rlx.data import arith
 from rlx.data.base import Problem
 from rlx.data.configs import ConfigError
 from rlx.data.prompts import TEMPLATES, PromptInfo, PromptTemplate, prompt_function, resolve_template
+from rlx.grading import grader as grading
 from rlx.grading.arith import extract_final_integer, integer_answer_correct
-from rlx.grading.grader import EVAL_TIMEOUT_S, GradeResult, shared_grader
+from rlx.grading.grader import EVAL_TIMEOUT_S, GradeResult
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _graded_task(data_cfg, train: list[Problem], test: list[Problem], train_size
 def _grader_judge(style: str | tuple[str, ...]) -> Judge:
     def judge(problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
         # The process-wide pool, shared with the math rewards; evaluation's (longer) per-answer limit.
-        return shared_grader().grade([p.answer for p in problems], list(completions), style, EVAL_TIMEOUT_S)
+        return grading.shared_grader().grade([p.answer for p in problems], list(completions), style, EVAL_TIMEOUT_S)
 
     return judge
 

@@ -1,4 +1,5 @@
-"""GSM8K / MATH-500 / generic JSONL loaders: real shared files, malformed rows, skip counting, hub path."""
+"""GSM8K / MATH-500 / generic JSONL loaders: the real files (subsets in tests/fixtures), malformed rows, encodings,
+skip counting, hub path."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from rlx.data.jsonl import load_jsonl
 from rlx.data.math500 import load_math500
 
 
-def test_gsm8k_shared_files(shared_data):
-    test = load_gsm8k("test", shared_data / "gsm8k")
-    assert len(test) == 1319 and test.skipped == 0
+def test_gsm8k_files(fixture_data):
+    test = load_gsm8k("test", fixture_data / "gsm8k")
+    assert len(test) == 30 and test.skipped == 0
     first = test[0]
     assert first.id == "gsm8k/test/0"
     assert first.question.startswith("Janet’s ducks lay 16 eggs per day.")
     assert first.answer == "18"
     assert first.solution.endswith("#### 18")
-    assert len(load_gsm8k("train", shared_data / "gsm8k" / "train.jsonl")) == 7473  # a file works too
+    assert len(load_gsm8k("train", fixture_data / "gsm8k" / "train.jsonl")) == 20  # a file works too
 
 
 def test_gsm8k_reference_answer_drops_commas():
@@ -30,9 +31,9 @@ def test_gsm8k_reference_answer_drops_commas():
         reference_answer("no marker")
 
 
-def test_math500_shared_file(shared_data):
-    problems = load_math500("test", shared_data / "math500")
-    assert len(problems) == 500
+def test_math500_file(fixture_data):
+    problems = load_math500("test", fixture_data / "math500")
+    assert len(problems) == 40
     first = problems[0]
     assert first.id == "math500/test/precalculus/807.json"
     assert first.answer == "\\left( 3, \\frac{\\pi}{2} \\right)"

@@ -31,4 +31,6 @@ def test_every_pair_grades_as_expected(grader):
              for p, r in zip(pairs, results) if r.correct != p["expected"]]
     assert wrong == []
     statuses = Counter(r.status for r in results)
-    assert statuses["screened"] == 8 and statuses["timeout"] == statuses["crash"] == 0
+    # 7 of the 8 pathological answers are screened; the 60-digit number is a plain decimal, which the
+    # string fast path decides first. None of them reaches math-verify, so nothing times out.
+    assert statuses["screened"] == 7 and statuses["timeout"] == statuses["crash"] == 0
