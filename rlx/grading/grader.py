@@ -2,9 +2,13 @@
 
 Model output is untrusted. Extraction (`rlx.grading.extract`) is our own linear-time scanning and runs in the
 caller's process; anything that needs a computer-algebra system (math-verify -> sympy) runs in a worker
-process (`rlx.grading.worker`, a fresh interpreter) under a per-answer wall-clock limit and a memory cap. A
-worker that overruns the limit is killed and replaced, a worker that dies takes only the answer it was on
-with it, and both count as a 0 score (see `Grader.stats`): a timeout or an error is never graded correct.
+process (`rlx.grading.worker`, a fresh interpreter) under a per-answer time limit and a memory cap. A worker
+that overruns the limit is killed and replaced, a worker that dies takes only the answer it was on with it,
+and both count as a 0 score (see `Grader.stats`): a timeout or an error is never graded correct.
+
+The limit counts the worker's CPU seconds on the answer (Linux: /proc), not wall-clock time, so a loaded
+machine (other jobs, vLLM, a training step) does not turn slow-but-honest answers into timeouts; a wall-clock
+cap of `wall_factor` x limit + 1 s still catches a worker that hangs without computing.
 
 Cheap decisions come first, in the caller's process:
   * nothing to extract -> "no_answer";
@@ -98,6 +102,15 @@ class _Process:
         with contextlib.suppress(OSError):
             self.popen.kill()
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the worker (None where /proc is unavailable)."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def join(self, timeout: float) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=timeout)
@@ -118,6 +131,7 @@ class _Worker:
     ready: bool = False
     pending: deque[tuple[int, str, str]] = field(default_factory=deque)  # dispatched, not yet answered
     item_started: float = 0.0  # when the first pending item started (as seen by the parent)
+    item_cpu: float = 0.0  # the worker's CPU seconds when that item started (as it last reported)
 
 
 Item = tuple[int, str, str]  # (position in the batch, reference, extracted answer)
@@ -140,6 +154,7 @@ class Grader:
         fast_path: bool = True,
         screen: ScreenLimits | None = DEFAULT_SCREEN,
         memory_headroom_mb: int | None = 2048,
+        wall_factor: float = 4.0,
         startup_timeout_s: float = 120.0,
         checker: Callable[[str, str], bool] = check_equivalence,
     ) -> None:
@@ -152,6 +167,7 @@ class Grader:
         self.fast_path = fast_path  # False sends every answer to math-verify (used to validate math-verify)
         self.screen = screen  # None sends pathological answers to math-verify too (they then time out)
         self.memory_headroom_mb = memory_headroom_mb
+        self.wall_factor = wall_factor  # wall-clock cap = wall_factor * limit + 1 s (a worker blocked, not computing)
         self.startup_timeout_s = startup_timeout_s
         # Workers are fresh interpreters (never fork: the parent may hold torch/vLLM threads), so they import
         # the checker by name.
@@ -277,8 +293,20 @@ class Grader:
                 died = self._drain(worker, finish)
                 if died:
                     self._replace(slot, todo, finish, "crash")
-                elif worker.pending and time.monotonic() - worker.item_started > limit:
+                elif worker.pending and self._time_left(worker, limit) <= 0:
                     self._replace(slot, todo, finish, "timeout")
+
+    def _time_left(self, worker: _Worker, limit: float) -> float:
+        """Seconds until the worker's current answer overruns: its CPU seconds past `limit`, or the wall clock
+        past the cap. Reads /proc only once the wall clock has passed the limit (CPU time <= wall time)."""
+        wall = time.monotonic() - worker.item_started
+        if wall < limit:
+            return limit - wall
+        wall_left = limit * self.wall_factor + 1.0 - wall
+        cpu = worker.process.cpu_seconds()
+        if cpu is None:  # no /proc: the wall clock rules
+            return 0.0
+        return min(limit - (cpu - worker.item_cpu), wall_left)
 
     def _dispatch(self, todo: deque[Item], chunk: int) -> None:
         for worker in self._workers:
@@ -290,9 +318,8 @@ class Grader:
 
     def _wait_for_events(self, startup_deadline: float, limit: float) -> None:
         busy = [w for w in self._workers if w.pending]
-        if busy:
-            next_deadline = min(w.item_started for w in busy) + limit
-            timeout = max(0.0, next_deadline - time.monotonic()) + 0.001
+        if busy:  # poll at least every 20 ms once a limit is near: CPU time is read, not signalled
+            timeout = max(0.02, min(self._time_left(w, limit) for w in busy))
         else:  # every worker is still starting up
             timeout = startup_deadline - time.monotonic()
             if timeout <= 0:
@@ -305,9 +332,9 @@ class Grader:
             while worker.conn.poll():
                 message = worker.conn.recv()
                 if message[0] == "ready":
-                    worker.ready = True
+                    worker.ready, worker.item_cpu = True, message[1]
                 else:
-                    _, index, correct, status = message
+                    _, index, correct, status, worker.item_cpu = message
                     finished = worker.pending.popleft()
                     assert finished[0] == index, "worker answered out of order"
                     if status == "crash":

@@ -14,11 +14,19 @@ import importlib
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 _MIB = 1024 * 1024
+# One pair per kind of answer math-verify handles, so a fresh worker has imported and compiled everything
+# before its first real answer (the first fraction, root, interval, complex or trig answer otherwise costs
+# a few hundred ms, which a 0.5 s training limit would count as a timeout).
+WARM_UP = [("1", "1"), ("\\frac{1}{2}", "0.5"), ("2\\sqrt{3}", "\\sqrt{12}"), ("(1, 2]", "[1, 2)"),
+           ("1 - 2i", "1+2i"), ("\\cot x", "\\frac{\\pi}{6}"), ("x^2+1", "(x+1)^2"), ("\\{1, 2\\}", "(1,2)"),
+           ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}"),
+           ("90^\\circ", "\\text{(C)}"), ("y = 2x + 3", "2x+3"), ("10", "\\frac{20}{2}")]
 
 
 def limit_address_space(headroom_mb: int | None) -> None:
@@ -43,13 +51,15 @@ def load_checker(reference: str) -> Callable[[str, str], bool]:
 
 
 def serve(conn: Connection, checker: Callable[[str, str], bool], headroom_mb: int | None) -> None:
-    """Receive chunks [(index, reference, answer), ...]; reply ("done", index, correct, status) per item."""
+    """Receive chunks [(index, reference, answer), ...]; reply ("done", index, correct, status, cpu seconds)
+    per item."""
     warnings.filterwarnings("ignore")
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it logs every parse failure it swallows
-    with contextlib.suppress(Exception):  # warm-up: import math-verify/sympy, build the parser
-        checker("1", "1")
+    for reference, answer in WARM_UP:  # imports, parser build and sympy's caches: not charged to an answer
+        with contextlib.suppress(Exception):
+            checker(reference, answer)
     limit_address_space(headroom_mb)
-    conn.send(("ready",))
+    conn.send(("ready", time.process_time()))
     while True:
         try:
             chunk = conn.recv()
@@ -59,9 +69,11 @@ def serve(conn: Connection, checker: Callable[[str, str], bool], headroom_mb: in
             return
         for index, reference, answer in chunk:
             try:
-                conn.send(("done", index, bool(checker(reference, answer)), "ok"))
+                verdict, status = bool(checker(reference, answer)), "ok"
             except Exception:  # MemoryError, RecursionError, a parser bug: this answer scores 0
-                conn.send(("done", index, False, "crash"))
+                verdict, status = False, "crash"
+            # The CPU time so far lets the parent charge the next answer only for its own CPU seconds.
+            conn.send(("done", index, verdict, status, time.process_time()))
 
 
 def main(argv: list[str]) -> int:

@@ -25,10 +25,13 @@ ADVERSARIAL_REFERENCE = "\\frac{1}{2}"  # a LaTeX reference, so hostile answers 
 
 
 def default_shared_data_dir() -> Path:
-    """`$RLX_SHARED_DATA`, else `shared/data` beside the repository checkout (the CI layout)."""
+    """The full data sets for the optional larger runs: `$RLX_SHARED_DATA`, else `../shared/data` beside the
+    checkout when it exists, else the small subsets the test suite ships in `tests/fixtures`."""
     if os.environ.get("RLX_SHARED_DATA"):
         return Path(os.environ["RLX_SHARED_DATA"])
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[2]
+    shared = checkout.parent / "shared" / "data"
+    return shared if (shared / "gsm8k" / "test.jsonl").is_file() else checkout / "tests" / "fixtures"
 
 
 @dataclass
