@@ -70,6 +70,8 @@ def _reason(answer: str, extracted: str | None, status: str) -> str:
         return "no final answer found in the solution"
     if status in ("timeout", "crash"):
         return f"grader {status}"
+    if status == "screened":
+        return f"pre-screen: extracted {extracted!r} looks pathological (rlx.grading.screen)"
     return f"math-verify: extracted {extracted!r} not equivalent to answer {answer!r}"
 
 

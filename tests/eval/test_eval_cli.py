@@ -39,6 +39,7 @@ def check_run(run_dir: Path, data: str, n: int) -> dict:
     assert {s["template_sha256"] for s in samples} == {result["template_sha256"]}
     assert len({s["seed"] for s in samples}) == len(samples)  # every request has its own seed
     assert result["accuracy"] == pytest.approx(sum(s["correct"] for s in samples) / len(samples))
+    assert result["screened"] == sum(s["status"] == "screened" for s in samples)
     return result
 
 
