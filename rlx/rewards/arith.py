@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from rlx.data.base import Problem
+from rlx.grading.arith import extract_final_integer, integer_answer_correct
 from rlx.rewards.base import register_reward
 
-_ANSWER_LINE = re.compile(r"####\s*(-?\d+)\s*$")
-
-
-def extract_final_integer(completion: str) -> int | None:
-    """The integer on the completion's last `#### n` line, or None. Parsed with a regex: never evaluated."""
-    for line in reversed(completion.strip().splitlines()):
-        match = _ANSWER_LINE.search(line.strip())
-        if match:
-            return int(match.group(1))
-    return None
+__all__ = ["ArithStepReward", "arith_correct", "completion_lines", "extract_final_integer"]
 
 
 def arith_correct(problem: Problem, completion: str) -> bool:
-    return extract_final_integer(completion) == int(problem.answer)
+    return integer_answer_correct(problem.answer, completion)
 
 
 @register_reward("arith")

@@ -335,6 +335,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     summary = {"accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
                "wall_seconds": time.time() - started, "eval_size": min(cfg.train.eval_size, len(trainer.task.test)),
                "algo": cfg.algo.name, "steps": cfg.train.steps, "checkpoint": str(ckpt)}
+    summary["skipped_rows"] = trainer.task.skipped_total  # malformed data rows skipped (data.on_error=skip)
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     trainer.logger.log_summary(summary)
     trainer.sampler.close()
