@@ -56,8 +56,13 @@ def check_run_directory(argv: list[str]) -> None:
 
 @hydra.main(config_path="pkg://rlx.conf", config_name="train", version_base="1.3")
 def train_job(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
     from rlx.config import ConfigError, parse_run_config
+    from rlx.console import quiet_libraries
     from rlx.train.loop import train
+
+    quiet_libraries(show_all=bool(HydraConfig.get().verbose))  # library chatter to the run's log file
 
     try:
         run_cfg = parse_run_config(OmegaConf.to_container(cfg, resolve=True))
