@@ -202,7 +202,12 @@ def resolve_resume(cfg: Any, run_dir: Path, say=print) -> tuple[Path | None, dic
         return None, None
     if cfg.resume != "auto":
         path = Path(cfg.resume)
-        manifest = checkpoint.read_manifest(path)
+        try:
+            manifest = checkpoint.read_manifest(path)
+        except CheckpointError as err:
+            hint = (f" ({path} is a run directory: resume=auto hydra.run.dir={path} resumes its newest checkpoint)"
+                    if checkpoint.checkpoint_root(path).is_dir() else "")
+            raise CheckpointError(f"resume: {err}{hint}") from None
     else:
         path, manifest = _newest_valid(run_dir, say)
         if path is None:
