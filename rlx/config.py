@@ -286,12 +286,12 @@ def _check_unknown(raw: Mapping[str, Any], names: set[str], path: str, owner: st
         raise ConfigError(f"{key}: unknown key{where}{hint}; valid keys: {sorted(names)}")
 
 
-def did_you_mean(key: str, valid: Any, path: str = "") -> str:
+def did_you_mean(key: str, valid: Any, path: str = "", sep: str = ".") -> str:
     """'; did you mean 'algo.gamma'?' for the closest valid key (a typo), '' when none is close."""
     close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
     if not close:
         return ""
-    return f"; did you mean '{path}.{close[0]}'?" if path else f"; did you mean '{close[0]}'?"
+    return f"; did you mean '{path}{sep}{close[0]}'?" if path else f"; did you mean '{close[0]}'?"
 
 
 def check_resume(resume: str | None) -> str | None:

@@ -82,6 +82,13 @@ def _explain(message: str, overrides: list[str], config_name: str) -> str:
             algo = next((o.split("=", 1)[1] for o in overrides if o.startswith("algo=")), "trepo")
             return f"{key}: algorithm {algo!r} does not use this key (it has no '{leaf}'){hint}"
         return f"{key}: unknown key{hint}"
+    if "Could not find '" in message and "Available options in '" in message:
+        group, _, option = message.split("Could not find '", 1)[1].split("'", 1)[0].rpartition("/")
+        valid = [line.strip() for line in message.split("Available options in", 1)[1].split("\n")[1:]
+                 if line.startswith("\t") and "provider=" not in line]
+        hint = did_you_mean(option, valid, group.replace("/", "."), sep="=")
+        return (f"{group.replace('/', '.')}={option}: no such option. Available options in '{group}': "
+                f"{', '.join(valid)}{hint}")
     return message.split(" Key '")[0].strip()  # Hydra's own text (it lists an option group's valid options)
 
 

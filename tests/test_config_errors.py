@@ -84,3 +84,10 @@ def test_unwritable_run_directory_fails_in_one_line(tmp_path, key):
     assert run.returncode == 1
     assert run.stderr.strip() == f"rlx train: {key}: cannot create the run directory {blocker}/run: {blocker} is a file"
     assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_unknown_group_option_suggests_the_closest_one():
+    with pytest.raises(ConfigError) as err:
+        validate_jobs("train", ["data=gsm8kk"], parse_run_config)
+    assert str(err.value) == ("data=gsm8kk: no such option. Available options in 'data': arith, gsm8k, jsonl, "
+                              "math500; did you mean 'data=gsm8k'? (in the job data=gsm8kk)")
