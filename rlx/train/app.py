@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def check_run_directory(argv: list[str]) -> None:
     from rlx.sweep_guard import job_overrides
     from rlx.train.rundir import check_unlocked, check_writable
 
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 holds the lock of the shared run directory
+        return
     hydra_overrides = [a for a in argv if a.lstrip("+~").startswith("hydra.") and "=" in a]
     multirun = "-m" in argv or "--multirun" in argv
     try:
