@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlx import console
 from rlx.sampling.base import Generation, GenRequest
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class VLLMSampler:
         kwargs: dict[str, Any] = dict(
             model=self.model_path, dtype=self.dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
             max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
+            use_tqdm_on_load=console.verbose(),  # a loading bar per engine start only under `rlx -v`
         )
         if block_size is not None:  # prefix caching reuses whole blocks only: CPU's default 128 is coarse
             kwargs["block_size"] = block_size

@@ -28,7 +28,7 @@ from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, rollout
+from rlx.train import checkpoint, rollout, rundir
 from rlx.train import distributed as dist
 from rlx.train.logprobs import PackedBatch, pack, response_logprobs
 
@@ -268,14 +268,11 @@ class Trainer:
                                    self.cfg.train.max_new_tokens) if dist.is_main() else 0.0
         return dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
 
-    def resume(self) -> tuple[int, dict]:
-        """(first step to run, saved extra state). `resume=auto` continues from the newest complete
-        checkpoint in the run directory; a path resumes from that checkpoint; null starts fresh."""
-        if self.cfg.resume is None:
-            return 1, {}
-        path = checkpoint.latest_checkpoint(self.run_dir) if self.cfg.resume == "auto" else Path(self.cfg.resume)
+    def resume(self, path: Path | None) -> tuple[int, dict]:
+        """(first step to run, saved extra state) from `path`, a checkpoint `rundir.open_run` verified;
+        None starts at step 1."""
         if path is None:
-            return 1, {}  # nothing saved yet: auto-resume of a fresh run directory starts at step 1
+            return 1, {}
         step, extra = checkpoint.load_checkpoint(path, self.policy, self.optimizers, self.critic)
         self.sampler.sync_weights(self.policy)
         if dist.is_main():
@@ -286,7 +283,8 @@ class Trainer:
     def checkpoint(self, step: int, extra: dict) -> Path:
         if dist.is_main():
             checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
-                                       self.critic, extra, self.cfg.train.keep_last)
+                                       self.critic, extra, self.cfg.train.keep_last,
+                                       meta=rundir.checkpoint_meta(self.cfg))
         dist.barrier()  # every rank can resume from it once any rank moves on
         return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
 
@@ -298,11 +296,14 @@ class Trainer:
 
 
 def train(cfg: RunConfig, resolved_config: str = "") -> dict:
+    with rundir.open_run(cfg, resolved_config) as run:  # lock, verified resume, config history: before any model
+        return run.finished or _train(cfg, resolved_config, run.resume_from)
+
+
+def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> dict:
     started = time.time()
     trainer = Trainer(cfg)
-    if dist.is_main():
-        (trainer.run_dir / "config.yaml").write_text(resolved_config)
-    first_step, state = trainer.resume()
+    first_step, state = trainer.resume(resume_from)
     started -= state.get("elapsed", 0.0)
     trainer.logger = (build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config) if dist.is_main()
                       else dist.NullLogger())  # one metrics.jsonl per run
