@@ -228,21 +228,13 @@ class VLLMSampler:
             self.last_canary_seconds = time.perf_counter() - started
 
 
-def trainer_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The trainer's parameters under their Hugging Face checkpoint names.
+def trainer_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The trainer's parameters under their Hugging Face checkpoint names, one at a time: plain, DDP-wrapped or
+    FSDP2-sharded (gathered parameter by parameter), LoRA merged, the tied output head passed explicitly as
+    `lm_head.weight` (vLLM would otherwise keep a stale one with only a warning); see `rlx.models.full_params`."""
+    from rlx.models.full_params import iter_full_parameters
 
-    With tied embeddings `named_parameters()` lists the shared tensor once, as the input embedding; vLLM
-    keeps a separate output head that would otherwise stay stale (with only a warning), so it is passed
-    explicitly as `lm_head.weight`. A LoRA policy (PeftModel) contributes its merged weights
-    W + scale * B @ A under the base model's names (`rlx.models.lora`)."""
-    from rlx.models.lora import base_model, merged_named_parameters
-
-    weights = [(name.removeprefix("_orig_mod."), p) for name, p in merged_named_parameters(model)]
-    names = {name for name, _ in weights}
-    config = getattr(base_model(model), "config", None)
-    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
-        weights.append(("lm_head.weight", base_model(model).get_input_embeddings().weight.detach()))
-    return weights
+    return iter_full_parameters(model)
 
 
 def model_max_len(model_path: str) -> int:
