@@ -28,7 +28,7 @@ from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, rollout
+from rlx.train import checkpoint, parallel, rollout
 from rlx.train import distributed as dist
 from rlx.train.logprobs import PackedBatch, pack, response_logprobs
 
@@ -75,6 +75,9 @@ class Trainer:
             self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).to(self.device).train()
             self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
+        # Under torchrun (train.strategy=ddp) backward averages the gradients over ranks; one process: the module.
+        self.train_policy = parallel.wrap(self.policy, cfg.train.strategy, cfg.train.cpu_offload)
+        self.train_critic = parallel.wrap(self.critic, cfg.train.strategy) if self.critic is not None else None
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
@@ -206,22 +209,21 @@ class Trainer:
         returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
         metrics: dict[str, float] = {}
         for _ in range(getattr(self.cfg.algo, "optimization_num", 1)):
-            logp, entropy = response_logprobs(self.policy, batch.packed, with_entropy=True)
+            logp, entropy = response_logprobs(self.train_policy, batch.packed, with_entropy=True)
             loss_inputs = LossInputs(logp=logp, old_logp=batch.old_logp, advantages=advantages, response_mask=mask,
                                      group_ids=batch.inputs.group_ids, ref_logp=batch.ref_logp, entropy=entropy,
                                      step_ends=batch.inputs.step_ends)
             loss, loss_metrics = self.algo.policy_loss(loss_inputs, self.cfg.algo)
             loss_metrics = {"policy_loss": loss.item(), **loss_metrics}
             if self.critic is not None:
-                values = self.critic(batch.packed)  # [B, T]
+                values = self.train_critic(batch.packed)  # [B, T]
                 critic_loss, critic_metrics = self.algo.value_loss(values, batch.old_values, returns, mask,
                                                                    self.cfg.algo)
                 loss_metrics = {**loss_metrics, **critic_metrics}
                 loss = loss + critic_loss
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(self.optimizers)  # mean over ranks, before clipping
+            loss.backward()  # DDP: the gradients are now the mean over ranks, before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
             if self.critic is not None:
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
