@@ -28,7 +28,7 @@ from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, parallel, rollout
+from rlx.train import checkpoint, parallel, preemption, rollout
 from rlx.train import distributed as dist
 from rlx.train.logprobs import PackedBatch, pack, response_logprobs
 
@@ -290,6 +290,17 @@ class Trainer:
         dist.barrier()  # every rank can resume from it once any rank moves on
         return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
 
+    def preempted(self, step: int, extra: dict) -> None:
+        """After a preemption signal: a resumable checkpoint of `step`, then exit with preemption.EXIT_CODE."""
+        path = self.checkpoint(step, extra)
+        if dist.is_main():
+            print(f"[rlx] preempted after step {step}: resumable checkpoint {path}; continue with resume=auto "
+                  f"(same run directory); exit code {preemption.EXIT_CODE}", flush=True)
+            self.logger.close()
+        self.sampler.close()
+        dist.close()
+        preemption.exit()
+
     def save(self) -> Path:
         ckpt = self.run_dir / "checkpoint"
         save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
@@ -312,6 +323,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
     progress = _progress(cfg, first_step - 1)
+    preemption.install()  # a preemption signal now only raises a flag, checked after each step
     for step in range(first_step, cfg.train.steps + 1):
         metrics = trainer.train_step(step)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
@@ -322,7 +334,11 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
             trainer.checkpoint(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
         progress.update(1)
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+        if preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint this step and leave
+            progress.close()
+            trainer.preempted(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
     progress.close()
+    preemption.uninstall()
     accuracy_after = trainer.evaluate()
     dist.write_parameter_digest(trainer.run_dir, trainer.policy)
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
