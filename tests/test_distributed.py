@@ -81,13 +81,17 @@ def test_two_gloo_ranks_share_batch_statistics(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("sampler", [["sampler=hf"], ["sampler=vllm", "sampler.kv_cache_gib=0.5"]],
+                         ids=["hf", "vllm"])
+def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path, sampler):
+    """DDP with a sampler per rank (vllm: one in-process engine per rank, weights synced after every step and
+    checked by the canary)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
-         "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
+         *sampler, f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
          "algo.samples_per_prompt=4",
          "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false",
          f"hydra.run.dir={run_dir}"],

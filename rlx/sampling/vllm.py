@@ -105,6 +105,11 @@ class VLLMSampler:
             model=self.model_path, dtype=self.dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
             max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
         )
+        if _under_torchrun():
+            # One engine per rank (torchrun): vLLM's launcher for exactly that. The engine joins the trainer's
+            # process group as a tensor-parallel group of its own rank alone, and on GPU takes LOCAL_RANK's device
+            # (the single-process executor would put every rank's engine on device 0).
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if block_size is not None:  # prefix caching reuses whole blocks only: CPU's default 128 is coarse
             kwargs["block_size"] = block_size
         if on_gpu():
@@ -235,6 +240,13 @@ def trainer_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]
     from rlx.models.full_params import iter_full_parameters
 
     return iter_full_parameters(model)
+
+
+def _under_torchrun() -> bool:
+    """True in a multi-process torchrun job whose process group is already up (`rlx.train.distributed.init`).
+
+    Every rank must then build its engine at the same point: vLLM creates its groups with collectives."""
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def model_max_len(model_path: str) -> int:
