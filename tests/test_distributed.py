@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,10 @@ from rlx.algos.base import AdvantageInputs
 from rlx.algos.common import masked_whiten
 from rlx.models.load import load_causal_lm
 from rlx.train import distributed as dist
+
+# This interpreter's torchrun: a `torchrun` script's shebang may name another environment's Python, whose
+# workers would import another checkout of rlx.
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def free_port() -> int:
@@ -86,11 +89,10 @@ def test_two_gloo_ranks_share_batch_statistics(tmp_path):
 def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path, sampler):
     """DDP with a sampler per rank (vllm: one in-process engine per rank, weights synced after every step and
     checked by the canary)."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
+        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
          *sampler, f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
          "algo.samples_per_prompt=4",
          "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false",
