@@ -77,3 +77,37 @@ def test_sigterm_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
 def _rows(run_dir: Path) -> list[str]:
     path = run_dir / "metrics.jsonl"
     return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_both_ranks_after_one_step_and_resumes_exactly(tiny_model_dir, tmp_path):
+    """SIGTERM to the torchrun agent: it forwards the signal to both ranks, which agree on the step, write one
+    checkpoint and exit; `resume=auto` under torchrun then reproduces the uninterrupted 2-rank run."""
+    from tests.test_distributed import TORCHRUN, free_port
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cmd(run_dir: Path, *extra: str) -> list[str]:
+        # [1:]: torchrun takes the interpreter's place
+        return [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", *train_cmd(run_dir, tiny_model_dir,
+                                                                                            *extra)[1:]]
+
+    reference = tmp_path / "reference"
+    subprocess.run(cmd(reference), env=env, check=True, capture_output=True, timeout=900)
+    run = tmp_path / "preempted"
+    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(_rows(run)) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0  # torchrun reports the signal it received
+    saved = complete_checkpoints(run / "checkpoints")
+    assert len(saved) == 1 and f"resumable checkpoint {saved[0]}" in output, output[-3000:]
+    assert output.count("received SIGTERM") == 2  # both ranks caught it, neither was killed
+
+    result = subprocess.run(cmd(run, "resume=auto"), env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(run) == metrics(reference)
+    digests = {(d / f"rank_{r}.params.sha256").read_text() for d in (run, reference) for r in range(2)}
+    assert len(digests) == 1  # resumed replicas identical to each other and to the uninterrupted run's
