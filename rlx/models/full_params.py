@@ -41,6 +41,17 @@ def full_tensor(p: torch.Tensor) -> torch.Tensor:
     return p.full_tensor().detach() if isinstance(p, DTensor) else p.detach()
 
 
+def reshard(model: torch.nn.Module) -> None:
+    """Put every FSDP2 unit of `model` back into its sharded state. FSDP2 leaves the root's parameters gathered
+    (plain tensors, not DTensors) after a forward, expecting a backward; reading or saving them then would
+    see the wrong objects. A no-op for a model that is not sharded."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def iter_full_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF checkpoint name, full tensor) for every parameter of the policy, one at a time (see module doc)."""
     model = unwrap(model)
@@ -48,6 +59,7 @@ def iter_full_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
         if is_lora(model):
             raise NotImplementedError("a LoRA policy sharded with FSDP2 cannot be merged for the sampler: "
                                       "use train.strategy=ddp with model.lora.r > 0")
+        reshard(model)
         names = set()
         for name, p in model.named_parameters():
             names.add(name)

@@ -132,10 +132,14 @@ def broadcast_parameters(modules: Iterable[torch.nn.Module | None]) -> None:
 
 def parameter_digest(module: torch.nn.Module) -> str:
     """sha256 over every parameter's name and bytes: equal digests = identical replicas."""
+    from rlx.models.full_params import full_tensor, reshard
+
+    reshard(module)
     digest = hashlib.sha256()
     for name, p in module.named_parameters():
         digest.update(name.encode())
-        digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        full = full_tensor(p)  # an FSDP2 shard: the gathered parameter (a collective); else p itself
+        digest.update(full.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -52,6 +52,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         dist.init()  # joins torchrun's process group when WORLD_SIZE > 1
+        parallel.check_strategy(cfg.train.strategy, cfg.sampler.name, cfg.model.lora.r)  # before any model loads
         self.algo = algos.get(cfg.algo.name)
         self.run_dir = Path(cfg.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,25 +66,33 @@ class Trainer:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.policy = maybe_wrap_lora(self.policy.to(self.device), cfg.model.lora)  # r = 0: unchanged
         self.policy.train()
-        self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
-                                             weight_decay=cfg.train.weight_decay)]
         kl = getattr(cfg.algo, "kl", None)
         self.reference = self._load_reference() if kl is not None and kl.beta > 0 else None  # never updated
         self.kl_in_rewards = self.reference is not None and kl.mode in ("reward_token", "reward_response")
         self.critic = None
         if self.algo.needs_critic:
             self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).to(self.device).train()
-            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
-        # Under torchrun (train.strategy=ddp) backward averages the gradients over ranks; one process: the module.
-        self.train_policy = parallel.wrap(self.policy, cfg.train.strategy, cfg.train.cpu_offload)
-        self.train_critic = parallel.wrap(self.critic, cfg.train.strategy) if self.critic is not None else None
+        self._wrap_for_strategy()
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
         self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
+
+    def _wrap_for_strategy(self) -> None:
+        """Under torchrun, `train.strategy`: DDP (backward averages the gradients over ranks) or FSDP2 (the
+        policy, critic and reference sharded in place). One process: the modules themselves. The optimizers are
+        built afterwards, on the parameters the strategy left (FSDP2's DTensor shards)."""
+        t = self.cfg.train
+        self.train_policy = parallel.wrap(self.policy, t.strategy, t.cpu_offload)
+        self.train_critic = parallel.wrap(self.critic, t.strategy, t.cpu_offload) if self.critic is not None else None
+        if self.reference is not None:
+            self.reference = parallel.wrap(self.reference, t.strategy, t.cpu_offload)  # ddp: frozen, unchanged
+        self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=t.lr, weight_decay=t.weight_decay)]
+        if self.critic is not None:
+            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=self.cfg.algo.critic_lr))
 
     def _load_reference(self):
         reference = load_causal_lm(self.model_path, self.cfg.model.dtype).to(self.device).eval()
@@ -284,9 +293,10 @@ class Trainer:
         return step + 1, extra
 
     def checkpoint(self, step: int, extra: dict) -> Path:
+        gathered = parallel.gather_train_state(self.policy, self.optimizers, self.critic)  # FSDP2: a collective
         if dist.is_main():
             checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
-                                       self.critic, extra, self.cfg.train.keep_last)
+                                       self.critic, extra, self.cfg.train.keep_last, gathered)
         dist.barrier()  # every rank can resume from it once any rank moves on
         return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
 
@@ -302,8 +312,15 @@ class Trainer:
         preemption.exit()
 
     def save(self) -> Path:
+        """The final HF checkpoint, written by rank 0 (call it on every rank: FSDP2 gathers the weights)."""
         ckpt = self.run_dir / "checkpoint"
-        save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
+        gathered = parallel.gather_train_state(self.policy, [], None)
+        if not dist.is_main():
+            return ckpt
+        if gathered:
+            self.policy.save_pretrained(str(ckpt), state_dict=gathered["policy"])
+        else:
+            save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
         self.tokenizer.save_pretrained(str(ckpt))
         return ckpt
 
@@ -341,12 +358,12 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     preemption.uninstall()
     accuracy_after = trainer.evaluate()
     dist.write_parameter_digest(trainer.run_dir, trainer.policy)
+    ckpt = trainer.save()
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
         trainer.sampler.close()
         dist.close()
         return {"accuracy_after": accuracy_after}
     trainer.logger.log(cfg.train.steps, {"test_accuracy": accuracy_after, "final": True})
-    ckpt = trainer.save()
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
     summary = {"accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
                "wall_seconds": time.time() - started, "eval_size": min(cfg.train.eval_size, len(trainer.task.test)),

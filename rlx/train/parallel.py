@@ -21,7 +21,6 @@ from contextlib import contextmanager
 
 import torch
 
-from rlx.models.full_params import unwrap
 from rlx.train import distributed as dist
 
 STRATEGIES = ("ddp", "fsdp")
@@ -32,6 +31,21 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     critic's `base.layers`, a PEFT model's `base_model.model.model.layers`)."""
     return [layer for name, module in model.named_modules()
             if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers" for layer in module]
+
+
+def check_strategy(strategy: str, sampler: str, lora_rank: int) -> None:
+    """What FSDP2 cannot serve, said before any model loads. A sharded module's forward is a collective, so
+    every rank must run the same number of forwards: the HF sampler generates with the trainer's module,
+    rank by rank, and would deadlock; vLLM holds its own full copy."""
+    if strategy != "fsdp" or dist.world_size() == 1:
+        return
+    from rlx.config import ConfigError
+
+    if sampler != "vllm":
+        raise ConfigError(f"train.strategy=fsdp under torchrun needs sampler=vllm (got sampler={sampler}): the "
+                          f"HF sampler generates with the sharded trainer module itself")
+    if lora_rank > 0:
+        raise ConfigError("train.strategy=fsdp does not support LoRA (model.lora.r > 0) yet: use train.strategy=ddp")
 
 
 def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool = False) -> torch.nn.Module:
@@ -92,4 +106,50 @@ def no_sync(model: torch.nn.Module, is_last_micro_batch: bool) -> Iterator[None]
         yield
 
 
-__all__ = ["STRATEGIES", "decoder_layers", "no_sync", "unwrap", "wrap"]
+
+
+# -------------------------------------------------------------------- checkpoints of sharded modules
+def is_sharded(model: torch.nn.Module | None) -> bool:
+    from rlx.models.full_params import is_sharded as _is_sharded
+
+    return model is not None and _is_sharded(model)
+
+
+def _full_options(**kwargs):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def gather_train_state(policy: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
+                       critic: torch.nn.Module | None) -> dict | None:
+    """FSDP2: the full (unsharded) state of the policy, its optimizer(s) and the critic, gathered on rank 0 in
+    CPU memory (a collective: call it on every rank; other ranks get empty dicts). None when nothing is sharded:
+    the checkpoint then reads the modules themselves. optimizers[0] is the policy's, optimizers[1] the critic's."""
+    if not is_sharded(policy):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    from rlx.models.full_params import reshard
+
+    for module in (policy, critic):
+        if module is not None:
+            reshard(module)
+    owners = [policy, critic][: len(optimizers)]
+    options = _full_options(cpu_offload=True)  # rank 0 alone receives the full tensors, in host memory
+    return {"policy": get_model_state_dict(policy, options=options),
+            "optimizers": [get_optimizer_state_dict(m, opt, options=options) for m, opt in zip(owners, optimizers)],
+            "critic": get_model_state_dict(critic, options=options) if critic is not None else None}
+
+
+def load_train_state(policy: torch.nn.Module, weights: dict[str, torch.Tensor], optimizers: list,
+                     optimizer_states: list[dict], critic: torch.nn.Module | None, critic_state: dict | None) -> None:
+    """FSDP2: shard a full checkpoint (every rank read it from disk) into the sharded modules and optimizers."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    set_model_state_dict(policy, weights, options=_full_options(strict=False))  # the tied head is not stored
+    owners = [policy, critic][: len(optimizers)]
+    for model, opt, opt_state in zip(owners, optimizers, optimizer_states, strict=True):
+        set_optimizer_state_dict(model, opt, opt_state, options=_full_options())
+    if critic is not None:
+        set_model_state_dict(critic, critic_state, options=_full_options())
