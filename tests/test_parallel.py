@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from rlx.config import ConfigError
 from rlx.models.full_params import iter_full_parameters
 from rlx.train import distributed as dist
 from rlx.train import parallel
@@ -71,6 +72,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         results[f"fsdp_local_{offload}"] = sharded.model.embed_tokens.weight.to_local().shape[0]
         train_one_step(sharded, sharded, rank, manual=False)
         results[f"fsdp_{offload}"] = full_weights(sharded)
+    for sampler, lora in (("hf", 0), ("vllm", 4)):
+        try:
+            parallel.check_strategy("fsdp", sampler, lora)
+        except ConfigError as err:
+            results[f"check_{sampler}"] = str(err)
+    parallel.check_strategy("fsdp", "vllm", 0)  # what FSDP2 serves under torchrun
+    parallel.check_strategy("ddp", "hf", 4)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.close()
 
@@ -111,6 +119,11 @@ def test_fsdp2_matches_ddp_and_gathers_exact_full_weights(two_rank_results, offl
         torch.testing.assert_close(ranks[0][f"fsdp_{offload}"][name], tensor, rtol=0, atol=1e-6)
     assert torch.equal(ranks[0][f"fsdp_{offload}"]["lm_head.weight"],
                        ranks[0][f"fsdp_{offload}"]["model.embed_tokens.weight"])  # tied head sent explicitly
+
+
+def test_fsdp_under_torchrun_rejects_the_hf_sampler_and_lora(two_rank_results):
+    assert "train.strategy=fsdp under torchrun needs sampler=vllm" in two_rank_results[0]["check_hf"]
+    assert "does not support LoRA" in two_rank_results[0]["check_vllm"]
 
 
 def test_one_process_wrap_is_the_identity_and_rejects_unknown_strategies():
