@@ -200,6 +200,9 @@ class Trainer:
                     prefixes.append(tr.prompt_ids + tr.response_ids[: knot.t - 1])
                     continuations.append(gen.token_ids)
         if not where:
+            if parallel.is_sharded(self.reference):  # FSDP2: every rank must join each sharded forward
+                with torch.no_grad():
+                    response_logprobs(self.reference, pack([[0]], [[0]], self.tokenizer.pad_token_id))
             return rewards
         packed = pack(prefixes, continuations, self.tokenizer.pad_token_id)
         old_logp = torch.zeros_like(packed.response_mask)  # [N, L] the sampler's log-probs are pi_old's
@@ -300,8 +303,9 @@ class Trainer:
         dist.barrier()  # every rank can resume from it once any rank moves on
         return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
 
-    def preempted(self, step: int, extra: dict) -> None:
+    def preempted(self, step: int, extra: dict, progress) -> None:
         """After a preemption signal: a resumable checkpoint of `step`, then exit with preemption.EXIT_CODE."""
+        progress.close()
         path = self.checkpoint(step, extra)
         if dist.is_main():
             print(f"[rlx] preempted after step {step}: resumable checkpoint {path}; continue with resume=auto "
@@ -352,8 +356,7 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
         progress.update(1)
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
         if preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint this step and leave
-            progress.close()
-            trainer.preempted(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
+            trainer.preempted(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started}, progress)
     progress.close()
     preemption.uninstall()
     accuracy_after = trainer.evaluate()
