@@ -36,6 +36,8 @@ class TrainerConfig:
     progress_bar: bool = True
     save_every: int = 0  # resumable checkpoint every N steps (0 = only the final HF checkpoint)
     keep_last: int = 2  # resumable checkpoints kept
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: DistributedDataParallel or FSDP2 sharding
+    cpu_offload: bool = False  # fsdp only: sharded parameters, gradients and optimizer state live on the CPU
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -50,6 +52,8 @@ class TrainerConfig:
         _require(self.eval_size >= 1, "train.eval_size", "must be >= 1", self.eval_size)
         _require(self.save_every >= 0, "train.save_every", "must be >= 0", self.save_every)
         _require(self.keep_last >= 1, "train.keep_last", "must be >= 1", self.keep_last)
+        _require(self.strategy == "fsdp" or not self.cpu_offload, "train.cpu_offload",
+                 "needs train.strategy=fsdp (DDP keeps full replicas on the device)", self.cpu_offload)
 
 
 QWEN2_LINEAR_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -107,6 +107,11 @@ class VLLMSampler:
             max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
             use_tqdm_on_load=console.verbose(),  # a loading bar per engine start only under `rlx -v`
         )
+        if _under_torchrun():
+            # One engine per rank (torchrun): vLLM's launcher for exactly that. The engine joins the trainer's
+            # process group as a tensor-parallel group of its own rank alone, and on GPU takes LOCAL_RANK's device
+            # (the single-process executor would put every rank's engine on device 0).
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if block_size is not None:  # prefix caching reuses whole blocks only: CPU's default 128 is coarse
             kwargs["block_size"] = block_size
         if on_gpu():
@@ -230,21 +235,20 @@ class VLLMSampler:
             self.last_canary_seconds = time.perf_counter() - started
 
 
-def trainer_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The trainer's parameters under their Hugging Face checkpoint names.
+def trainer_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The trainer's parameters under their Hugging Face checkpoint names, one at a time: plain, DDP-wrapped or
+    FSDP2-sharded (gathered parameter by parameter), LoRA merged, the tied output head passed explicitly as
+    `lm_head.weight` (vLLM would otherwise keep a stale one with only a warning); see `rlx.models.full_params`."""
+    from rlx.models.full_params import iter_full_parameters
 
-    With tied embeddings `named_parameters()` lists the shared tensor once, as the input embedding; vLLM
-    keeps a separate output head that would otherwise stay stale (with only a warning), so it is passed
-    explicitly as `lm_head.weight`. A LoRA policy (PeftModel) contributes its merged weights
-    W + scale * B @ A under the base model's names (`rlx.models.lora`)."""
-    from rlx.models.lora import base_model, merged_named_parameters
+    return iter_full_parameters(model)
 
-    weights = [(name.removeprefix("_orig_mod."), p) for name, p in merged_named_parameters(model)]
-    names = {name for name, _ in weights}
-    config = getattr(base_model(model), "config", None)
-    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
-        weights.append(("lm_head.weight", base_model(model).get_input_embeddings().weight.detach()))
-    return weights
+
+def _under_torchrun() -> bool:
+    """True in a multi-process torchrun job whose process group is already up (`rlx.train.distributed.init`).
+
+    Every rank must then build its engine at the same point: vLLM creates its groups with collectives."""
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def model_max_len(model_path: str) -> int:

@@ -41,19 +41,20 @@ def checkpoint_root(run_dir: Path) -> Path:
 
 
 def save_checkpoint(run_dir: Path, step: int, policy, tokenizer, optimizers, critic, extra: dict,
-                    keep_last: int, meta: dict | None = None) -> Path:
-    """`meta`: the run's identity and settings (rundir.checkpoint_meta), kept in the manifest for resume checks."""
+                    keep_last: int, meta: dict | None = None, gathered: dict | None = None) -> Path:
+    """`meta`: the run's identity and settings (rundir.checkpoint_meta), kept in the manifest for resume checks.
+    `gathered`: the full states of FSDP2-sharded modules (`parallel.gather_train_state`), else None."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(str(tmp))
+    policy.save_pretrained(str(tmp), state_dict=gathered["policy"] if gathered else None)
     tokenizer.save_pretrained(str(tmp))
     state = {
         "step": step,
-        "optimizers": [opt.state_dict() for opt in optimizers],
-        "critic": critic.state_dict() if critic is not None else None,
+        "optimizers": gathered["optimizers"] if gathered else [opt.state_dict() for opt in optimizers],
+        "critic": gathered["critic"] if gathered else (critic.state_dict() if critic is not None else None),
         "rng": rng_state(),
         "extra": extra,
     }
@@ -142,18 +143,23 @@ def load_checkpoint(path: Path, policy, optimizers, critic) -> tuple[int, dict]:
     from safetensors.torch import load_file
 
     from rlx.models.lora import is_lora, load_adapter_weights
+    from rlx.train import parallel
 
     state = load_trainer_state(path)
-    if is_lora(policy):  # save_pretrained of a PeftModel wrote the adapter only; the base is the model file's
+    if parallel.is_sharded(policy):  # FSDP2: every rank reads the full checkpoint and keeps its shards
+        parallel.load_train_state(policy, load_file(str(path / "model.safetensors")), optimizers,
+                                  state["optimizers"], critic, state["critic"])
+    elif is_lora(policy):  # save_pretrained of a PeftModel wrote the adapter only; the base is the model file's
         load_adapter_weights(path, policy)
     else:
         weights = load_file(str(path / "model.safetensors"))
         policy.load_state_dict(weights, strict=False)  # tied lm_head is not stored separately
         policy.tie_weights()
-    for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-        opt.load_state_dict(opt_state)
-    if critic is not None:
-        critic.load_state_dict(state["critic"])
+    if not parallel.is_sharded(policy):
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        if critic is not None:
+            critic.load_state_dict(state["critic"])
     set_rng_state(state["rng"])
     return state["step"], state["extra"]
 

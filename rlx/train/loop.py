@@ -28,7 +28,7 @@ from rlx.models.lora import maybe_wrap_lora, save_policy, trainable_parameters
 from rlx.rewards.registry import build_reward
 from rlx.sampling.base import GenRequest
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, rollout, rundir
+from rlx.train import checkpoint, parallel, preemption, rollout, rundir
 from rlx.train import distributed as dist
 from rlx.train.logprobs import PackedBatch, pack, response_logprobs
 
@@ -52,6 +52,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         dist.init()  # joins torchrun's process group when WORLD_SIZE > 1
+        parallel.check_strategy(cfg.train.strategy, cfg.sampler.name, cfg.model.lora.r)  # before any model loads
         self.algo = algos.get(cfg.algo.name)
         self.run_dir = Path(cfg.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,22 +66,33 @@ class Trainer:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.policy = maybe_wrap_lora(self.policy.to(self.device), cfg.model.lora)  # r = 0: unchanged
         self.policy.train()
-        self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
-                                             weight_decay=cfg.train.weight_decay)]
         kl = getattr(cfg.algo, "kl", None)
         self.reference = self._load_reference() if kl is not None and kl.beta > 0 else None  # never updated
         self.kl_in_rewards = self.reference is not None and kl.mode in ("reward_token", "reward_response")
         self.critic = None
         if self.algo.needs_critic:
             self.critic = ValueModel(self.model_path, DTYPES[cfg.model.dtype]).to(self.device).train()
-            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic_lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
+        self._wrap_for_strategy()
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
         self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
+
+    def _wrap_for_strategy(self) -> None:
+        """Under torchrun, `train.strategy`: DDP (backward averages the gradients over ranks) or FSDP2 (the
+        policy, critic and reference sharded in place). One process: the modules themselves. The optimizers are
+        built afterwards, on the parameters the strategy left (FSDP2's DTensor shards)."""
+        t = self.cfg.train
+        self.train_policy = parallel.wrap(self.policy, t.strategy, t.cpu_offload)
+        self.train_critic = parallel.wrap(self.critic, t.strategy, t.cpu_offload) if self.critic is not None else None
+        if self.reference is not None:
+            self.reference = parallel.wrap(self.reference, t.strategy, t.cpu_offload)  # ddp: frozen, unchanged
+        self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=t.lr, weight_decay=t.weight_decay)]
+        if self.critic is not None:
+            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=self.cfg.algo.critic_lr))
 
     def _load_reference(self):
         reference = load_causal_lm(self.model_path, self.cfg.model.dtype).to(self.device).eval()
@@ -189,6 +201,9 @@ class Trainer:
                     prefixes.append(tr.prompt_ids + tr.response_ids[: knot.t - 1])
                     continuations.append(gen.token_ids)
         if not where:
+            if parallel.is_sharded(self.reference):  # FSDP2: every rank must join each sharded forward
+                with torch.no_grad():
+                    response_logprobs(self.reference, pack([[0]], [[0]], self.tokenizer.pad_token_id))
             return rewards
         packed = pack(prefixes, continuations, self.tokenizer.pad_token_id)
         old_logp = torch.zeros_like(packed.response_mask)  # [N, L] the sampler's log-probs are pi_old's
@@ -207,22 +222,21 @@ class Trainer:
         returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
         metrics: dict[str, float] = {}
         for _ in range(getattr(self.cfg.algo, "optimization_num", 1)):
-            logp, entropy = response_logprobs(self.policy, batch.packed, with_entropy=True)
+            logp, entropy = response_logprobs(self.train_policy, batch.packed, with_entropy=True)
             loss_inputs = LossInputs(logp=logp, old_logp=batch.old_logp, advantages=advantages, response_mask=mask,
                                      group_ids=batch.inputs.group_ids, ref_logp=batch.ref_logp, entropy=entropy,
                                      step_ends=batch.inputs.step_ends)
             loss, loss_metrics = self.algo.policy_loss(loss_inputs, self.cfg.algo)
             loss_metrics = {"policy_loss": loss.item(), **loss_metrics}
             if self.critic is not None:
-                values = self.critic(batch.packed)  # [B, T]
+                values = self.train_critic(batch.packed)  # [B, T]
                 critic_loss, critic_metrics = self.algo.value_loss(values, batch.old_values, returns, mask,
                                                                    self.cfg.algo)
                 loss_metrics = {**loss_metrics, **critic_metrics}
                 loss = loss + critic_loss
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(self.optimizers)  # mean over ranks, before clipping
+            loss.backward()  # DDP: the gradients are now the mean over ranks, before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
             if self.critic is not None:
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
@@ -281,16 +295,36 @@ class Trainer:
         return step + 1, extra
 
     def checkpoint(self, step: int, extra: dict) -> Path:
+        gathered = parallel.gather_train_state(self.policy, self.optimizers, self.critic)  # FSDP2: a collective
         if dist.is_main():
             checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
                                        self.critic, extra, self.cfg.train.keep_last,
-                                       meta=rundir.checkpoint_meta(self.cfg))
+                                       meta=rundir.checkpoint_meta(self.cfg), gathered=gathered)
         dist.barrier()  # every rank can resume from it once any rank moves on
         return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
 
+    def preempted(self, step: int, extra: dict, progress) -> None:
+        """After a preemption signal: a resumable checkpoint of `step`, then exit with preemption.EXIT_CODE."""
+        progress.close()
+        path = self.checkpoint(step, extra)
+        if dist.is_main():
+            print(f"[rlx] preempted after step {step}: resumable checkpoint {path}; continue with resume=auto "
+                  f"(same run directory); exit code {preemption.EXIT_CODE}", flush=True)
+            self.logger.close()
+        self.sampler.close()
+        dist.close()
+        preemption.exit()
+
     def save(self) -> Path:
+        """The final HF checkpoint, written by rank 0 (call it on every rank: FSDP2 gathers the weights)."""
         ckpt = self.run_dir / "checkpoint"
-        save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
+        gathered = parallel.gather_train_state(self.policy, [], None)
+        if not dist.is_main():
+            return ckpt
+        if gathered:
+            self.policy.save_pretrained(str(ckpt), state_dict=gathered["policy"])
+        else:
+            save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
         self.tokenizer.save_pretrained(str(ckpt))
         return ckpt
 
@@ -313,6 +347,7 @@ def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> di
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
     progress = _progress(cfg, first_step - 1)
+    preemption.install()  # a preemption signal now only raises a flag, checked after each step
     for step in range(first_step, cfg.train.steps + 1):
         metrics = trainer.train_step(step)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
@@ -323,15 +358,18 @@ def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> di
             trainer.checkpoint(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
         progress.update(1)
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+        if preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint this step and leave
+            trainer.preempted(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started}, progress)
     progress.close()
+    preemption.uninstall()
     accuracy_after = trainer.evaluate()
     dist.write_parameter_digest(trainer.run_dir, trainer.policy)
+    ckpt = trainer.save()
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
         trainer.sampler.close()
         dist.close()
         return {"accuracy_after": accuracy_after}
     trainer.logger.log(cfg.train.steps, {"test_accuracy": accuracy_after, "final": True})
-    ckpt = trainer.save()
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
     summary = {"accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
                "wall_seconds": time.time() - started, "eval_size": min(cfg.train.eval_size, len(trainer.task.test)),
