@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 COMMANDS = {
@@ -9,22 +10,28 @@ COMMANDS = {
     "eval": ("rlx.eval.app", "pass@k / maj@n / accuracy of a model on a benchmark (conf/eval.yaml)"),
     "build-tiny": ("rlx.recipes.app", "build (or rebuild) the tiny model into its cache"),
     "report": ("rlx.report", "table + plots comparing the runs of a sweep dir (rlx report multirun/<date>/<time>)"),
+    "inspect": ("rlx.inspect", "per-token advantages and knots of a run as HTML (rlx inspect <run dir> --step N)"),
 }
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
+    args = sys.argv[1:]
+    if "-v" in args or "--verbose" in args:  # library logs and loading bars on the console too (rlx.console)
+        os.environ["RLX_VERBOSE"] = "1"
+        args = [a for a in args if a not in ("-v", "--verbose")]
+    if not args or args[0] in ("-h", "--help", "help"):
         from rlx.helptext import usage
 
         print(usage(COMMANDS))
         return
-    command = sys.argv[1]
+    command = args[0]
     if command not in COMMANDS:
         sys.exit(f"rlx: unknown command {command!r}; valid: {', '.join(COMMANDS)} (see `rlx --help`)")
-    module_name = COMMANDS[command][0]
-    sys.argv = [f"rlx {command}", *sys.argv[2:]]  # Hydra parses sys.argv itself (-m, --cfg, overrides)
-    __import__(module_name, fromlist=["main"]).main()
+    from rlx.console import before_imports
 
+    before_imports()
+    sys.argv = [f"rlx {command}", *args[1:]]  # Hydra parses sys.argv itself (-m, --cfg, overrides)
+    __import__(COMMANDS[command][0], fromlist=["main"]).main()
 
 if __name__ == "__main__":
     main()

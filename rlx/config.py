@@ -8,11 +8,13 @@ outside its allowed set or an out-of-range value raises `ConfigError` naming the
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from rlx import algos
@@ -41,6 +43,8 @@ class TrainerConfig:
     mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
     skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping
     num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: DistributedDataParallel or FSDP2 sharding
+    cpu_offload: bool = False  # fsdp only: sharded parameters, gradients and optimizer state live on the CPU
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -61,6 +65,8 @@ class TrainerConfig:
                  f"must be in [1, train.prompts_per_step={self.prompts_per_step}] (groups stay whole)",
                  self.mini_batches)
         _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = keep)", self.num_threads)
+        _require(self.strategy == "fsdp" or not self.cpu_offload, "train.cpu_offload",
+                 "needs train.strategy=fsdp (DDP keeps full replicas on the device)", self.cpu_offload)
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     cfg = RunConfig(
         seed=_convert(int, raw.get("seed"), "seed"),
         output_dir=_convert(str, raw.get("output_dir"), "output_dir"),
-        resume=_convert(str | None, raw.get("resume"), "resume"),
+        resume=check_resume(_convert(str | None, raw.get("resume"), "resume")),
         train=to_dataclass(TrainerConfig, raw.get("train", {}), "train"),
         algo=to_dataclass(algo_cls, raw.get("algo", {}), "algo"),
         model=to_dataclass(ModelConfig, raw.get("model", {}), "model"),
@@ -266,7 +272,24 @@ def _check_unknown(raw: Mapping[str, Any], names: set[str], path: str, owner: st
     if unknown:
         key = f"{path}.{unknown[0]}" if path else unknown[0]
         where = f" (the {raw.get('name')!r} option of '{path}' has no such key)" if "name" in raw else ""
-        raise ConfigError(f"{key}: unknown key{where}; valid keys: {sorted(names)}")
+        hint = did_you_mean(unknown[0], names, path)
+        raise ConfigError(f"{key}: unknown key{where}{hint}; valid keys: {sorted(names)}")
+
+
+def did_you_mean(key: str, valid: Any, path: str = "", sep: str = ".") -> str:
+    """'; did you mean 'algo.gamma'?' for the closest valid key (a typo), '' when none is close."""
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean '{path}{sep}{close[0]}'?" if path else f"; did you mean '{close[0]}'?"
+
+
+def check_resume(resume: str | None) -> str | None:
+    """`resume` is null, `auto`, or an existing checkpoint directory: a typo fails now, not after model loading."""
+    if resume is not None and resume != "auto" and not Path(resume).is_dir():
+        raise ConfigError(f"resume: no checkpoint directory at {resume!r}; use resume=auto (the newest checkpoint "
+                          "of the run directory), resume=null, or the path of a checkpoints/step_<n> directory")
+    return resume
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:

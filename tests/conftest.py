@@ -1,4 +1,4 @@
-"""Shared fixtures: the real tiny model (built once, cached) and paths to the shared data sets."""
+"""Shared fixtures: the real tiny model (built once, cached) and the small data sets in tests/fixtures."""
 
 from __future__ import annotations
 
@@ -14,17 +14,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_data_dir() -> Path:
-    """../shared/data next to the checkout (CI clones the repo beside shared/), or $RLX_SHARED_DATA."""
-    env = os.environ.get("RLX_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = shared_data_dir()
-    assert (path / "gsm8k" / "test.jsonl").is_file(), f"shared data not found at {path}"
-    return path
+def fixture_data() -> Path:
+    """The small data sets shipped in tests/fixtures (gsm8k/{train,test}.jsonl, math500/test.jsonl): the suite
+    never reads ../shared. The full data sets serve only the optional scripts (scripts/validate_grader.py)."""
+    assert (FIXTURES / "gsm8k" / "test.jsonl").is_file(), f"test fixtures missing under {FIXTURES}"
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def shared_data(fixture_data: Path) -> Path:
+    """The old name of `fixture_data` (the in-repository fixtures, not ../shared), for tests on other branches."""
+    return fixture_data
 
 
 @pytest.fixture(scope="session")

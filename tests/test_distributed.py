@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,10 @@ from rlx.algos.base import AdvantageInputs
 from rlx.algos.common import masked_whiten
 from rlx.models.load import load_causal_lm
 from rlx.train import distributed as dist
+
+# This interpreter's torchrun: a `torchrun` script's shebang may name another environment's Python, whose
+# workers would import another checkout of rlx.
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def free_port() -> int:
@@ -47,11 +52,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init()
     advantages = dist.global_advantages(batch_whiten, rank_inputs(rank), None)
-    grad_owner = torch.nn.Linear(2, 1, bias=False)
-    grad_owner.weight.grad = torch.full((1, 2), float(rank))  # rank 0: zeros, rank 1: ones
-    dist.average_gradients([torch.optim.SGD(grad_owner.parameters(), lr=0.1)])
     metrics = dist.mean_metrics({"reward_mean": float(rank)})
-    torch.save({"advantages": advantages, "grad": grad_owner.weight.grad, "metrics": metrics,
+    torch.save({"advantages": advantages, "metrics": metrics,
                 "shard": dist.shard(list(range(5)))}, Path(out_dir) / f"rank{rank}.pt")
     dist.close()
 
@@ -71,26 +73,69 @@ def test_concat_pads_columns_and_makes_groups_global():
     assert merged.knots == [[1]] * 5 and merged.values is None
 
 
-def test_two_gloo_ranks_share_batch_statistics_and_gradients(tmp_path):
+def test_two_gloo_ranks_share_batch_statistics(tmp_path):
     mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     full = batch_whiten(dist._concat_inputs([rank_inputs(0), rank_inputs(1)]), None)  # [5, 5] one-process
     torch.testing.assert_close(results[0]["advantages"], full[:2, :3])
     torch.testing.assert_close(results[1]["advantages"], full[2:, :5])
     for res in results:
-        torch.testing.assert_close(res["grad"], torch.full((1, 2), 0.5))
         assert res["metrics"] == {"reward_mean": 0.5}
     assert [res["shard"] for res in results] == [[0, 2, 4], [1, 3]]
     assert not dist.joined()  # the test process itself never joined (vLLM may own a group here)
 
 
+def torchrun_train(run_dir: Path, model_dir: Path, *extra: str) -> None:
+    """A 2-rank GRPO run of 2 steps with one vLLM engine per rank; its replicas, checkpoint and metrics checked."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
+         "sampler=vllm", "sampler.kv_cache_gib=0.5", f"model.path={model_dir}", "train.steps=2",
+         "train.prompts_per_step=4", "algo.samples_per_prompt=4", "train.lr=1e-3", "train.eval_size=8",
+         "train.eval_every=1", "train.progress_bar=false", "train.save_every=1", f"hydra.run.dir={run_dir}", *extra],
+        cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = {(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)}
+    assert digests == {dist.parameter_digest(load_causal_lm(str(run_dir / "checkpoint"), "float32"))}
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4  # step 0, 1, 2, final
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if not k.startswith("time_") and k != "wall_seconds"} for row in rows]
+
+
+@pytest.mark.slow
+def test_torchrun_vllm_per_rank_with_ddp_and_fsdp(tiny_model_dir, tmp_path):
+    """One in-process vLLM engine per rank (weights synced after every step, checked by the canary), under DDP and
+    under FSDP2: same weights and metrics; an FSDP2 run resumed from its step-1 checkpoint ends identically."""
+    ddp, fsdp, resumed = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "resumed"
+    torchrun_train(ddp, tiny_model_dir)
+    torchrun_train(fsdp, tiny_model_dir, "train.strategy=fsdp")
+    ddp_weights = load_causal_lm(str(ddp / "checkpoint"), "float32").state_dict()
+    for name, tensor in load_causal_lm(str(fsdp / "checkpoint"), "float32").state_dict().items():
+        torch.testing.assert_close(tensor, ddp_weights[name], rtol=0, atol=1e-6)  # seen: bit for bit
+    for row_ddp, row_fsdp in zip(metric_rows(ddp), metric_rows(fsdp), strict=True):
+        assert row_fsdp.keys() == row_ddp.keys()
+        for key, value in row_ddp.items():  # grad_norm: the norm of DTensor shards rounds differently (1e-7)
+            assert row_fsdp[key] == pytest.approx(value, rel=1e-5), key
+
+    resumed.mkdir()
+    shutil.copytree(fsdp / "checkpoints" / "step_1", resumed / "checkpoints" / "step_1")
+    lines = (fsdp / "metrics.jsonl").read_text().splitlines()[:2]  # what a run killed after step 1 had logged
+    (resumed / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    torchrun_train(resumed, tiny_model_dir, "train.strategy=fsdp", "resume=auto")
+    assert (resumed / "rank_0.params.sha256").read_text() == (fsdp / "rank_0.params.sha256").read_text()
+    assert metric_rows(resumed) == metric_rows(fsdp)
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    """DDP (train.strategy default) with the HF sampler on each rank."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
+        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
          "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
          "algo.samples_per_prompt=4",
          "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false",

@@ -16,7 +16,6 @@ never yields a test question (disjoint by construction).
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 from rlx.data.base import Problem
@@ -90,18 +89,3 @@ def format_prompt(problem: Problem) -> str:
     """The built-in task's prompt: the question on its own line; the answer starts on the next line."""
     return f"{problem.question}\n"
 
-
-_ANSWER_LINE = re.compile(r"####\s*(-?\d+)\s*$")
-
-
-def extract_final_integer(completion: str) -> int | None:
-    """The integer on the completion's last `#### n` line, or None. Parsed with a regex: never evaluated."""
-    for line in reversed(completion.strip().splitlines()):
-        match = _ANSWER_LINE.search(line.strip())
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def arith_correct(problem: Problem, completion: str) -> bool:
-    return extract_final_integer(completion) == int(problem.answer)

@@ -49,7 +49,7 @@ AnswerStyle = str | tuple[str, ...]  # a grader extraction style, or several tri
 def _validate_common(cfg) -> None:
     """Checks shared by the math data sets: prompt template and answer extraction style."""
     from rlx.data.prompts import resolve_template
-    from rlx.rewards.grader import resolve_styles
+    from rlx.grading.extract import resolve_styles
 
     try:
         resolve_template(cfg.prompt_template)

@@ -1,8 +1,11 @@
 """Load problems from local JSONL files (one JSON object per line) with configurable field names.
 
-Also the shared row-reading machinery of the GSM8K and MATH-500 loaders: a malformed row (bad JSON, a missing
-or non-text field) either raises `ValueError` naming the file and its 1-based line number (`on_error="raise"`)
-or is skipped and counted on the returned `ProblemList` (`on_error="skip"`).
+Also the shared row-reading machinery of the GSM8K and MATH-500 loaders: a malformed row (bad JSON, invalid
+UTF-8, a missing or non-text field) either raises `ValueError` naming the file and its 1-based line number
+(`on_error="raise"`) or is skipped and counted on the returned `ProblemList` (`on_error="skip"`). Files are
+read as bytes and decoded line by line, so one bad byte costs one row, not the file; a UTF-8 byte-order mark
+(which Windows editors write at the start of a file, and which `cat` carries into the middle of a
+concatenation) is dropped wherever a line starts with one.
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line text) for every non-blank line."""
-    with path.open(encoding="utf-8") as lines:
+_BOM = b"\xef\xbb\xbf"
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line bytes without a leading BOM) for every non-blank line. Decoding is the
+    row converter's job, so an invalid byte becomes a row error with its line number."""
+    with path.open("rb") as lines:
         for line_number, line in enumerate(lines, start=1):
+            line = line.removeprefix(_BOM)
             if line.strip():
                 yield line_number, line
 
@@ -51,7 +59,7 @@ def convert_rows(
     on_error: OnError,
     source: str,
 ) -> ProblemList:
-    """Convert `(location, raw_row)` pairs, where `raw_row` is a JSON string or an already-decoded dict.
+    """Convert `(location, raw_row)` pairs, where `raw_row` is UTF-8 bytes, a JSON string or a decoded dict.
 
     The row index handed to `convert` counts malformed rows too, so problem ids do not shift when a row is
     skipped.
@@ -60,6 +68,8 @@ def convert_rows(
     problems = ProblemList(source=source)
     for index, (location, raw_row) in enumerate(rows):
         try:
+            if isinstance(raw_row, bytes):
+                raw_row = raw_row.decode("utf-8")  # UnicodeDecodeError is a ValueError: a malformed row
             row = json.loads(raw_row) if isinstance(raw_row, str) else raw_row
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
@@ -92,6 +102,8 @@ def _describe(error: Exception) -> str:
         return str(error.args[0]) if error.args else "missing field"
     if isinstance(error, json.JSONDecodeError):
         return f"bad JSON ({error.msg} at column {error.colno})"
+    if isinstance(error, UnicodeDecodeError):
+        return f"invalid UTF-8 (byte 0x{error.object[error.start]:02x} at column {error.start + 1})"
     return str(error)
 
 

@@ -16,8 +16,11 @@ from pathlib import Path
 from rlx.data import arith
 from rlx.data.base import Problem
 from rlx.data.configs import ConfigError
+from rlx.data.jsonl import ProblemList
 from rlx.data.prompts import TEMPLATES, PromptInfo, PromptTemplate, prompt_function, resolve_template
-from rlx.rewards.grader import GradeResult
+from rlx.grading import grader as grading
+from rlx.grading.arith import extract_final_integer, integer_answer_correct
+from rlx.grading.grader import EVAL_TIMEOUT_S, GradeResult
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ class Task:
     answer_style: str | tuple[str, ...] = "auto"  # the grader's extraction style (recorded in results)
     breakdown_keys: tuple[str, ...] = ()  # problem fields that result tables are broken down by
     skipped_rows: Mapping[str, int] = field(default_factory=dict)  # split -> malformed rows skipped on load
+
+    @property
+    def skipped_total(self) -> int:
+        """Malformed rows skipped on load (data.on_error=skip), all splits together: reported in summary.json."""
+        return sum(self.skipped_rows.values())
 
     def verdicts(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
         """Grade a whole batch at once (one round through the grader pool)."""
@@ -80,8 +88,6 @@ def load_task(data_cfg, train_size: int, seed: int) -> Task:
 
 
 def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
-    from rlx.data.arith import arith_correct, extract_final_integer
-
     def judge(problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
         results = []
         for problem, completion in zip(problems, completions, strict=True):
@@ -93,8 +99,11 @@ def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
     spec = data_cfg.spec()
     template = TEMPLATES["arith"]  # renders exactly arith.format_prompt
     prompt, info = prompt_function(template)
+    def is_correct(problem: Problem, completion: str) -> bool:
+        return integer_answer_correct(problem.answer, completion)
+
     return Task("arith", arith.train_problems(train_size, seed, spec), arith.test_problems(spec), prompt,
-                arith_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
+                is_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
 
 
 # --------------------------------------------------------------------------------------- math data sets
@@ -102,12 +111,28 @@ def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
 Splits = tuple[list[Problem], list[Problem]]  # (train, test)
 
 
+def _empty_split_error(data_cfg, split: str, rows: list[Problem]) -> ConfigError:
+    """Say why a split is empty: every row was malformed and skipped, the file has no rows, or (train) the data
+    set has no train split here."""
+    source = getattr(rows, "source", "") or data_cfg.path or "hub"
+    key = "data.train_path" if split == "train" and getattr(data_cfg, "train_path", None) else "data.path"
+    skipped = getattr(rows, "skipped_rows", [])
+    if skipped:
+        return ConfigError(f"{key}: all {len(skipped)} rows of {source} were malformed and skipped "
+                           f"(data.on_error=skip), so the {split} split is empty; first: {skipped[0]}")
+    if isinstance(rows, ProblemList):
+        return ConfigError(f"{key}: {source} has no rows, so the {split} split is empty")
+    if split == "train":
+        return ConfigError(f"data={data_cfg.name} has no train split here (test only or no train file): rlx train "
+                           f"needs training problems, e.g. data=gsm8k or data=jsonl data.train_path=FILE")
+    return ConfigError(f"data={data_cfg.name}: the test split is empty ({source})")
+
+
 def _graded_task(data_cfg, train: list[Problem], test: list[Problem], train_size: int) -> Task:
     if train_size > 0 and not train:
-        raise ConfigError(f"data={data_cfg.name} has no train split here (test only or no train file): rlx train "
-                          f"needs training problems, e.g. data=gsm8k or data=jsonl data.train_path=FILE")
+        raise _empty_split_error(data_cfg, "train", train)
     if not test:
-        raise ConfigError(f"data={data_cfg.name}: the test split is empty ({data_cfg.path or 'hub'})")
+        raise _empty_split_error(data_cfg, "test", test)
     template = resolve_template(data_cfg.prompt_template)
     prompt, info = prompt_function(template)
     judge = _grader_judge(data_cfg.answer_style)
@@ -127,9 +152,8 @@ def _graded_task(data_cfg, train: list[Problem], test: list[Problem], train_size
 
 def _grader_judge(style: str | tuple[str, ...]) -> Judge:
     def judge(problems: Sequence[Problem], completions: Sequence[str]) -> list[GradeResult]:
-        from rlx.rewards.grader import shared_grader  # the process-wide pool, shared with the math rewards
-
-        return shared_grader().grade([p.answer for p in problems], list(completions), style)
+        # The process-wide pool, shared with the math rewards; evaluation's (longer) per-answer limit.
+        return grading.shared_grader().grade([p.answer for p in problems], list(completions), style, EVAL_TIMEOUT_S)
 
     return judge
 

@@ -28,8 +28,10 @@ def eval_job(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from rlx.config import ConfigError, parse_eval_config
+    from rlx.console import quiet_libraries
     from rlx.eval.run import evaluate
 
+    quiet_libraries(show_all=bool(HydraConfig.get().verbose))  # library chatter to the run's log file
     try:
         eval_cfg = parse_eval_config(OmegaConf.to_container(cfg, resolve=True))
         result = evaluate(eval_cfg)

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rlx.rewards.grader import normalize_answer
+from rlx.grading.extract import normalize_answer
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

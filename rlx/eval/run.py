@@ -114,6 +114,7 @@ def summarize(task: Task, problems: list[Problem], samples: list[dict[str, Any]]
         "no_answer_rate": _rate(samples, lambda s: s["extracted"] is None),
         "truncated_rate": _rate(samples, lambda s: not s["finished"]),
         "grader_failures": sum(s["status"] in ("timeout", "crash") for s in samples),
+        "screened": sum(s["status"] == "screened" for s in samples),  # pathological answers, scored 0 unchecked
         **(task.prompt_info.as_dict() if task.prompt_info else {}),
         "answer_style": task.answer_style,
         "skipped_rows": dict(task.skipped_rows),

@@ -1,10 +1,11 @@
 """A character-level tokenizer for the tiny model, stored in byte-level form.
 
 transformers 5.x loads the tokenizer of a Qwen2 model directory as `Qwen2Tokenizer`, whose byte-level
-pre-tokenizer would silently drop spaces and newlines from a plain character vocabulary
-(spec/TINY-MODEL-NOTES.md). Storing every character as the byte-level alphabet spells it (`Ġ` for space,
-`Ċ` for newline) with no merges keeps one token per character and the same ids under every loader
-(AutoTokenizer, the HF sampler, vLLM). `tests/test_tiny_model.py` checks the round trip.
+pre-tokenizer would silently drop spaces and newlines from a plain character vocabulary (it maps raw bytes
+to its printable alphabet before the vocabulary lookup, so a literal " " or "\n" entry never matches).
+Storing every character as the byte-level alphabet spells it (`Ġ` for space, `Ċ` for newline) with no
+merges keeps one token per character and the same ids under every loader (AutoTokenizer, the HF sampler,
+vLLM). `tests/test_tiny_model.py` checks the round trip.
 """
 
 from __future__ import annotations

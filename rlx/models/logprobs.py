@@ -129,10 +129,25 @@ def response_logprobs(model, batch: PackedBatch, with_entropy: bool = False, chu
     targets = batch.response_ids[rows, cols].to(device)  # [N]
     logp, entropy = _chunked_head(head, states, targets, with_entropy, chunk)  # [N], [N] | None
     shape = batch.response_mask.shape
+    rows, cols = rows.cpu(), cols.cpu()  # a DDP wrapper may have moved the batch to the model's device
     logp = torch.zeros(shape, dtype=logp.dtype).index_put((rows, cols), logp.cpu())  # [B, T], 0 on padding
     if entropy is not None:
         entropy = torch.zeros(shape, dtype=entropy.dtype).index_put((rows, cols), entropy.cpu())  # [B, T]
     return logp, entropy
+
+
+class LogprobModel(torch.nn.Module):
+    """`response_logprobs` of `lm` as a module's forward. The lean path calls the decoder and the LM head
+    directly, which would bypass a data-parallel wrapper's own forward (DDP's gradient-sync preparation,
+    FSDP2's root all-gather of the embeddings, final norm and head); wrapping this module instead of `lm`
+    keeps every call inside the wrapper. Same numbers as `response_logprobs(lm, ...)`."""
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, batch: PackedBatch, with_entropy: bool = False, chunk: int = DEFAULT_CHUNK):
+        return response_logprobs(self.lm, batch, with_entropy, chunk)
 
 
 def _chunked_head(head, states: torch.Tensor, targets: torch.Tensor, with_entropy: bool, chunk: int):

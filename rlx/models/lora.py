@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from rlx.data.configs import ConfigError
 from rlx.models.config import LoRAConfig
 
 ADAPTER_DIR = "adapter"  # the final checkpoint's adapter: PeftModel.from_pretrained(base, ckpt / "adapter")
@@ -30,9 +31,24 @@ def maybe_wrap_lora(model: torch.nn.Module, cfg: LoRAConfig) -> torch.nn.Module:
         return model
     from peft import LoraConfig, get_peft_model
 
+    check_target_modules(model, cfg.target_modules)
     peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, peft_cfg)
+
+
+def check_target_modules(model: torch.nn.Module, targets: tuple[str, ...]) -> None:
+    """Every `model.lora.target_modules` entry must name some linear layer (PEFT's rule: the module's name or
+    its last dotted parts); a typo would otherwise leave it without adapters, or fail deep inside PEFT."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = [name for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding, Conv1D))]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, (torch.nn.Linear, Conv1D))})
+        raise ConfigError(f"model.lora.target_modules: {missing} match no module of the model; its linear modules "
+                          f"are {linear} (e.g. model.lora.target_modules=[{','.join(linear[:2])}])")
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -24,8 +24,8 @@ import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from rlx.data import arith
+from rlx.grading.arith import integer_answer_correct
 from rlx.models.charlevel import ALPHABET, build_char_tokenizer
-from rlx.rewards.arith import arith_correct
 from rlx.sampling.base import GenRequest
 from rlx.sampling.hf import HFSampler, right_pad
 
@@ -171,13 +171,14 @@ def greedy_accuracy(model, tokenizer, problems, max_new_tokens: int) -> float:
     sampler = HFSampler(model, tokenizer.eos_token_id, tokenizer.pad_token_id)
     requests = [GenRequest(tuple(tokenizer.encode(arith.format_prompt(p))), 0.0, max_new_tokens, 0) for p in problems]
     generations = sampler.generate(requests)
-    correct = [arith_correct(p, tokenizer.decode(g.token_ids, skip_special_tokens=True))
+    correct = [integer_answer_correct(p.answer, tokenizer.decode(g.token_ids, skip_special_tokens=True))
                for p, g in zip(problems, generations)]
     return sum(correct) / max(1, len(correct))
 
 
 def _check_tokenizer_round_trip(model_dir: Path) -> None:
-    """Guard against the transformers trap that drops spaces/newlines (spec/TINY-MODEL-NOTES.md)."""
+    """Guard against the transformers trap that drops spaces/newlines (the byte-level pre-tokenizer of
+    `Qwen2Tokenizer`, see rlx/models/charlevel.py): the saved tokenizer must decode what it encodes."""
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     text = "12 + 3\n=15\n#### 15"
     decoded = tokenizer.decode(tokenizer.encode(text), skip_special_tokens=True)

@@ -59,6 +59,24 @@ def _unique_labels(names: Sequence[str]) -> list[str]:
     ]
 
 
+def check_components(components: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Config-time check (nothing is built): every component names a registered reward and only its keys."""
+    from rlx.rewards.registry import check_reward_options
+
+    if not components:
+        raise ValueError("reward_model.components: a composite reward needs at least one component")
+    valid = sorted(name for name in REWARDS if name != "composite")
+    for i, spec in enumerate(components):
+        where = f"reward_model.components[{i}]"
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ValueError(f"{where}.name: required (a mapping like {{name: format, weight: 1.0}}); "
+                             f"valid names: {valid}")
+        if spec["name"] not in valid:
+            raise ValueError(f"{where}.name: unknown reward {spec['name']!r}; valid: {valid}")
+        options = {**(spec.get("config") or {}), **{k: v for k, v in spec.items() if k not in _RESERVED_KEYS}}
+        check_reward_options(str(spec["name"]), options, where)
+
+
 @register_reward("composite")
 def composite_reward(components: Sequence[Mapping[str, Any]]) -> CompositeReward:
     """Config: components = list of {name, weight=1.0, config={...} and/or the component's own keys}."""
@@ -67,3 +85,6 @@ def composite_reward(components: Sequence[Mapping[str, Any]]) -> CompositeReward
     built = [_build_component(spec) for spec in components]
     labels = _unique_labels([name for name, _, _ in built])
     return CompositeReward([(label, weight, fn) for label, (_, weight, fn) in zip(labels, built)])
+
+
+composite_reward.check_options = check_components  # run by rlx.config before any reward or model is built

@@ -1,8 +1,10 @@
 """Verifiable math rewards: `math_verify` (MATH-style), `gsm8k`, and the `format` bonus.
 
-`math_verify` and `gsm8k` score 1.0 for a correct final answer and 0.0 otherwise (also for a grader timeout or
-crash). By default they share one process-wide grader pool (see `grader.shared_grader`), so a composite of
-both does not start two pools.
+`math_verify` and `gsm8k` score 1.0 for a correct final answer and 0.0 otherwise (also for a grader timeout,
+crash or a pathological answer). By default they share one process-wide grader pool with evaluation (see
+`rlx.grading.shared_grader`), so a composite of both does not start two pools. Their per-answer limit
+(`timeout_s`, default 0.5 s) is shorter than evaluation's (2 s): a training batch must not wait seconds on
+one hostile sample, while evaluation can afford to give a slow honest answer more time.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlx.data.base import Problem
+from rlx.grading.extract import extract_answer, resolve_styles
+from rlx.grading.grader import TRAIN_TIMEOUT_S, Grader, GradeResult, shared_grader
 from rlx.rewards.base import register_reward
-from rlx.rewards.grader import Grader, GradeResult, extract_answer, resolve_styles, shared_grader
 
 GSM8K_STYLES = ("gsm8k", "last_number")  # the GSM8K convention first, then any trailing number
 
@@ -22,42 +25,47 @@ class GradedReward:
     def __init__(
         self,
         style: str | Sequence[str],
-        timeout_s: float = 2.0,
+        timeout_s: float = TRAIN_TIMEOUT_S,
         num_workers: int | None = None,
         grader: Grader | None = None,
     ) -> None:
         self.styles = resolve_styles(style)  # fail at build time on a typo, not mid-run
+        if not timeout_s > 0:
+            raise ValueError(f"reward_model.timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = float(timeout_s)
         self._grader = grader
-        self._grader_config = (num_workers, timeout_s)
+        self._num_workers = num_workers
         self.last_results: list[GradeResult] = []
 
     @property
     def grader(self) -> Grader:
         if self._grader is None:  # lazy: building a reward must not start processes
-            self._grader = shared_grader(*self._grader_config)
+            self._grader = shared_grader(self._num_workers)
         return self._grader
 
     def __call__(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
-        self.last_results = self.grader.grade([p.answer for p in problems], list(completions), self.styles)
+        answers = [p.answer for p in problems]
+        self.last_results = self.grader.grade(answers, list(completions), self.styles, self.timeout_s)
         return [1.0 if result.correct else 0.0 for result in self.last_results]
 
 
 @register_reward("math_verify")
 def math_verify_reward(
     style: str | Sequence[str] = "auto",
-    timeout_s: float = 2.0,
+    timeout_s: float = TRAIN_TIMEOUT_S,
     num_workers: int | None = None,
     grader: Grader | None = None,
 ) -> GradedReward:
     """Config: style ("auto" = boxed, then ####, then last number; or "boxed" for strict MATH grading),
-    timeout_s (per-answer limit), num_workers (grader processes; default min(4, cpus))."""
+    timeout_s (per-answer limit of the training reward, default 0.5 s; evaluation uses 2 s), num_workers
+    (grader processes; default min(4, cpus))."""
     return GradedReward(style, timeout_s, num_workers, grader)
 
 
 @register_reward("gsm8k")
 def gsm8k_reward(
     style: str | Sequence[str] = GSM8K_STYLES,
-    timeout_s: float = 2.0,
+    timeout_s: float = TRAIN_TIMEOUT_S,
     num_workers: int | None = None,
     grader: Grader | None = None,
 ) -> GradedReward:

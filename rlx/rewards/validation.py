@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rlx.data.base import Problem
-from rlx.rewards.grader import Grader
+from rlx.grading.faults import faulty_checker
+from rlx.grading.grader import Grader
 
 # Time on top of the per-answer limit for the parent to notice the overrun and kill the worker.
 KILL_SLACK_S = 1.0
@@ -25,10 +25,13 @@ ADVERSARIAL_REFERENCE = "\\frac{1}{2}"  # a LaTeX reference, so hostile answers 
 
 
 def default_shared_data_dir() -> Path:
-    """`$RLX_SHARED_DATA`, else `shared/data` beside the repository checkout (the CI layout)."""
+    """The full data sets for the optional larger runs: `$RLX_SHARED_DATA`, else `../shared/data` beside the
+    checkout when it exists, else the small subsets the test suite ships in `tests/fixtures`."""
     if os.environ.get("RLX_SHARED_DATA"):
         return Path(os.environ["RLX_SHARED_DATA"])
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[2]
+    shared = checkout.parent / "shared" / "data"
+    return shared if (shared / "gsm8k" / "test.jsonl").is_file() else checkout / "tests" / "fixtures"
 
 
 @dataclass
@@ -67,20 +70,9 @@ def _reason(answer: str, extracted: str | None, status: str) -> str:
         return "no final answer found in the solution"
     if status in ("timeout", "crash"):
         return f"grader {status}"
+    if status == "screened":
+        return f"pre-screen: extracted {extracted!r} looks pathological (rlx.grading.screen)"
     return f"math-verify: extracted {extracted!r} not equivalent to answer {answer!r}"
-
-
-def faulty_checker(reference: str, answer: str) -> bool:
-    """A grader `checker` that misbehaves on command, to exercise the timeout/crash paths for real:
-    answer "HANG" sleeps forever, "CRASH" kills its own process, "RAISE" raises; otherwise string equality."""
-    if answer == "HANG":
-        while True:
-            time.sleep(60)
-    if answer == "CRASH":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if answer == "RAISE":
-        raise RuntimeError("injected checker failure")
-    return reference == answer
 
 
 def check_fault_recovery(timeout_s: float = 0.5, num_workers: int = 2) -> dict[str, Any]:

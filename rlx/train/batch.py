@@ -18,6 +18,7 @@ from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, Advanta
 from rlx.algos.kl import kl_token_rewards
 from rlx.algos.stats import terminal_rewards
 from rlx.models.logprobs import PackedBatch, pack
+from rlx.train import distributed as dist
 from rlx.train import rollout
 from rlx.train.forwards import Forwards
 
@@ -38,8 +39,8 @@ class BatchBuilder:
     forwards: Forwards
     pad_id: int
     newline_ids: frozenset[int]
-    policy: object
-    reference: object | None  # frozen pi_ref, when algo.kl.beta > 0
+    policy: object  # the policy as trained (its data-parallel wrapper under torchrun: FSDP2 forwards are collective)
+    reference: object | None  # frozen pi_ref, when algo.kl.beta > 0 (likewise wrapped)
     critic: object | None
     kl_in_rewards: bool
     need_old_logp: bool  # False: the update reuses its loss pass's log-probs (ratio identically 1)
@@ -90,6 +91,8 @@ class BatchBuilder:
                     prefixes.append(tr.prompt_ids + tr.response_ids[: knot.t - 1])
                     continuations.append(gen.token_ids)
         if not where:
+            if dist.world_size() > 1:  # the other ranks' reference forwards may be collectives (FSDP2): join
+                self.forwards.frozen_logprobs(self.reference, None)
             return rewards
         packed = pack(prefixes, continuations, self.pad_id)
         old_logp = torch.zeros_like(packed.response_mask)  # [N, L] the sampler's log-probs are pi_old's

@@ -8,8 +8,9 @@ ranks). Where the ranks meet:
     all-gathered and every rank computes the advantages of the GLOBAL batch, then keeps its own rows. This is
     exact for every algorithm, including those with batch statistics (`adv_norm: batch` whitening in TRePO
     and PPO, REINFORCE's batch-mean baseline); it costs one small object all-gather per step;
-  - backward: gradients are averaged over ranks before clipping, so every rank takes the same optimizer step
-    and the replicas stay identical without DDP (manual averaging also covers the critic and several epochs);
+  - backward: the trained modules are wrapped by `rlx.train.parallel` (`train.strategy`: DistributedDataParallel
+    by default), whose backward averages the gradients over ranks before clipping, so every rank takes the same
+    optimizer step and the replicas stay identical;
   - metrics are averaged over ranks; rank 0 alone logs, evaluates and writes checkpoints (others wait).
 
 With WORLD_SIZE unset or 1 every helper is a no-op, so the single-process path is unchanged.
@@ -129,33 +130,16 @@ def broadcast_parameters(modules: Iterable[torch.nn.Module | None]) -> None:
             p.data.copy_(buffer)
 
 
-def average_gradients(optimizers: Iterable[torch.optim.Optimizer]) -> None:
-    """Replace every optimizer parameter's gradient by its mean over ranks, in one flat all-reduce.
-
-    A parameter without a gradient on this rank contributes zeros, so every rank reduces the same layout
-    (a differing number of collectives would deadlock)."""
-    if world_size() == 1:
-        return
-    params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
-    if not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]).to(_device())  # [sum of numels]
-    torch_dist.all_reduce(flat)
-    flat /= world_size()
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).to(p.device, p.dtype)
-        offset += n
-
-
 def parameter_digest(module: torch.nn.Module) -> str:
     """sha256 over every parameter's name and bytes: equal digests = identical replicas."""
+    from rlx.models.full_params import full_tensor, reshard
+
+    reshard(module)
     digest = hashlib.sha256()
     for name, p in module.named_parameters():
         digest.update(name.encode())
-        digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        full = full_tensor(p)  # an FSDP2 shard: the gathered parameter (a collective); else p itself
+        digest.update(full.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -224,6 +208,15 @@ def mean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     torch_dist.all_reduce(values)
     values /= world_size()
     return dict(zip(keys, values.tolist()))
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest `value` of any rank (one all-reduce; call it on every rank): e.g. a micro-batch count."""
+    if world_size() == 1:
+        return value
+    buffer = torch.tensor([value], dtype=torch.int64, device=_device())
+    torch_dist.all_reduce(buffer, op=torch_dist.ReduceOp.MAX)
+    return int(buffer.item())
 
 
 def broadcast_from_main(value: float) -> float:

@@ -5,6 +5,11 @@ prompt+response tokens per forward, longest first, so short sequences share a mi
 `train.micro_batch_size` sequences) and the no-grad passes that freeze a batch (pi_old and pi_ref
 log-probs, critic values), each computed per micro-batch and written back into [B, T] tensors. Forwards
 run under `model.dtype` autocast over fp32 weights; the results are fp32 (or the model's wider dtype).
+
+Under torchrun every rank runs the same number of micro-batches (`synced_plan`): a sharded (FSDP2) module's
+forward and backward are collectives, and DDP averages the gradients once per optimizer step. A rank with
+fewer micro-batches than the busiest one splits its largest ones and, if still short, runs dummy
+micro-batches (`DUMMY`, one token; their results are discarded, their losses are zero).
 """
 
 from __future__ import annotations
@@ -13,8 +18,22 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from rlx.models.logprobs import PackedBatch, plan_micro_batches, response_logprobs, select_rows
+from rlx.models.logprobs import LogprobModel, PackedBatch, pack, plan_micro_batches, response_logprobs, select_rows
 from rlx.models.precision import autocast_context
+from rlx.train import distributed as dist
+
+DUMMY = pack([[0]], [[0]], 0)  # the one-token batch a rank without real rows forwards to join a collective
+
+
+def even_out(plan: list[list[int]], count: int) -> list[list[int]]:
+    """`plan` grown to `count` micro-batches: the largest split in halves while one has two rows or more, then
+    empty micro-batches ([]: a dummy forward) appended. Row order inside the split ones is kept."""
+    plan = [list(rows) for rows in plan]
+    while len(plan) < count and any(len(rows) > 1 for rows in plan):
+        i = max(range(len(plan)), key=lambda j: len(plan[j]))
+        rows = plan.pop(i)
+        plan[i:i] = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
+    return plan + [[] for _ in range(count - len(plan))]
 
 
 class Forwards:
@@ -37,9 +56,20 @@ class Forwards:
         return [[rows[i] for i in part] for part in plan_micro_batches(lengths, self.micro_batch_tokens,
                                                                        self.micro_batch_size)]
 
+    def synced_plan(self, packed: PackedBatch | None, rows: Sequence[int] | None = None) -> list[list[int]]:
+        """`plan`, evened out to the largest micro-batch count over the ranks (one all-reduce under torchrun;
+        one process: `plan` itself). `packed=None`: a rank with no rows, which only joins (dummy forwards)."""
+        plan = [] if packed is None else self.plan(packed, rows)
+        if dist.world_size() == 1:
+            return plan
+        return even_out(plan, dist.max_over_ranks(len(plan)))
+
     def logprobs(self, model, packed: PackedBatch, with_entropy: bool = False):
-        """`response_logprobs` of one (micro-)batch under autocast -> ([B, T], [B, T] | None)."""
+        """`response_logprobs` of one (micro-)batch under autocast -> ([B, T], [B, T] | None). `model` may be a
+        `LogprobModel`, plain or inside its data-parallel wrapper: the call then goes through the wrapper."""
         with self.autocast():
+            if isinstance(getattr(model, "module", model), LogprobModel):
+                return model(packed, with_entropy, self.logprob_chunk)
             return response_logprobs(model, packed, with_entropy, chunk=self.logprob_chunk)
 
     def values(self, critic, packed: PackedBatch) -> torch.Tensor:
@@ -56,10 +86,15 @@ class Forwards:
         """Critic values of every row, no grad, micro-batched -> [B, T]."""
         return self.over_micro_batches(lambda sub: self.values(critic, sub), packed)
 
-    def over_micro_batches(self, fn: Callable[[PackedBatch], torch.Tensor], packed: PackedBatch) -> torch.Tensor:
-        """fn on each micro-batch (rows selected, padding trimmed) -> its [b, T'] results written into [B, T]."""
+    def over_micro_batches(self, fn: Callable[[PackedBatch], torch.Tensor], packed: PackedBatch | None,
+                           ) -> torch.Tensor | None:
+        """fn on each micro-batch (rows selected, padding trimmed) -> its [b, T'] results written into [B, T].
+        Under torchrun the ranks run equally many (`synced_plan`); packed=None only joins them (-> None)."""
         out = None
-        for rows in self.plan(packed):
+        for rows in self.synced_plan(packed):
+            if not rows:
+                fn(DUMMY)  # joins the other ranks' forward; the result is discarded
+                continue
             part = fn(select_rows(packed, rows))  # [b, T']
             if out is None:
                 out = torch.zeros(packed.response_mask.shape, dtype=part.dtype)  # [B, T]

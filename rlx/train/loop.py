@@ -10,7 +10,6 @@ optimizer steps in `update`, every model forward's micro-batching in `forwards`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,16 +21,24 @@ from rlx import algos
 from rlx.algos.base import CRITIC_VALUES
 from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
+from rlx.models.full_params import iter_full_parameters, reshard
 from rlx.models.load import load_tokenizer
-from rlx.models.lora import merged_named_parameters, save_policy, trainable_parameters
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, rollout, setup
+from rlx.train import checkpoint, preemption, rollout, rundir, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
 from rlx.train.forwards import Forwards
-from rlx.train.metrics import PhaseTimer, greedy_accuracy, progress_bar, sample_rows, seed_everything, step_metrics
+from rlx.train.metrics import (
+    PhaseTimer,
+    greedy_accuracy,
+    progress_bar,
+    sample_rows,
+    seed_everything,
+    step_metrics,
+    write_summary,
+)
 from rlx.train.scoring import score
 from rlx.train.update import UpdateBatch, Updater
 
@@ -45,6 +52,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         dist.init()  # joins torchrun's process group when WORLD_SIZE > 1
+        setup.check_world(cfg)  # before any model loads
         self.algo = algos.get(cfg.algo.name)
         self.run_dir = Path(cfg.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -57,14 +65,14 @@ class Trainer:
         self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.policy = setup.load_policy(self.model_path, cfg.model, self.device)
-        self.optimizers = [torch.optim.AdamW(trainable_parameters(self.policy), lr=cfg.train.lr,
-                                             weight_decay=cfg.train.weight_decay)]
         self.reference = setup.load_reference(self.model_path, self.device) if cfg.algo.kl.beta > 0 else None
         self.critic = None
         if self.algo.needs(cfg.algo, CRITIC_VALUES):
             self.critic = setup.load_critic(self.model_path, cfg.model, self.device)
-            self.optimizers.append(torch.optim.AdamW(self.critic.parameters(), lr=cfg.algo.critic.lr))
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
+        self.train_policy, self.train_critic, self.reference = setup.wrap_for_strategy(
+            cfg, self.policy, self.critic, self.reference)  # then the optimizers, on what the strategy left
+        self.optimizers = setup.build_optimizers(cfg, self.policy, self.critic)
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         if cfg.train.num_threads > 0:  # after the sampler: a vLLM engine start may change the count
@@ -79,10 +87,11 @@ class Trainer:
         cfg = self.cfg
         self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
                                  self.device, cfg.model.logprob_chunk)
-        self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards)
+        self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards,
+                               self.train_policy, self.train_critic)
         kl_in_rewards = self.reference is not None and cfg.algo.kl.mode in ("reward_token", "reward_response")
         self.batches = BatchBuilder(cfg, self.algo, self.forwards, self.tokenizer.pad_token_id, self.newline_ids,
-                                    self.policy, self.reference, self.critic, kl_in_rewards,
+                                    self.train_policy, self.reference, self.critic, kl_in_rewards,
                                     need_old_logp=kl_in_rewards or not self.updater.reuses_loss_logprobs(),
                                     step_reward_fn=getattr(self.reward_fn, "step_rewards", None))
 
@@ -117,7 +126,8 @@ class Trainer:
                                   **timer.seconds})
 
     def sync(self) -> None:
-        self.sampler.sync_weights(self.policy, weights=merged_named_parameters(self.policy))  # LoRA: W + BA
+        reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
+        self.sampler.sync_weights(self.policy, weights=iter_full_parameters(self.policy))  # LoRA: W + BA
 
     def evaluate(self) -> float:
         problems = self.task.test[: self.cfg.train.eval_size]
@@ -125,14 +135,11 @@ class Trainer:
                                    self.cfg.train.max_new_tokens) if dist.is_main() else 0.0
         return dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
 
-    def resume(self) -> tuple[int, dict]:
-        """(first step to run, saved extra state). `resume=auto` continues from the newest complete
-        checkpoint in the run directory; a path resumes from that checkpoint; null starts fresh."""
-        if self.cfg.resume is None:
-            return 1, {}
-        path = checkpoint.latest_checkpoint(self.run_dir) if self.cfg.resume == "auto" else Path(self.cfg.resume)
+    def resume(self, path: Path | None) -> tuple[int, dict]:
+        """(first step to run, saved extra state) from `path`, a checkpoint `rundir.open_run` verified;
+        None starts at step 1."""
         if path is None:
-            return 1, {}  # nothing saved yet: auto-resume of a fresh run directory starts at step 1
+            return 1, {}
         step, extra = checkpoint.load_checkpoint(path, self.policy, self.optimizers, self.critic)
         self.sync()
         if dist.is_main():
@@ -141,25 +148,22 @@ class Trainer:
         return step + 1, extra
 
     def checkpoint(self, step: int, extra: dict) -> Path:
-        if dist.is_main():
-            checkpoint.save_checkpoint(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
-                                       self.critic, extra, self.cfg.train.keep_last)
-        dist.barrier()  # every rank can resume from it once any rank moves on
-        return checkpoint.checkpoint_root(self.run_dir) / f"step_{step}"
+        """A resumable checkpoint of `step`; call it on every rank (FSDP2 gathers, rank 0 writes)."""
+        reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
+        return checkpoint.save_resumable(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
+                                         self.critic, extra, self.cfg.train.keep_last, rundir.checkpoint_meta(self.cfg))
 
-    def save(self) -> Path:
-        ckpt = self.run_dir / "checkpoint"
-        save_policy(self.policy, ckpt)  # LoRA: the adapter (ckpt/adapter) and the merged model
-        self.tokenizer.save_pretrained(str(ckpt))
-        return ckpt
 
 
 def train(cfg: RunConfig, resolved_config: str = "") -> dict:
+    with rundir.open_run(cfg, resolved_config) as run:  # lock, verified resume, config history: before any model
+        return run.finished or _train(cfg, resolved_config, run.resume_from)
+
+
+def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> dict:
     started = time.time()
     trainer = Trainer(cfg)
-    if dist.is_main():
-        (trainer.run_dir / "config.yaml").write_text(resolved_config)
-    first_step, state = trainer.resume()
+    first_step, state = trainer.resume(resume_from)
     started -= state.get("elapsed", 0.0)
     trainer.logger = (build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config) if dist.is_main()
                       else dist.NullLogger())  # one metrics.jsonl per run
@@ -169,30 +173,39 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
     progress = progress_bar(cfg, first_step - 1)
+    preemption.install()  # a preemption signal now only raises a flag, checked after each step
     for step in range(first_step, cfg.train.steps + 1):
         metrics = trainer.train_step(step)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
             metrics["test_accuracy"] = trainer.evaluate()
         metrics["wall_seconds"] = time.time() - started
         trainer.logger.log(step, metrics)
+        extra = {"accuracy_before": accuracy_before, "elapsed": time.time() - started}
         if cfg.train.save_every and step % cfg.train.save_every == 0 and step != cfg.train.steps:
-            trainer.checkpoint(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
+            trainer.checkpoint(step, extra)
         progress.update(1)
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+        if preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint this step and leave
+            preemption.checkpoint_and_exit(trainer, step, extra, progress)
     progress.close()
+    preemption.uninstall()
+    return _finish(trainer, resolved_config, accuracy_before, started)
+
+
+def _finish(trainer: Trainer, resolved_config: str, accuracy_before: float, started: float) -> dict:
+    """The final evaluation, HF checkpoint (gathered on every rank) and summary.json (rank 0)."""
+    cfg = trainer.cfg
     accuracy_after = trainer.evaluate()
     dist.write_parameter_digest(trainer.run_dir, trainer.policy)
+    reshard(trainer.train_policy)
+    ckpt = checkpoint.save_final(trainer.run_dir, trainer.policy, trainer.tokenizer)
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
         trainer.sampler.close()
         dist.close()
         return {"accuracy_after": accuracy_after}
     trainer.logger.log(cfg.train.steps, {"test_accuracy": accuracy_after, "final": True})
-    ckpt = trainer.save()
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
-    summary = {"accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
-               "wall_seconds": time.time() - started, "eval_size": min(cfg.train.eval_size, len(trainer.task.test)),
-               "algo": cfg.algo.name, "steps": cfg.train.steps, "checkpoint": str(ckpt)}
-    (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started)
     trainer.logger.log_summary(summary)
     trainer.sampler.close()
     trainer.logger.close()

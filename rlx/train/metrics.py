@@ -4,13 +4,16 @@ Also the run-wide seeding and progress bar, so the step driver (`loop`) holds on
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlx.data.tasks import Task
+from rlx.logger import knot_stats
 from rlx.sampling.base import GenRequest
 from rlx.train import distributed as dist
 
@@ -22,11 +25,12 @@ def seed_everything(seed: int) -> None:
 
 
 def sample_rows(tokenizer, trajs, branches, advantages: torch.Tensor) -> list[dict]:
-    """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
+    """Completions with their per-token advantages, knots and knot values, for the logger and `rlx inspect`."""
     decode = tokenizer.decode
     return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
              "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
-             "tokens": [decode([tok]) for tok in tr.response_ids], "knots": [k.t for k in br.knots]}
+             "tokens": [decode([tok]) for tok in tr.response_ids], "knots": [k.t for k in br.knots],
+             **knot_stats(br.rewards)}
             for i, (tr, br) in enumerate(zip(trajs, branches))]
 
 
@@ -71,6 +75,17 @@ class PhaseTimer:
                 timer.seconds[f"time_{phase}"] = time.perf_counter() - self.start
 
         return _Phase()
+
+
+def write_summary(cfg, run_dir: Path, task: Task, ckpt: Path, accuracy: tuple[float, float], started: float,
+                  ) -> dict:
+    """summary.json: test accuracy before -> after, wall time, the checkpoint, the skipped data rows."""
+    summary = {"accuracy_before": accuracy[0], "accuracy_after": accuracy[1], "wall_seconds": time.time() - started,
+               "eval_size": min(cfg.train.eval_size, len(task.test)), "algo": cfg.algo.name, "steps": cfg.train.steps,
+               "checkpoint": str(ckpt),
+               "skipped_rows": task.skipped_total}  # malformed data rows skipped (data.on_error=skip)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def progress_bar(cfg, done: int):

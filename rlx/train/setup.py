@@ -13,8 +13,11 @@ from rlx.algos.base import BRANCH_ROLLOUTS, STEP_REWARDS, no_branches
 from rlx.data.configs import ConfigError
 from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm
-from rlx.models.lora import maybe_wrap_lora
+from rlx.models.logprobs import LogprobModel
+from rlx.models.lora import maybe_wrap_lora, trainable_parameters
 from rlx.models.precision import MASTER_DTYPE, enable_gradient_checkpointing
+from rlx.train import distributed as dist
+from rlx.train import parallel
 
 
 def check_inputs(algo, cfg, reward_fn) -> None:
@@ -25,6 +28,41 @@ def check_inputs(algo, cfg, reward_fn) -> None:
                           f"{cfg.reward_model.name} scores whole responses only; pick a process reward")
     if (BRANCH_ROLLOUTS in needs) != (algo.plan_branches is not no_branches):
         raise ConfigError(f"algorithm {algo.name!r}: declares branch rollouts iff it plans branches")
+
+
+def check_world(cfg) -> None:
+    """Under torchrun, what the ranks must agree on, said before any model loads: the strategy's limits
+    (`parallel.check_strategy`) and enough prompts on every rank for `train.mini_batches` (each rank then
+    takes as many optimizer steps, whose gradient averages are collectives)."""
+    parallel.check_strategy(cfg.train.strategy, cfg.sampler.name, cfg.model.lora.r)
+    per_rank = cfg.train.prompts_per_step // dist.world_size()  # the fewest prompts any rank holds
+    if dist.world_size() > 1 and cfg.train.mini_batches > per_rank:
+        raise ConfigError(f"train.mini_batches={cfg.train.mini_batches} exceeds the {per_rank} prompts some of the "
+                          f"{dist.world_size()} ranks hold (train.prompts_per_step={cfg.train.prompts_per_step}): "
+                          "every rank must take the same number of optimizer steps")
+
+
+def wrap_for_strategy(cfg, policy, critic, reference) -> tuple:
+    """(train_policy, train_critic, reference) under `train.strategy` (`rlx.train.parallel`): what every
+    forward goes through. The policy and reference are wrapped as `LogprobModel`s, so the lean log-prob
+    path runs inside the DDP / FSDP2 wrapper; in one process the wrappers are the modules themselves.
+    Build the optimizers afterwards, on `policy`'s and `critic`'s parameters (FSDP2: DTensor shards)."""
+    t = cfg.train
+    train_policy = parallel.wrap(LogprobModel(policy), t.strategy, t.cpu_offload)
+    train_critic = parallel.wrap(critic, t.strategy, t.cpu_offload) if critic is not None else None
+    if reference is not None:
+        reference = parallel.wrap(LogprobModel(reference), t.strategy, t.cpu_offload)  # ddp: frozen, unchanged
+    return train_policy, train_critic, reference
+
+
+def build_optimizers(cfg, policy, critic) -> list[torch.optim.Optimizer]:
+    """AdamW over the policy's trainable parameters (LoRA: the adapters), then the critic's (`algo.critic.lr`);
+    built after `wrap_for_strategy`, on the parameters the strategy left (FSDP2: DTensor shards)."""
+    t = cfg.train
+    optimizers = [torch.optim.AdamW(trainable_parameters(policy), lr=t.lr, weight_decay=t.weight_decay)]
+    if critic is not None:
+        optimizers.append(torch.optim.AdamW(critic.parameters(), lr=cfg.algo.critic.lr))
+    return optimizers
 
 
 def load_policy(model_path: str, model_cfg, device: torch.device):

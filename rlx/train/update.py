@@ -25,8 +25,8 @@ from rlx.algos.base import LossInputs, ValueLossInputs
 from rlx.algos.losses import AggScale
 from rlx.algos.stats import masked_mean
 from rlx.models.logprobs import PackedBatch, select_rows
-from rlx.train import distributed as dist
-from rlx.train.forwards import Forwards
+from rlx.train import parallel
+from rlx.train.forwards import DUMMY, Forwards
 
 SUMMED = ("loss", "policy_loss", "pg_loss", "kl_ref", "vf_loss")  # globally normalised: micro-batches add up
 
@@ -72,8 +72,15 @@ def combine(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
 
 
 class Updater:
-    def __init__(self, cfg, algo, policy, critic, optimizers: list, forwards: Forwards):
+    """`policy` / `critic` are the modules whose parameters the optimizers own (clipped here); `train_policy` /
+    `train_critic` are what the forwards go through: the same modules in one process, their DDP / FSDP2
+    wrappers under torchrun (`rlx.train.parallel`)."""
+
+    def __init__(self, cfg, algo, policy, critic, optimizers: list, forwards: Forwards, train_policy=None,
+                 train_critic=None):
         self.cfg, self.algo, self.policy, self.critic = cfg, algo, policy, critic
+        self.train_policy = policy if train_policy is None else train_policy
+        self.train_critic = critic if train_critic is None else train_critic
         self.optimizers = optimizers
         self.forwards = forwards
 
@@ -101,17 +108,18 @@ class Updater:
         """Forward + backward per micro-batch of `rows`, then one step of every optimizer (None: skipped)."""
         mask = batch.packed.response_mask[rows]  # [b, T], the step's full padded width
         whole = len(rows) == mask.shape[0] == batch.packed.response_mask.shape[0]
-        plan = self.forwards.plan(batch.packed, rows)
+        plan = self.forwards.synced_plan(batch.packed, rows)  # torchrun: as many micro-batches on every rank
         scale = None if whole and len(plan) == 1 else AggScale.of(mask)  # None: the unsplit batch's own counts
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         parts = []
-        for micro in plan:
-            loss, metrics = self.micro_batch_loss(batch, micro, scale)
-            loss.backward()
+        for i, micro in enumerate(plan):
+            is_last = i == len(plan) - 1  # DDP/FSDP2 average the gradients over ranks in this backward only
+            with parallel.no_sync(self.train_policy, is_last), parallel.no_sync(self.train_critic, is_last):
+                loss, metrics = self.micro_batch_loss(batch, micro, scale) if micro else self.dummy_loss()
+                loss.backward()
             parts.append((metrics, float(batch.packed.response_mask[micro].sum())))
-        metrics = combine(parts)
-        dist.average_gradients(self.optimizers)  # mean over ranks, before clipping
+        metrics = {"loss": 0.0, **combine(parts)}  # DDP: the gradients are now the mean over ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
         if self.critic is not None:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)
@@ -133,6 +141,15 @@ class Updater:
         raise NonFiniteError(f"step {step}: non-finite {bad[0]} ({metrics[bad[0]]}); stopping. Lower train.lr, "
                              "check the rewards, or set train.skip_nonfinite=true to skip such optimizer steps")
 
+    def dummy_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """Zero times a one-token forward of every trained module: a rank with fewer real micro-batches than
+        the others joins their collective forward and backward passes, adding nothing to the gradients."""
+        logp, _ = self.forwards.logprobs(self.train_policy, DUMMY)  # [1, 1]
+        loss = logp.sum() * 0.0
+        if self.train_critic is not None:
+            loss = loss + self.forwards.values(self.train_critic, DUMMY).sum() * 0.0
+        return loss, {}
+
     def micro_batch_loss(self, batch: UpdateBatch, rows: list[int], scale: AggScale | None):
         """Policy (+ critic) loss of one micro-batch, normalised by the optimizer step's counts."""
         sub = select_rows(batch.packed, rows)  # padding trimmed to these rows
@@ -141,7 +158,7 @@ class Updater:
         def part(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x[rows, :width]  # [b, T']
 
-        logp, entropy = self.forwards.logprobs(self.policy, sub, with_entropy=True)  # [b, T'] fp32
+        logp, entropy = self.forwards.logprobs(self.train_policy, sub, with_entropy=True)  # [b, T'] fp32
         old_logp = logp.detach() if batch.old_logp is None else part(batch.old_logp)
         inputs = LossInputs(logp=logp, old_logp=old_logp, advantages=part(batch.advantages),
                             response_mask=sub.response_mask, group_ids=batch.group_ids[rows],
@@ -150,7 +167,7 @@ class Updater:
         loss, loss_metrics = self.algo.policy_loss(inputs, self.cfg.algo)
         metrics = {"policy_loss": loss.item(), **loss_metrics}
         if self.critic is not None:
-            values = self.forwards.values(self.critic, sub)  # [b, T'] fp32
+            values = self.forwards.values(self.train_critic, sub)  # [b, T'] fp32
             critic_loss, critic_metrics = self.algo.value_loss(
                 ValueLossInputs(values, part(batch.old_values), part(batch.returns), sub.response_mask, scale),
                 self.cfg.algo)

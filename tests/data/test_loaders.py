@@ -1,4 +1,5 @@
-"""GSM8K / MATH-500 / generic JSONL loaders: real shared files, malformed rows, skip counting, hub path."""
+"""GSM8K / MATH-500 / generic JSONL loaders: the real files (subsets in tests/fixtures), malformed rows, encodings,
+skip counting, hub path."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from rlx.data.jsonl import load_jsonl
 from rlx.data.math500 import load_math500
 
 
-def test_gsm8k_shared_files(shared_data):
-    test = load_gsm8k("test", shared_data / "gsm8k")
-    assert len(test) == 1319 and test.skipped == 0
+def test_gsm8k_files(fixture_data):
+    test = load_gsm8k("test", fixture_data / "gsm8k")
+    assert len(test) == 30 and test.skipped == 0
     first = test[0]
     assert first.id == "gsm8k/test/0"
     assert first.question.startswith("Janet’s ducks lay 16 eggs per day.")
     assert first.answer == "18"
     assert first.solution.endswith("#### 18")
-    assert len(load_gsm8k("train", shared_data / "gsm8k" / "train.jsonl")) == 7473  # a file works too
+    assert len(load_gsm8k("train", fixture_data / "gsm8k" / "train.jsonl")) == 20  # a file works too
 
 
 def test_gsm8k_reference_answer_drops_commas():
@@ -30,9 +31,9 @@ def test_gsm8k_reference_answer_drops_commas():
         reference_answer("no marker")
 
 
-def test_math500_shared_file(shared_data):
-    problems = load_math500("test", shared_data / "math500")
-    assert len(problems) == 500
+def test_math500_file(fixture_data):
+    problems = load_math500("test", fixture_data / "math500")
+    assert len(problems) == 40
     first = problems[0]
     assert first.id == "math500/test/precalculus/807.json"
     assert first.answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
@@ -133,3 +134,59 @@ def test_hub_path_uses_datasets_lazily(monkeypatch):
     assert (problem.id, problem.meta["level"]) == ("math500/test/algebra/1.json", 3)
     assert calls[-1] == ("HuggingFaceH4/MATH-500", None, "test")
     assert calls[0] == ("openai/gsm8k", "main", "test")
+
+
+# ------------------------------------------------------------------------------------ encodings (issue 12)
+
+BAD_UTF8 = b'{"question": "caf\xe9?", "answer": "#### 1"}'  # Latin-1 bytes: not UTF-8
+
+
+def test_a_utf8_bom_is_dropped(tmp_path):
+    path = tmp_path / "test.jsonl"
+    # A BOM at the start of the file (Windows editors) and at the start of a later line (`cat a b`).
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\n\xef\xbb\xbf" + GOOD.encode() + b"\n")
+    problems = load_gsm8k("test", path)
+    assert [(p.question, p.answer) for p in problems] == [("1+1?", "2"), ("1+1?", "2")] and problems.skipped == 0
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_bytes(GOOD.encode() + b"\n" + BAD_UTF8 + b"\n" + GOOD.encode() + b"\n")
+    with pytest.raises(ValueError, match=f"{path}:2: malformed row: invalid UTF-8 \\(byte 0xe9 at column 18\\)"):
+        load_gsm8k("test", path)
+    problems = load_gsm8k("test", path, on_error="skip")
+    assert [p.id for p in problems] == ["gsm8k/test/0", "gsm8k/test/2"] and problems.skipped == 1
+    assert problems.skipped_rows == [f"{path}:2: invalid UTF-8 (byte 0xe9 at column 18)"]
+
+
+def test_invalid_utf8_in_a_jsonl_task_is_counted_on_the_task(tmp_path):
+    from rlx.data.configs import JsonlDataConfig
+    from rlx.data.tasks import load_task
+
+    test, train = tmp_path / "test.jsonl", tmp_path / "train.jsonl"
+    test.write_bytes(b'{"question": "q", "answer": "1"}\n' + BAD_UTF8 + b"\n")
+    train.write_bytes(BAD_UTF8 + b"\n" + b'{"question": "q", "answer": "2"}\n' + b"\xff\xfe\n")
+    cfg = JsonlDataConfig(path=str(test), train_path=str(train), on_error="skip")
+    task = load_task(cfg, train_size=5, seed=0)
+    assert [p.answer for p in task.train] == ["2"] and [p.answer for p in task.test] == ["1"]
+    assert dict(task.skipped_rows) == {"train": 2, "test": 1} and task.skipped_total == 3
+
+
+def test_a_train_file_whose_rows_all_lack_the_answer_key_names_the_real_cause(tmp_path):
+    from rlx.data.configs import ConfigError, JsonlDataConfig
+    from rlx.data.tasks import load_task
+
+    test, train = tmp_path / "test.jsonl", tmp_path / "train.jsonl"
+    test.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n")
+    train.write_text("".join(json.dumps({"question": f"q{i}", "solution": "1"}) + "\n" for i in range(3)))
+    cfg = JsonlDataConfig(path=str(test), train_path=str(train), on_error="skip")
+    with pytest.raises(ConfigError) as error:
+        load_task(cfg, train_size=5, seed=0)
+    message = str(error.value)
+    assert message.startswith(f"data.train_path: all 3 rows of {train} were malformed and skipped")
+    assert f"first: {train}:1: missing field 'answer'" in message and "no train split" not in message
+    train.write_text("")
+    with pytest.raises(ConfigError, match=f"data.train_path: {train} has no rows, so the train split is empty"):
+        load_task(cfg, train_size=5, seed=0)
+    with pytest.raises(ConfigError, match="data=jsonl has no train split here"):  # no train_path at all
+        load_task(JsonlDataConfig(path=str(test)), train_size=5, seed=0)

@@ -39,11 +39,12 @@ def check_run(run_dir: Path, data: str, n: int) -> dict:
     assert {s["template_sha256"] for s in samples} == {result["template_sha256"]}
     assert len({s["seed"] for s in samples}) == len(samples)  # every request has its own seed
     assert result["accuracy"] == pytest.approx(sum(s["correct"] for s in samples) / len(samples))
+    assert result["screened"] == sum(s["status"] == "screened" for s in samples)
     return result
 
 
-def test_gsm8k_and_math500_in_one_command(monkeypatch, tmp_path, tiny_model_dir, shared_data):
-    run_eval(monkeypatch, "data=gsm8k,math500", f"data.path={shared_data}", f"model.path={tiny_model_dir}",
+def test_gsm8k_and_math500_in_one_command(monkeypatch, tmp_path, tiny_model_dir, fixture_data):
+    run_eval(monkeypatch, "data=gsm8k,math500", f"data.path={fixture_data}", f"model.path={tiny_model_dir}",
              "sampler=hf", f"eval.size={SIZE}", "eval.n=2", "eval.temperature=0.6", "eval.max_new_tokens=24",
              f"hydra.sweep.dir={tmp_path}")
     gsm8k = check_run(tmp_path / "0_gsm8k", "gsm8k", n=2)

@@ -93,17 +93,17 @@ def test_sampling_settings_parse():
 # ------------------------------------------------------------------------------------------------- tasks
 
 
-def test_gsm8k_and_math500_load_from_a_data_root(shared_data):
-    gsm8k = load_task(eval_cfg("data=gsm8k", f"data.path={shared_data}").data, train_size=0, seed=0)
-    assert len(gsm8k.test) == 1319 and gsm8k.train == [] and gsm8k.test[0].answer.isdigit()
-    math500 = load_task(eval_cfg("data=math500", f"data.path={shared_data}").data, train_size=0, seed=0)
-    assert len(math500.test) == 500 and math500.breakdown_keys == ("subject", "level")
-    train = load_task(eval_cfg("data=gsm8k", f"data.path={shared_data / 'gsm8k'}").data, train_size=100, seed=0)
-    assert len(train.train) == 100
+def test_gsm8k_and_math500_load_from_a_data_root(fixture_data):
+    gsm8k = load_task(eval_cfg("data=gsm8k", f"data.path={fixture_data}").data, train_size=0, seed=0)
+    assert len(gsm8k.test) == 30 and gsm8k.train == [] and gsm8k.test[0].answer.isdigit()
+    math500 = load_task(eval_cfg("data=math500", f"data.path={fixture_data}").data, train_size=0, seed=0)
+    assert len(math500.test) == 40 and math500.breakdown_keys == ("subject", "level")
+    train = load_task(eval_cfg("data=gsm8k", f"data.path={fixture_data / 'gsm8k'}").data, train_size=10, seed=0)
+    assert len(train.train) == 10
 
 
-def test_train_on_a_test_only_data_set_fails_naming_data(shared_data):
-    cfg = parse_run_config(compose_raw("train", "data=math500", f"data.path={shared_data}"))
+def test_train_on_a_test_only_data_set_fails_naming_data(fixture_data):
+    cfg = parse_run_config(compose_raw("train", "data=math500", f"data.path={fixture_data}"))
     with pytest.raises(ConfigError, match=r"data=math500 has no train split"):
         build_task(cfg.data, cfg.train.train_size, cfg.seed)
 
@@ -125,23 +125,23 @@ def test_jsonl_field_names_breakdown_and_skipped_rows(tmp_path):
     assert task.grade(task.test, ["\\boxed{2}", "so 7"]) == [True, False]
 
 
-def test_grading_is_batched_through_one_shared_pool(shared_data, monkeypatch):
-    from rlx.rewards import grader as grader_module
+def test_grading_is_batched_through_one_shared_pool(fixture_data, monkeypatch):
+    from rlx.grading import grader as grader_module
 
     calls = []
     real = grader_module.Grader(num_workers=1)  # numbers are decided in-process: no worker starts here
 
     class CountingGrader:
-        def grade(self, references, completions, style):
-            calls.append(len(completions))
-            return real.grade(references, completions, style)
+        def grade(self, references, completions, style, timeout_s=None):
+            calls.append((len(completions), timeout_s))
+            return real.grade(references, completions, style, timeout_s)
 
     monkeypatch.setattr(grader_module, "shared_grader", lambda *a, **k: CountingGrader())
-    task = load_task(eval_cfg("data=gsm8k", f"data.path={shared_data}").data, train_size=0, seed=0)
+    task = load_task(eval_cfg("data=gsm8k", f"data.path={fixture_data}").data, train_size=0, seed=0)
     problems = task.test[:3]
     completions = [f"so\n#### {p.answer}" for p in problems[:2]] + ["no idea"]
     verdicts = task.verdicts(problems, completions)
-    assert calls == [3]  # one grader call for the whole batch
+    assert calls == [(3, 2.0)]  # one grader call for the whole batch, with evaluation's per-answer limit
     assert [v.correct for v in verdicts] == [True, True, False]
     assert verdicts[0].extracted == problems[0].answer and verdicts[2].status == "no_answer"
     assert task.grade(problems, completions) == [True, True, False]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlx.rewards.grader import Grader
+from rlx.grading.grader import Grader
 
 
 @pytest.fixture(scope="session")

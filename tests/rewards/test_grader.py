@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from rlx.rewards.grader import Grader, extract_answer, normalize_answer, quick_decision
-from rlx.rewards.validation import faulty_checker
+from rlx.grading.extract import extract_answer, normalize_answer, quick_decision
+from rlx.grading.faults import faulty_checker
+from rlx.grading.grader import Grader
+from rlx.grading.screen import screen_answer
 
 
 @pytest.mark.parametrize(
@@ -106,7 +111,7 @@ def test_reference_and_completion_counts_must_match(grader):
 
 
 def test_real_timeout_is_scored_zero_counted_and_the_worker_replaced():
-    with Grader(num_workers=1, timeout_s=0.5) as pool:
+    with Grader(num_workers=1, timeout_s=0.5, screen=None) as pool:  # no pre-screen: the tower reaches sympy
         results = pool.grade(["\\frac{1}{2}", "\\frac{1}{2}"], ["\\boxed{10^{10^{10^{10}}}}", "\\boxed{0.5}"])
     assert [(r.correct, r.status) for r in results] == [(False, "timeout"), (True, "ok")]
     assert (pool.stats.timeouts, pool.stats.crashes, pool.stats.workers_replaced) == (1, 0, 1)
@@ -147,3 +152,110 @@ def test_faults_in_a_batch_do_not_stop_the_run():
     assert again[0].correct
     stats = pool.stats.as_dict()
     assert (stats["graded"], stats["timeouts"], stats["crashes"], stats["workers_replaced"]) == (12, 2, 2, 3)
+
+
+# ------------------------------------------------------------------------ issue 12: no false verdicts
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),  # not its last number, 4
+        ("$\\sqrt{2}$", "\\sqrt{2}"),
+        ("3/4", "3/4"),
+        ("\\frac{54}{2}", "\\frac{54}{2}"),
+        ("so $x = \\frac{3}{4}$.", "\\frac{3}{4}"),  # an equation gives its right-hand side
+        ("4\\frac{2}{3} cups", "4\\frac{2}{3}"),
+        ("\\sqrt[3]{8}", "\\sqrt[3]{8}"),
+        ("Hence \\(\\frac{1}{2}\\)", "\\frac{1}{2}"),
+        ("She paid $5 for apples and $3", "3"),  # dollar signs around prose are not math
+        ("Let $n$ be 4. Then n = 5.", "5"),
+        ("x" * 5000 + " 12", "12"),
+        ("7 " + "y" * 5000, "7"),  # a number before the scanned tail is still found
+    ],
+)
+def test_final_expressions_are_extracted_whole(text, expected):
+    assert extract_answer(text, "last_number") == expected
+    assert extract_answer(text, "auto") == expected
+
+
+def test_unboxed_latex_answers_grade_like_their_boxed_forms(grader):
+    completions = ["The answer is $\\frac{3}{4}$.", "$\\sqrt{2}$", "3/4", "\\frac{54}{2}"]
+    references = ["\\frac{3}{4}", "\\sqrt{2}", "0.75", "27"]
+    boxed = [f"\\boxed{{{extract_answer(text)}}}" for text in completions]
+    assert [r.correct for r in grader.grade(references, completions)] == [True, True, True, True]
+    assert [r.correct for r in grader.grade(references, boxed)] == [True, True, True, True]
+    wrong = grader.grade(["4", "2", "4", "2"], completions)  # what "the last number" used to extract
+    assert [r.correct for r in wrong] == [False, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("\\gcd(10^{10^{10}}, 42)", "an exponent tower"),
+        ("(x+1)^{100000}", "an exponent above 10000"),
+        ("\\sum_{n=1}^{10^{10}} n", "an exponent tower"),
+        ("(10^{10})!", "a factorial of a huge number"),
+        ("123456!", "a factorial of a huge number"),
+        ("1" * 41, "a number with more than 40 digits"),
+        ("(" * 13 + "1" + ")" * 13, "nested deeper than 12"),
+        ("x+" * 201, "longer than 400 characters"),
+    ],
+)
+def test_screen_names_the_pathology(answer, reason):
+    assert screen_answer(answer) == reason
+
+
+@pytest.mark.parametrize(
+    "answer", ["2^{10}", "x^{2019}", "5!", "\\frac{10!}{2!\\,8!}", "(n+1)!", "10,\\!080", "2^{2}+3^{2}",
+               "\\begin{pmatrix} 16/49 \\\\ 48/49 \\\\ 24/49 \\end{pmatrix}", "1" * 40]
+)
+def test_screen_passes_real_answers(answer):
+    assert screen_answer(answer) is None
+
+
+def test_gcd_tower_is_screened_and_never_correct_even_without_the_screen():
+    """It used to grade correct against 42: under the worker's memory cap sympy raised MemoryError inside
+    math-verify's LaTeX parse, math-verify fell through to its expression extraction, which picked the last
+    number, 42. rlx.grading.verify now uses the LaTeX extraction alone."""
+    completion = "\\boxed{\\gcd(10^{10^{10}}, 42)}"
+    with Grader(num_workers=1) as pool:
+        [result] = pool.grade(["42"], [completion])
+    assert (result.correct, result.status) == (False, "screened") and pool.stats.screened == 1
+    with Grader(num_workers=1, screen=None, timeout_s=2.0) as pool:
+        [result] = pool.grade(["42"], [completion])
+    assert result.correct is False and result.status in ("ok", "timeout", "crash")
+
+
+def test_the_per_answer_limit_is_per_call():
+    with Grader(num_workers=1, timeout_s=30.0, screen=None) as pool:
+        pool.wait_until_ready()
+        [result] = pool.grade(["1"], ["\\boxed{10^{10^{10^{10}}}}"], timeout_s=0.3)
+    assert (result.correct, result.status, pool.stats.timeouts) == (False, "timeout", 1)
+    with pytest.raises(ValueError, match="timeout_s must be > 0"):
+        pool.grade(["1"], ["\\boxed{1}"], timeout_s=0)
+
+
+NO_MAIN_GUARD = """
+from rlx.grading import Grader
+grader = Grader(num_workers=2)
+results = grader.grade(["\\\\frac{1}{2}", "27", "3"], ["\\\\boxed{0.5}", "\\\\frac{54}{2}", "\\\\boxed{4}"])
+print([r.correct for r in results], grader.stats.workers_replaced)
+grader.close()
+"""
+
+
+def test_the_pool_works_from_a_script_without_a_main_guard(tmp_path):
+    script = tmp_path / "grade.py"
+    script.write_text(NO_MAIN_GUARD)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[True, True, False] 0"
+
+
+def test_a_checker_defined_in_main_is_refused():
+    def local_checker(reference: str, answer: str) -> bool:
+        return True
+
+    with pytest.raises(ValueError, match="top-level function of an importable module"):
+        Grader(checker=local_checker)

@@ -81,3 +81,18 @@ def test_composite_config_errors():
         REWARDS["composite"](components=[{"name": "nope"}])
     with pytest.raises(ValueError, match="at least one component"):
         REWARDS["composite"](components=[])
+
+
+def test_the_training_reward_has_its_own_shorter_limit():
+    """reward_model.timeout_s (0.5 s by default, evaluation's is 2 s) is what the reward's grading call uses,
+    whatever the pool's own default: here a pool defaulting to 30 s times the answer out at 0.3 s."""
+    from rlx.grading import EVAL_TIMEOUT_S, TRAIN_TIMEOUT_S, Grader
+
+    assert REWARDS["math_verify"]().timeout_s == REWARDS["gsm8k"]().timeout_s == TRAIN_TIMEOUT_S == 0.5
+    assert TRAIN_TIMEOUT_S < EVAL_TIMEOUT_S == 2.0
+    with Grader(num_workers=1, timeout_s=30.0, screen=None) as pool:  # no screen: the tower reaches sympy
+        reward = REWARDS["math_verify"](timeout_s=0.3, grader=pool)
+        assert reward([Problem(id="p", question="q", answer="1")], ["\\boxed{10^{10^{10^{10}}}}"]) == [0.0]
+    assert reward.last_results[0].status == "timeout" and pool.stats.timeouts == 1
+    with pytest.raises(ValueError, match="reward_model.timeout_s must be > 0"):
+        REWARDS["math_verify"](timeout_s=0)
