@@ -150,3 +150,24 @@ def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path):
     assert saved == digests[0]  # rank 0's checkpoint is the replicas' weights
     assert [p.name for p in tmp_path.rglob("metrics.jsonl")] == ["metrics.jsonl"]
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4  # step 0, 1, 2, final
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_uneven_micro_batches_stay_in_step(tiny_model_dir, tmp_path):
+    """3 prompts on 2 ranks with one row per micro-batch (train.micro_batch_tokens=1): rank 0 plans 8 micro-batches,
+    rank 1 only 4 and pads 4 zero-loss dummies, so both run as many forwards, backwards (no_sync on all but the
+    last) and optimizer steps; with a critic and a KL reference (their frozen passes likewise). No deadlock, and
+    the replicas stay identical."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=ppo",
+         "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=3",
+         "algo.samples_per_prompt=4", "algo.kl.beta=0.05", "algo.optimization_num=2", "train.micro_batch_tokens=1",
+         "train.lr=1e-3", "train.eval_size=4", "train.eval_every=0", "train.progress_bar=false",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = [(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)]
+    assert digests[0] == digests[1]
+    assert digests[0] != dist.parameter_digest(load_causal_lm(str(tiny_model_dir), "float32"))

@@ -159,3 +159,13 @@ def test_non_finite_loss_stops_the_run_naming_the_step_or_skips_it(models):
     metrics = up.run(data, step=5)
     assert metrics["nonfinite_skipped"] == 1.0
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))  # the step was not taken
+
+
+def test_even_out_splits_the_largest_then_pads_with_dummies():
+    from rlx.train.forwards import even_out
+
+    assert even_out([[0, 1, 2, 3], [4]], 2) == [[0, 1, 2, 3], [4]]  # already as many: unchanged
+    assert even_out([[0, 1, 2, 3], [4]], 3) == [[0, 1], [2, 3], [4]]
+    assert even_out([[0, 1, 2], [3]], 4) == [[0], [1], [2], [3]]
+    assert even_out([[5], [6]], 4) == [[5], [6], [], []]  # single rows cannot split: dummy micro-batches
+    assert even_out([], 2) == [[], []]  # a rank with no rows only joins

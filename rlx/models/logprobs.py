@@ -136,20 +136,6 @@ def response_logprobs(model, batch: PackedBatch, with_entropy: bool = False, chu
     return logp, entropy
 
 
-class LogprobModel(torch.nn.Module):
-    """`response_logprobs` of `lm` as a module's forward. The lean path calls the decoder and the LM head
-    directly, which would bypass a data-parallel wrapper's own forward (DDP's gradient-sync preparation,
-    FSDP2's root all-gather of the embeddings, final norm and head); wrapping this module instead of `lm`
-    keeps every call inside the wrapper. Same numbers as `response_logprobs(lm, ...)`."""
-
-    def __init__(self, lm: torch.nn.Module):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, batch: PackedBatch, with_entropy: bool = False, chunk: int = DEFAULT_CHUNK):
-        return response_logprobs(self.lm, batch, with_entropy, chunk)
-
-
 def _chunked_head(head, states: torch.Tensor, targets: torch.Tensor, with_entropy: bool, chunk: int):
     """Per-position log p(target) [N] (and entropy [N]) from hidden states [N, H], `chunk` rows at a time."""
     if chunk < 1:

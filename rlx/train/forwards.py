@@ -18,9 +18,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from rlx.models.logprobs import LogprobModel, PackedBatch, pack, plan_micro_batches, response_logprobs, select_rows
+from rlx.models.full_params import unwrap
+from rlx.models.logprobs import PackedBatch, pack, plan_micro_batches, response_logprobs, select_rows
 from rlx.models.precision import autocast_context
 from rlx.train import distributed as dist
+from rlx.train import parallel
 
 DUMMY = pack([[0]], [[0]], 0)  # the one-token batch a rank without real rows forwards to join a collective
 
@@ -65,12 +67,13 @@ class Forwards:
         return even_out(plan, dist.max_over_ranks(len(plan)))
 
     def logprobs(self, model, packed: PackedBatch, with_entropy: bool = False):
-        """`response_logprobs` of one (micro-)batch under autocast -> ([B, T], [B, T] | None). `model` may be a
-        `LogprobModel`, plain or inside its data-parallel wrapper: the call then goes through the wrapper."""
+        """`response_logprobs` of one (micro-)batch under autocast -> ([B, T], [B, T] | None). `model` may be
+        a DDP wrapper or an FSDP2-sharded module: the lean path then runs as the wrapped module's forward
+        (`parallel.forward_through`), so the wrapper's gradient sync and all-gathers take part."""
+        inner = unwrap(model)
         with self.autocast():
-            if isinstance(getattr(model, "module", model), LogprobModel):
-                return model(packed, with_entropy, self.logprob_chunk)
-            return response_logprobs(model, packed, with_entropy, chunk=self.logprob_chunk)
+            return parallel.forward_through(
+                model, lambda: response_logprobs(inner, packed, with_entropy, chunk=self.logprob_chunk))
 
     def values(self, critic, packed: PackedBatch) -> torch.Tensor:
         with self.autocast():

@@ -16,14 +16,16 @@ reads the full weights back (for the sampler) from any of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 
 from rlx.train import distributed as dist
 
 STRATEGIES = ("ddp", "fsdp")
+T = TypeVar("T")
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -105,7 +107,22 @@ def no_sync(model: torch.nn.Module, is_last_micro_batch: bool) -> Iterator[None]
     else:
         yield
 
+def forward_through(model: torch.nn.Module, fn: Callable[[], T]) -> T:
+    """fn() run as the forward of `model`: a plain module just calls it; a DDP wrapper or an FSDP2-sharded
+    module runs it in place of its (inner) module's `forward`, inside the wrapper's call. A forward that
+    reaches into submodules (the lean log-prob path calls the decoder and the LM head directly) would
+    otherwise skip DDP's gradient-sync preparation and FSDP2's root all-gather (embeddings, norm, head)."""
+    from torch.distributed.fsdp import FSDPModule
 
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    if not ddp and not isinstance(model, FSDPModule):
+        return fn()
+    inner = model.module if ddp else model
+    inner.forward = lambda *args, **kwargs: fn()  # an instance attribute: `nn.Module.__call__` reads it
+    try:
+        return model()
+    finally:
+        del inner.forward  # the class's forward again
 
 
 # -------------------------------------------------------------------- checkpoints of sharded modules

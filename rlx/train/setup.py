@@ -13,7 +13,6 @@ from rlx.algos.base import BRANCH_ROLLOUTS, STEP_REWARDS, no_branches
 from rlx.data.configs import ConfigError
 from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm
-from rlx.models.logprobs import LogprobModel
 from rlx.models.lora import maybe_wrap_lora, trainable_parameters
 from rlx.models.precision import MASTER_DTYPE, enable_gradient_checkpointing
 from rlx.train import distributed as dist
@@ -44,14 +43,13 @@ def check_world(cfg) -> None:
 
 def wrap_for_strategy(cfg, policy, critic, reference) -> tuple:
     """(train_policy, train_critic, reference) under `train.strategy` (`rlx.train.parallel`): what every
-    forward goes through. The policy and reference are wrapped as `LogprobModel`s, so the lean log-prob
-    path runs inside the DDP / FSDP2 wrapper; in one process the wrappers are the modules themselves.
-    Build the optimizers afterwards, on `policy`'s and `critic`'s parameters (FSDP2: DTensor shards)."""
+    forward goes through (DDP wrappers; FSDP2 shards the modules in place); in one process the modules
+    themselves. Build the optimizers afterwards, on `policy`'s and `critic`'s parameters (FSDP2: DTensors)."""
     t = cfg.train
-    train_policy = parallel.wrap(LogprobModel(policy), t.strategy, t.cpu_offload)
+    train_policy = parallel.wrap(policy, t.strategy, t.cpu_offload)
     train_critic = parallel.wrap(critic, t.strategy, t.cpu_offload) if critic is not None else None
     if reference is not None:
-        reference = parallel.wrap(LogprobModel(reference), t.strategy, t.cpu_offload)  # ddp: frozen, unchanged
+        reference = parallel.wrap(reference, t.strategy, t.cpu_offload)  # ddp: frozen, unchanged
     return train_policy, train_critic, reference
 
 
