@@ -9,6 +9,7 @@ COMMANDS = {
     "eval": ("rlx.eval.app", "pass@k / maj@n / accuracy of a model on a benchmark (conf/eval.yaml)"),
     "build-tiny": ("rlx.recipes.app", "build (or rebuild) the tiny model into its cache"),
     "report": ("rlx.report", "table + plots comparing the runs of a sweep dir (rlx report multirun/<date>/<time>)"),
+    "inspect": ("rlx.inspect", "per-token advantages and knots of a run as HTML (rlx inspect <run dir> --step N)"),
 }
 
 

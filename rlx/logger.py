@@ -245,13 +245,34 @@ def redact(value: Any, secret: str | None) -> Any:
 
 
 def _sample_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate and normalise one sample row (plain floats/ints/strs, so it is JSON and W&B friendly)."""
+    """Validate and normalise one sample row (plain floats/ints/strs, so it is JSON and W&B friendly).
+
+    Optional per-knot `knot_values` / `knot_stderrs` (see `knot_stats`) are kept when given, for `rlx inspect`."""
     missing = {"prompt", "completion", "reward", "advantages", "tokens", "knots"} - set(row)
     if missing:
         raise ValueError(f"log_samples: row lacks {sorted(missing)}")
-    return {"prompt": str(row["prompt"]), "completion": str(row["completion"]), "reward": float(row["reward"]),
-            "advantages": [float(a) for a in row["advantages"]], "tokens": [str(t) for t in row["tokens"]],
-            "knots": [int(k) for k in row["knots"]]}
+    out = {"prompt": str(row["prompt"]), "completion": str(row["completion"]), "reward": float(row["reward"]),
+           "advantages": [float(a) for a in row["advantages"]], "tokens": [str(t) for t in row["tokens"]],
+           "knots": [int(k) for k in row["knots"]]}
+    for key in ("knot_values", "knot_stderrs"):
+        if row.get(key) is not None:
+            if len(row[key]) != len(out["knots"]):
+                raise ValueError(f"log_samples: {key} has {len(row[key])} entries for {len(out['knots'])} knots")
+            out[key] = [None if v is None else float(v) for v in row[key]]
+    return out
+
+
+def knot_stats(rollout_rewards: Sequence[Sequence[float]]) -> dict[str, list[float | None]]:
+    """Per knot, the mean reward of its branch rollouts and its standard error std(ddof=1)/sqrt(M) (None when
+    M < 2; both None when the knot has no rollouts): the knot values `rlx inspect` draws with error bars."""
+    values, stderrs = [], []
+    for rewards in rollout_rewards:
+        m = len(rewards)
+        mean = sum(rewards) / m if m else None
+        values.append(mean)
+        var = sum((r - mean) ** 2 for r in rewards) / (m - 1) if m > 1 else None
+        stderrs.append(math.sqrt(var / m) if var is not None else None)
+    return {"knot_values": values, "knot_stderrs": stderrs}
 
 
 def strict_json(value: Any, **kwargs) -> str:

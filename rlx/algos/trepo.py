@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlx.algos.base import BRANCH_ROLLOUTS, AdvantageInputs, Algorithm, ClippedAlgoConfig, KLConfig, Knot, register
+from rlx.algos.branching import SCORE_SELECTIONS, score_knots
 from rlx.algos.checks import check_choice, check_int, check_range
 from rlx.algos.gae import discounted_returns, knot_gae
 from rlx.algos.losses import clipped_policy_loss
@@ -103,15 +104,19 @@ def select_knots(
     selection: str,
     step_starts: Sequence[int] = (),
     rng: torch.Generator | None = None,
+    scores: Sequence[float] | torch.Tensor | None = None,
 ) -> list[int]:
     """Sorted 1-based knots D with t = 1 always included and counted (docs/algorithms.md, "Anchors"); [] when T = 0.
 
     random         1 plus n-1 positions drawn uniformly without replacement from {2..T} with `rng`
     uniform_grid   t_i = 1 + floor(i T / n), i = 0..n-1: segments [t_i, t_{i+1}) of near-equal length
     step_boundaries 1 plus the given 1-based step starts in {2..T} (sub-sampled evenly to n-1 unless "all")
+    entropy / low_prob  1 plus the n-1 best-scoring positions of `scores` [T] (`rlx.algos.branching`)
     """
     if T <= 0:
         return []
+    if selection in SCORE_SELECTIONS:
+        return score_knots(selection, scores, T, num_branch_points)
     n = T if num_branch_points == "all" else min(int(num_branch_points), T)
     if selection == "uniform_grid":
         return [1 + (i * T) // n for i in range(n)]

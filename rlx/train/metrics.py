@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rlx.data.tasks import Task
+from rlx.logger import knot_stats
 from rlx.sampling.base import GenRequest
 from rlx.train import distributed as dist
 
@@ -22,11 +23,12 @@ def seed_everything(seed: int) -> None:
 
 
 def sample_rows(tokenizer, trajs, branches, advantages: torch.Tensor) -> list[dict]:
-    """Completions with their per-token advantages and knots, for the logger's tables and heatmaps."""
+    """Completions with their per-token advantages, knots and knot values, for the logger and `rlx inspect`."""
     decode = tokenizer.decode
     return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
              "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
-             "tokens": [decode([tok]) for tok in tr.response_ids], "knots": [k.t for k in br.knots]}
+             "tokens": [decode([tok]) for tok in tr.response_ids], "knots": [k.t for k in br.knots],
+             **knot_stats(br.rewards)}
             for i, (tr, br) in enumerate(zip(trajs, branches))]
 
 

@@ -29,6 +29,8 @@ class Trajectory:
     text: str = ""
     reward: float = 0.0
     correct: bool = False
+    # the sampler's raw log-probs of response_ids (Generation.logprobs), for rollout correction's mismatch
+    sampler_logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -119,7 +121,7 @@ def sample_policy(sampler, tokenizer, task, problems, cfg, step: int) -> list[Tr
     generations = sampler.generate(requests)
     return [
         Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
-                   response_ids=gen.token_ids, finished=gen.finished)
+                   response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=list(gen.logprobs))
         for i, (req, gen) in enumerate(zip(requests, generations))
     ]
 
