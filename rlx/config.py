@@ -41,6 +41,14 @@ class TrainerConfig:
     mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
     skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping
     num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)
+    # compute budgets (rlx/train/budget.py): whichever of steps / tokens / seconds comes first; 0 = off
+    token_budget: int = 0  # stop after this many generated training tokens (policy + branch)
+    time_budget_s: float = 0.0  # stop after this many seconds of training wall time (no eval / checkpoint)
+    eval_every_tokens: int = 0  # evaluate each time tokens_total crosses a multiple of this
+    # DAPO pieces (arXiv 2503.14476; rlx/algos/dapo.py)
+    dynamic_sampling: bool = False  # drop zero-reward-variance groups and refill from further prompts
+    max_refill_rounds: int = 3  # extra sampling rounds per step at most (then train on fewer groups)
+    overlong_filter: bool = False  # truncated responses (no EOS) leave the loss
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -61,6 +69,11 @@ class TrainerConfig:
                  f"must be in [1, train.prompts_per_step={self.prompts_per_step}] (groups stay whole)",
                  self.mini_batches)
         _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = keep)", self.num_threads)
+        _require(self.token_budget >= 0, "train.token_budget", "must be >= 0 (0 = off)", self.token_budget)
+        _require(self.time_budget_s >= 0, "train.time_budget_s", "must be >= 0 (0 = off)", self.time_budget_s)
+        _require(self.eval_every_tokens >= 0, "train.eval_every_tokens", "must be >= 0 (0 = off)",
+                 self.eval_every_tokens)
+        _require(self.max_refill_rounds >= 0, "train.max_refill_rounds", "must be >= 0", self.max_refill_rounds)
 
 
 @dataclass(frozen=True)
@@ -189,7 +202,15 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         logger=to_dataclass(LoggerConfig, raw.get("logger", {}), "logger"),
     )
     _check_unknown(raw, {f.name for f in dataclasses.fields(RunConfig)}, "")
+    _check_frontier(cfg)
     return cfg
+
+
+def _check_frontier(cfg: RunConfig) -> None:
+    """Options whose validity depends on another section (docs/frontier.md)."""
+    _require(not cfg.train.dynamic_sampling or cfg.algo.samples_per_prompt >= 2, "train.dynamic_sampling",
+             "needs algo.samples_per_prompt >= 2 (a group of one has no reward variance); samples_per_prompt="
+             f"{cfg.algo.samples_per_prompt}", cfg.train.dynamic_sampling)
 
 
 def parse_eval_config(raw: Mapping[str, Any]) -> EvalConfig:

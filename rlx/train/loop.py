@@ -27,10 +27,12 @@ from rlx.models.lora import merged_named_parameters, save_policy, trainable_para
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, rollout, setup
+from rlx.train import checkpoint, correction, dynamic, rollout, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
+from rlx.train.budget import Budget, BudgetCounters
 from rlx.train.forwards import Forwards
+from rlx.train.knot_scores import knot_scores
 from rlx.train.metrics import PhaseTimer, greedy_accuracy, progress_bar, sample_rows, seed_everything, step_metrics
 from rlx.train.scoring import score
 from rlx.train.update import UpdateBatch, Updater
@@ -97,24 +99,35 @@ class Trainer:
         timer = PhaseTimer()
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
         with timer("generate"):
-            trajs = rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step)
+            trajs, extra = self.sample(problems, step)
         with timer("branch"):
-            branches = rollout.sample_branches(self.sampler, self.algo, trajs, self.newline_ids, self.cfg, step)
+            scores = knot_scores(self.algo.requires(self.cfg.algo), trajs, self.forwards, self.policy,
+                                 self.tokenizer.pad_token_id)  # None unless the knot selection reads scores
+            branches = rollout.sample_branches(self.sampler, self.algo, trajs, self.newline_ids, self.cfg, step,
+                                               scores)
         with timer("score"):
             score(trajs, branches, self.reward_fn, self.task, self.tokenizer)
         with timer("train"):
             batch = self.batches.build(trajs, branches)
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
             returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
+            sampler_logp, weights = correction.step_weights(self.cfg, trajs, batch.packed.response_mask, batch.old_logp)
             metrics = self.updater.run(UpdateBatch(batch.packed, advantages, batch.inputs.group_ids,
                                                    batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
-                                                   batch.old_values, returns), step)
+                                                   batch.old_values, returns, sampler_logp, weights), step)
         if self.logger.wants_samples(step):
             self.logger.log_samples(step, sample_rows(self.tokenizer, trajs, branches, advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
         return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
-                                  **timer.seconds})
+                                  **extra, **timer.seconds})
+
+    def sample(self, problems, step: int) -> tuple[list[rollout.Trajectory], dict[str, float]]:
+        """Phase 1: the step's responses; with train.dynamic_sampling only informative groups (DAPO)."""
+        if self.cfg.train.dynamic_sampling:
+            return dynamic.sample_informative(self.sampler, self.tokenizer, self.task, problems, self.cfg, step,
+                                              self.reward_fn)
+        return rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step), {}
 
     def sync(self) -> None:
         self.sampler.sync_weights(self.policy, weights=merged_named_parameters(self.policy))  # LoRA: W + BA
@@ -168,30 +181,19 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
         trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
-    progress = progress_bar(cfg, first_step - 1)
-    for step in range(first_step, cfg.train.steps + 1):
-        metrics = trainer.train_step(step)
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
-            metrics["test_accuracy"] = trainer.evaluate()
-        metrics["wall_seconds"] = time.time() - started
-        trainer.logger.log(step, metrics)
-        if cfg.train.save_every and step % cfg.train.save_every == 0 and step != cfg.train.steps:
-            trainer.checkpoint(step, {"accuracy_before": accuracy_before, "elapsed": time.time() - started})
-        progress.update(1)
-        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
-    progress.close()
+    last_step, counters = run_steps(trainer, cfg, first_step, state, started)
     accuracy_after = trainer.evaluate()
     dist.write_parameter_digest(trainer.run_dir, trainer.policy)
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
         trainer.sampler.close()
         dist.close()
         return {"accuracy_after": accuracy_after}
-    trainer.logger.log(cfg.train.steps, {"test_accuracy": accuracy_after, "final": True})
+    trainer.logger.log(last_step, {"test_accuracy": accuracy_after, "final": True})
     ckpt = trainer.save()
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
     summary = {"accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
                "wall_seconds": time.time() - started, "eval_size": min(cfg.train.eval_size, len(trainer.task.test)),
-               "algo": cfg.algo.name, "steps": cfg.train.steps, "checkpoint": str(ckpt)}
+               "algo": cfg.algo.name, "steps": last_step, "checkpoint": str(ckpt), **counters.state()}
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     trainer.logger.log_summary(summary)
     trainer.sampler.close()
@@ -200,3 +202,41 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
           f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
     return summary
+
+
+def run_steps(trainer: Trainer, cfg: RunConfig, first_step: int, state: dict, started: float,
+              ) -> tuple[int, BudgetCounters]:
+    """Train until `train.steps`, `train.token_budget` or `train.time_budget_s` is spent (rlx/train/budget.py),
+    evaluating every `train.eval_every` steps and every `train.eval_every_tokens` generated tokens; logs the
+    cumulative `tokens_total` and `wall_train_s` every step. Returns the last step run and the counters."""
+    t = cfg.train
+    budget = Budget(t.steps, t.token_budget, t.time_budget_s, t.eval_every_tokens)
+    counters = BudgetCounters.from_state(state)
+    last_step = first_step - 1
+    progress = progress_bar(cfg, first_step - 1)
+    for step in range(first_step, t.steps + 1):
+        step_started = time.time()
+        metrics = trainer.train_step(step)
+        generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
+        seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
+        before, after = counters.add(round(generated * dist.world_size()), seconds)  # tokens of all ranks
+        stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
+        metrics.update(counters.state())
+        by_steps = bool(t.eval_every) and step % t.eval_every == 0
+        if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
+            metrics["test_accuracy"] = trainer.evaluate()
+        metrics["wall_seconds"] = time.time() - started
+        trainer.logger.log(step, metrics)
+        last_step = step
+        if t.save_every and step % t.save_every == 0 and stop is None:
+            trainer.checkpoint(step, {"accuracy_before": state["accuracy_before"], "elapsed": time.time() - started,
+                                      **counters.state()})
+        progress.update(1)
+        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+        if stop is not None:
+            if stop != "steps":
+                print(f"[rlx] train.{stop} spent after step {step}: {counters.tokens_total} tokens, "
+                      f"{counters.wall_train_s:.0f}s of training")
+            break
+    progress.close()
+    return last_step, counters

@@ -127,11 +127,13 @@ def sample_policy(sampler, tokenizer, task, problems, cfg, step: int) -> list[Tr
 
 
 def sample_branches(sampler, algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
-                    ) -> list[Branches]:
-    """Phase 2: the branch rollouts the algorithm plans for every response, one batched call."""
+                    scores: list | None = None) -> list[Branches]:
+    """Phase 2: the branch rollouts the algorithm plans for every response, one batched call. `scores[b]` [T]:
+    per-token knot scores of trajectory b, for the algorithms that declare them (`rlx.train.knot_scores`)."""
     rng = knot_generator(cfg.seed, step)
-    plans = [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng)
-             for tr in trajs]
+    extra = [{} if scores is None else {"scores": scores[b]} for b in range(len(trajs))]
+    plans = [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng, **kw)
+             for tr, kw in zip(trajs, extra)]
     requests, index_map = schedule_branch_requests(trajs, plans, cfg.train.max_new_tokens, cfg.seed, step)
     generations = sampler.generate(requests) if requests else []
     return gather_branches(plans, index_map, generations)
