@@ -112,11 +112,27 @@ class VLLMSamplerConfig:
 
 
 @dataclass(frozen=True)
+class OverlongPenaltyConfig:
+    """`reward_model.overlong_penalty`: DAPO's soft overlong punishment (arXiv 2503.14476 Eq. 13,
+    rlx/rewards/overlong.py), added to every reward the loop books; cache = 0 turns it off."""
+
+    max_len: int | None = None  # L_max in tokens; null = train.max_new_tokens
+    cache: int = 0  # L_cache: the linear ramp from 0 down to -1 over the last `cache` tokens before L_max
+
+    def validate(self) -> None:
+        _require(self.max_len is None or self.max_len >= 1, "reward_model.overlong_penalty.max_len",
+                 "must be >= 1 or null", self.max_len)
+        _require(self.cache >= 0, "reward_model.overlong_penalty.cache", "must be >= 0 (0 = off)", self.cache)
+
+
+@dataclass(frozen=True)
 class RewardConfig:
-    """`name` picks a registered reward factory; every other key is passed to it as a keyword."""
+    """`name` picks a registered reward factory; every other key (but `overlong_penalty`, applied by the loop
+    on token lengths) is passed to it as a keyword."""
 
     name: str = "arith"
     options: dict[str, Any] = field(default_factory=dict)
+    overlong_penalty: OverlongPenaltyConfig = field(default_factory=OverlongPenaltyConfig)
 
 
 @dataclass(frozen=True)
@@ -211,6 +227,11 @@ def _check_frontier(cfg: RunConfig) -> None:
     _require(not cfg.train.dynamic_sampling or cfg.algo.samples_per_prompt >= 2, "train.dynamic_sampling",
              "needs algo.samples_per_prompt >= 2 (a group of one has no reward variance); samples_per_prompt="
              f"{cfg.algo.samples_per_prompt}", cfg.train.dynamic_sampling)
+    penalty = cfg.reward_model.overlong_penalty
+    max_len = cfg.train.max_new_tokens if penalty.max_len is None else penalty.max_len
+    _require(penalty.cache <= max_len, "reward_model.overlong_penalty.cache",
+             f"must be <= overlong_penalty.max_len ({max_len}: null = train.max_new_tokens)", penalty.cache)
+
 
 
 def parse_eval_config(raw: Mapping[str, Any]) -> EvalConfig:
@@ -248,7 +269,8 @@ def _reward_config(raw: Mapping[str, Any]) -> RewardConfig:
     name = raw.get("name")
     if name not in REWARDS:
         raise ConfigError(f"reward_model.name: unknown reward {name!r}; valid: {sorted(REWARDS)}")
-    options = {k: v for k, v in raw.items() if k != "name"}
+    overlong = to_dataclass(OverlongPenaltyConfig, raw.get("overlong_penalty") or {}, "reward_model.overlong_penalty")
+    options = {k: v for k, v in raw.items() if k not in ("name", "overlong_penalty")}
     for key, value in options.items():
         if value == "???":
             raise ConfigError(f"reward_model.{key}: required for reward {name!r}; set reward_model.{key}=...")
@@ -256,7 +278,7 @@ def _reward_config(raw: Mapping[str, Any]) -> RewardConfig:
         check_reward_options(name, options)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return RewardConfig(name=name, options=options)
+    return RewardConfig(name=name, options=options, overlong_penalty=overlong)
 
 
 def to_dataclass(cls: type, raw: Any, path: str):

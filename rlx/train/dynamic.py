@@ -21,7 +21,7 @@ import torch
 from rlx.algos.dapo import groups_still_needed, informative_groups
 from rlx.sampling.base import request_seed
 from rlx.train import rollout
-from rlx.train.scoring import score
+from rlx.train.scoring import overlong_shape, score
 
 
 def refill_problems(task, seed: int, step: int, round_: int, count: int) -> list:
@@ -54,7 +54,7 @@ def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, rewar
     last = []  # the last round's groups: trained on (with zero advantages) if no group was informative at all
     while True:
         trajs = sample_round(sampler, tokenizer, task, problems, cfg, step, round_)
-        score(trajs, [rollout.Branches() for _ in trajs], reward_fn, task, tokenizer)
+        score(trajs, [rollout.Branches() for _ in trajs], reward_fn, task, tokenizer, overlong_shape(cfg))
         groups = torch.tensor([t.group for t in trajs])  # [N]
         good = set(informative_groups(torch.tensor([t.reward for t in trajs]), groups))
         last = [[t for t in trajs if t.group == gid] for gid in dict.fromkeys(t.group for t in trajs)]

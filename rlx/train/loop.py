@@ -34,7 +34,7 @@ from rlx.train.budget import Budget, BudgetCounters
 from rlx.train.forwards import Forwards
 from rlx.train.knot_scores import knot_scores
 from rlx.train.metrics import PhaseTimer, greedy_accuracy, progress_bar, sample_rows, seed_everything, step_metrics
-from rlx.train.scoring import score
+from rlx.train.scoring import overlong_shape, score
 from rlx.train.update import UpdateBatch, Updater
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Trainer:
             branches = rollout.sample_branches(self.sampler, self.algo, trajs, self.newline_ids, self.cfg, step,
                                                scores)
         with timer("score"):
-            score(trajs, branches, self.reward_fn, self.task, self.tokenizer)
+            score(trajs, branches, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg))
         with timer("train"):
             batch = self.batches.build(trajs, branches)
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
