@@ -64,6 +64,8 @@ class RolloutCorrectionConfig:
 
     def validate(self) -> None:
         check_choice("rollout_correction.mode", self.mode, ROLLOUT_CORRECTION_MODES)
+        if isinstance(self.cap, bool) or not isinstance(self.cap, (int, float)):
+            raise ValueError(f"algo.rollout_correction.cap must be a number, got {self.cap!r}")
         check_range("rollout_correction.cap", self.cap, lo=1.0)
 
 

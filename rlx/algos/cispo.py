@@ -1,4 +1,5 @@
-"""CISPO: Clipped IS-weight Policy Optimisation (MiniMax-M1, arXiv 2506.13585, §3.1 Eqs. 4-5).
+"""CISPO: Clipped IS-weight Policy Optimisation (MiniMax-M1, arXiv 2506.13585, §3.1 Eqs. 4-5; docs/algorithms.md,
+"CISPO").
 
 PPO/GRPO clipping zeroes the gradient of every token whose ratio left the trust region, and in long reasoning
 chains those are often the rare "fork" tokens (However, Wait, ...) that matter most. CISPO keeps every token's
