@@ -54,7 +54,9 @@ def test_options_compose():
     (("reward_model.overlong_penalty.cache=-1",), "reward_model.overlong_penalty.cache"),
     (("reward_model.overlong_penalty.cache=100",), "reward_model.overlong_penalty.cache"),  # > max_new_tokens
     (("reward_model.overlong_penalty.max_len=0",), "reward_model.overlong_penalty.max_len"),
-    (("algo=rloo", "+algo.clip_eps_high=0.3"), "algo.clip_eps_high"),  # RLOO has no clipped ratio
+    (("algo=rloo", "+algo.clip_eps_high=0.3"), "algo.clip_eps_high"),
+    (("algo.adaptive_rollouts=true", "algo.adaptive_first_round=5"), "algo.adaptive_first_round"),  # > M = 4
+    (("algo=vineppo", "algo.adaptive_first_round=0"), "algo.adaptive_first_round"),  # RLOO has no clipped ratio
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

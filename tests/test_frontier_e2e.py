@@ -48,6 +48,8 @@ OPTIONS = {
                          "reward_model.overlong_penalty.cache=8"),
     "entropy_knots": ("vineppo", "algo.branch_selection=entropy", "algo.num_branch_points=3",
                       "algo.rollouts_per_branch=2"),
+    "adaptive_rollouts": ("trepo", "algo.adaptive_rollouts=true", "algo.adaptive_first_round=2",
+                          "algo.rollouts_per_branch=4"),
     "low_prob_knots": ("trepo", "algo.branch_selection=low_prob", "algo.num_branch_points=3",
                        "algo.rollouts_per_branch=2"),
 }
@@ -70,6 +72,9 @@ def test_option_runs_end_to_end(option, tiny_model_dir, tmp_path):
             assert r["reward_mean"] == pytest.approx(r["train_accuracy"] - r["response_length"] / 8, abs=1e-6)
         if option.endswith("_knots"):
             assert r["num_knots"] == 3 * 2 * 4 if option == "low_prob_knots" else r["num_knots"] > 0
+        if option == "adaptive_rollouts":
+            assert r["adaptive_extra_rollouts"] > 0 and r["adaptive_se_after"] < r["adaptive_se_before"]
+            assert r["num_branch_rollouts"] == 2 * r["num_knots"] + r["adaptive_extra_rollouts"]
         if option == "cispo":
             assert 0.0 < r["is_weight_mean"] <= 1.28
 

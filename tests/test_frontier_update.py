@@ -166,3 +166,40 @@ def test_tis_weights_scale_each_tokens_policy_gradient(policy):
     ones = dataclasses.replace(data, weights=LossWeights(advantage=data.packed.response_mask.clone()))
     assert all(torch.equal(a, b) for a, b in zip(grads(policy, cfg, ones), grads(policy, cfg, data)))
     assert math.isfinite(float(w.sum()))
+
+
+def test_two_round_branch_phase_spends_the_fixed_schedules_tokens_on_the_least_certain_knot():
+    """Scheduling logic with a fake sampler (every continuation 5 tokens): 2 knots, M = 4, M0 = 2. Round 1
+    gives knot 1 the rewards (0, 1) and knot 2 (1, 1): the 2 x (4 - 2) x 5 = 20 remaining tokens buy 4 more
+    rollouts, and the high-variance knot gets most of them; round 2 uses its own seeds and temperatures."""
+    from rlx.algos.base import Knot
+    from rlx.sampling.base import Generation
+    from rlx.train.adaptive import two_rounds
+    from rlx.train.rollout import Trajectory
+
+    class FiveTokens:
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, requests):
+            self.calls.append(requests)
+            return [Generation(token_ids=[7] * 5, logprobs=[-1.0] * 5, finished=True) for _ in requests]
+
+    def score_fn(trajs, branches):
+        for br in branches:
+            br.rewards = [[float(m % 2) if k.t == 1 else 1.0 for m in range(len(g))]
+                          for k, g in zip(br.knots, br.rollouts)]
+
+    traj = Trajectory(problem=None, group=0, prompt_ids=[1, 2], response_ids=[3, 4, 5, 6], finished=True)
+    temps = (0.0, 1 / 3, 2 / 3, 1.0)
+    cfg = SimpleNamespace(seed=0, algo=TRePOConfig(adaptive_rollouts=True, adaptive_first_round=2),
+                          train=TrainerConfig(max_new_tokens=10))
+    sampler = FiveTokens()
+    branches, metrics = two_rounds(sampler, [traj], [[Knot(1, temps), Knot(3, temps)]], cfg, 1, score_fn)
+    counts = [len(g) for g in branches[0].rollouts]
+    assert sum(counts) == 8 and counts[0] > counts[1]  # 8 rollouts x 5 tokens = the fixed schedule's 40
+    assert metrics["adaptive_extra_rollouts"] == 4.0 and metrics["adaptive_se_after"] < metrics["adaptive_se_before"]
+    round1, round2 = sampler.calls
+    assert [r.temperature for r in round1] == [0.0, 1 / 3, 0.0, 1 / 3]
+    assert {r.seed for r in round1}.isdisjoint({r.seed for r in round2})
+    assert branches[0].knots[0].temperatures == temps[: counts[0]] + (1.0,) * max(0, counts[0] - 4)

@@ -67,6 +67,10 @@ class TRePOConfig(ClippedAlgoConfig):
     lam: float = 0.0  # 0.0 = paper (Theorem 2 between neighbouring knots)
     adv_norm: str = "batch"  # none | batch | group (Remark 4)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
+    # two-round branch phase (rlx/train/adaptive.py): M0 rollouts per knot, then the rest of the fixed-M
+    # schedule's branch tokens to the knots with the largest standard error (VinePPO arXiv 2410.01679)
+    adaptive_rollouts: bool = False
+    adaptive_first_round: int = 2  # M0, in [1, rollouts_per_branch]
 
     def validate(self) -> None:
         nbp = self.num_branch_points
@@ -74,6 +78,12 @@ class TRePOConfig(ClippedAlgoConfig):
             check_int("num_branch_points", nbp, 1)
         check_choice("branch_selection", self.branch_selection, BRANCH_SELECTIONS)
         check_int("rollouts_per_branch", self.rollouts_per_branch, 1)
+        check_choice("adaptive_rollouts", self.adaptive_rollouts, (True, False))
+        check_int("adaptive_first_round", self.adaptive_first_round, 1)
+        if self.adaptive_rollouts and self.adaptive_first_round > self.rollouts_per_branch:
+            raise ValueError(f"algo.adaptive_first_round must be <= algo.rollouts_per_branch="
+                             f"{self.rollouts_per_branch} with algo.adaptive_rollouts=true, got "
+                             f"{self.adaptive_first_round}")
         check_choice("temperature_schedule", self.temperature_schedule, TEMPERATURE_SCHEDULES)
         check_range("tau_max", self.tau_max, lo=0.0)
         check_choice("pooling", self.pooling, POOLINGS)

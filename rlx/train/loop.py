@@ -27,7 +27,7 @@ from rlx.models.lora import merged_named_parameters, save_policy, trainable_para
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, correction, dynamic, rollout, setup
+from rlx.train import adaptive, checkpoint, correction, dynamic, rollout, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
 from rlx.train.budget import Budget, BudgetCounters
@@ -101,10 +101,8 @@ class Trainer:
         with timer("generate"):
             trajs, extra = self.sample(problems, step)
         with timer("branch"):
-            scores = knot_scores(self.algo.requires(self.cfg.algo), trajs, self.forwards, self.policy,
-                                 self.tokenizer.pad_token_id)  # None unless the knot selection reads scores
-            branches = rollout.sample_branches(self.sampler, self.algo, trajs, self.newline_ids, self.cfg, step,
-                                               scores)
+            branches, adaptive_metrics = self.branch(trajs, step)
+        extra.update(adaptive_metrics)
         with timer("score"):
             score(trajs, branches, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg))
         with timer("train"):
@@ -121,6 +119,16 @@ class Trainer:
             self.sync()  # the next step samples from the updated policy
         return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
                                   **extra, **timer.seconds})
+
+    def branch(self, trajs, step: int) -> tuple[list[rollout.Branches], dict[str, float]]:
+        """Phase 2: the planned branch rollouts; with algo.adaptive_rollouts in two rounds (rlx/train/adaptive.py)."""
+        scores = knot_scores(self.algo.requires(self.cfg.algo), trajs, self.forwards, self.policy,
+                             self.tokenizer.pad_token_id)  # None unless the knot selection reads scores
+        plans = rollout.plan_all(self.algo, trajs, self.newline_ids, self.cfg, step, scores)
+        if not adaptive.first_round(self.cfg.algo):
+            return rollout.generate_branches(self.sampler, trajs, plans, self.cfg, step), {}
+        return adaptive.two_rounds(self.sampler, trajs, plans, self.cfg, step, lambda tr, br: score(
+            tr, br, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg)))
 
     def sample(self, problems, step: int) -> tuple[list[rollout.Trajectory], dict[str, float]]:
         """Phase 1: the step's responses; with train.dynamic_sampling only informative groups (DAPO)."""
