@@ -117,3 +117,14 @@ def test_time_budget_stops_after_the_first_step(tiny_model_dir, tmp_path):
     steps = step_rows(run_dir)
     assert [r["step"] for r in steps] == [1] and steps[0]["wall_train_s"] > 0.001
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 1
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_is_deterministic_under_the_seed(tiny_model_dir, tmp_path):
+    algo, *extra = OPTIONS["dynamic_sampling"]
+    first = run_ok(tmp_path / "a", tiny_model_dir, algo, *extra)
+    second = run_ok(tmp_path / "b", tiny_model_dir, algo, *extra)
+    assert sum(r["dynamic_dropped_groups"] for r in first) > 0  # the filter was exercised
+    for a, b in zip(first, second):
+        assert {k: v for k, v in a.items() if not k.startswith(TIMING)} == \
+            {k: v for k, v in b.items() if not k.startswith(TIMING)}
