@@ -8,7 +8,8 @@ trains on fewer when the rounds ran out). Deterministic under the seed, and inde
 generator seeded by (seed, s, r), and samples with the request seeds of phase `refill/r`. Dropped (and trimmed)
 groups still count as generated tokens (`tokens_dropped`), since the budgets measure compute. The responses
 are scored again with their branch rollouts later in the step (rewards are deterministic functions of text).
-Single process only: with several ranks each would refill on its own (`rlx.config` rejects the combination).
+Single process only for now: with several ranks each would refill on its own, so a torchrun job with
+`train.dynamic_sampling` stops at its first step with an error naming the key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from rlx.algos.dapo import groups_still_needed, informative_groups
 from rlx.sampling.base import request_seed
+from rlx.train import distributed as dist
 from rlx.train import rollout
 from rlx.train.scoring import overlong_shape, score
 
@@ -50,6 +52,9 @@ def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, rewar
                        ) -> tuple[list[rollout.Trajectory], dict[str, float]]:
     """The step's trajectories with only informative groups (renumbered 0..n-1), and the dynamic-sampling
     metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped."""
+    if dist.world_size() > 1:
+        raise ValueError("train.dynamic_sampling: not supported under torchrun yet (each rank would refill its own "
+                         "groups); run one process or set train.dynamic_sampling=false")
     target, kept, dropped, dropped_tokens, round_ = len(problems), [], 0, 0, 0
     last = []  # the last round's groups: trained on (with zero advantages) if no group was informative at all
     while True:
