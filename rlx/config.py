@@ -45,6 +45,14 @@ class TrainerConfig:
     num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: DistributedDataParallel or FSDP2 sharding
     cpu_offload: bool = False  # fsdp only: sharded parameters, gradients and optimizer state live on the CPU
+    # compute budgets (rlx/train/budget.py): whichever of steps / tokens / seconds comes first; 0 = off
+    token_budget: int = 0  # stop after this many generated training tokens (policy + branch)
+    time_budget_s: float = 0.0  # stop after this many seconds of training wall time (no eval / checkpoint)
+    eval_every_tokens: int = 0  # evaluate each time tokens_total crosses a multiple of this
+    # DAPO pieces (arXiv 2503.14476; rlx/algos/dapo.py)
+    dynamic_sampling: bool = False  # drop zero-reward-variance groups and refill from further prompts
+    max_refill_rounds: int = 3  # extra sampling rounds per step at most (then train on fewer groups)
+    overlong_filter: bool = False  # truncated responses (no EOS) leave the loss
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -67,6 +75,11 @@ class TrainerConfig:
         _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = keep)", self.num_threads)
         _require(self.strategy == "fsdp" or not self.cpu_offload, "train.cpu_offload",
                  "needs train.strategy=fsdp (DDP keeps full replicas on the device)", self.cpu_offload)
+        _require(self.token_budget >= 0, "train.token_budget", "must be >= 0 (0 = off)", self.token_budget)
+        _require(self.time_budget_s >= 0, "train.time_budget_s", "must be >= 0 (0 = off)", self.time_budget_s)
+        _require(self.eval_every_tokens >= 0, "train.eval_every_tokens", "must be >= 0 (0 = off)",
+                 self.eval_every_tokens)
+        _require(self.max_refill_rounds >= 0, "train.max_refill_rounds", "must be >= 0", self.max_refill_rounds)
 
 
 @dataclass(frozen=True)
@@ -105,11 +118,27 @@ class VLLMSamplerConfig:
 
 
 @dataclass(frozen=True)
+class OverlongPenaltyConfig:
+    """`reward_model.overlong_penalty`: DAPO's soft overlong punishment (arXiv 2503.14476 Eq. 13,
+    rlx/rewards/overlong.py), added to every reward the loop books; cache = 0 turns it off."""
+
+    max_len: int | None = None  # L_max in tokens; null = train.max_new_tokens
+    cache: int = 0  # L_cache: the linear ramp from 0 down to -1 over the last `cache` tokens before L_max
+
+    def validate(self) -> None:
+        _require(self.max_len is None or self.max_len >= 1, "reward_model.overlong_penalty.max_len",
+                 "must be >= 1 or null", self.max_len)
+        _require(self.cache >= 0, "reward_model.overlong_penalty.cache", "must be >= 0 (0 = off)", self.cache)
+
+
+@dataclass(frozen=True)
 class RewardConfig:
-    """`name` picks a registered reward factory; every other key is passed to it as a keyword."""
+    """`name` picks a registered reward factory; every other key (but `overlong_penalty`, applied by the loop
+    on token lengths) is passed to it as a keyword."""
 
     name: str = "arith"
     options: dict[str, Any] = field(default_factory=dict)
+    overlong_penalty: OverlongPenaltyConfig = field(default_factory=OverlongPenaltyConfig)
 
 
 @dataclass(frozen=True)
@@ -195,7 +224,20 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         logger=to_dataclass(LoggerConfig, raw.get("logger", {}), "logger"),
     )
     _check_unknown(raw, {f.name for f in dataclasses.fields(RunConfig)}, "")
+    _check_frontier(cfg)
     return cfg
+
+
+def _check_frontier(cfg: RunConfig) -> None:
+    """Options whose validity depends on another section (docs/frontier.md)."""
+    _require(not cfg.train.dynamic_sampling or cfg.algo.samples_per_prompt >= 2, "train.dynamic_sampling",
+             "needs algo.samples_per_prompt >= 2 (a group of one has no reward variance); samples_per_prompt="
+             f"{cfg.algo.samples_per_prompt}", cfg.train.dynamic_sampling)
+    penalty = cfg.reward_model.overlong_penalty
+    max_len = cfg.train.max_new_tokens if penalty.max_len is None else penalty.max_len
+    _require(penalty.cache <= max_len, "reward_model.overlong_penalty.cache",
+             f"must be <= overlong_penalty.max_len ({max_len}: null = train.max_new_tokens)", penalty.cache)
+
 
 
 def parse_eval_config(raw: Mapping[str, Any]) -> EvalConfig:
@@ -233,7 +275,8 @@ def _reward_config(raw: Mapping[str, Any]) -> RewardConfig:
     name = raw.get("name")
     if name not in REWARDS:
         raise ConfigError(f"reward_model.name: unknown reward {name!r}; valid: {sorted(REWARDS)}")
-    options = {k: v for k, v in raw.items() if k != "name"}
+    overlong = to_dataclass(OverlongPenaltyConfig, raw.get("overlong_penalty") or {}, "reward_model.overlong_penalty")
+    options = {k: v for k, v in raw.items() if k not in ("name", "overlong_penalty")}
     for key, value in options.items():
         if value == "???":
             raise ConfigError(f"reward_model.{key}: required for reward {name!r}; set reward_model.{key}=...")
@@ -241,7 +284,7 @@ def _reward_config(raw: Mapping[str, Any]) -> RewardConfig:
         check_reward_options(name, options)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return RewardConfig(name=name, options=options)
+    return RewardConfig(name=name, options=options, overlong_penalty=overlong)
 
 
 def to_dataclass(cls: type, raw: Any, path: str):

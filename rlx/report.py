@@ -110,15 +110,19 @@ def read_run(run_dir: Path) -> Run:
     key, seed = run_identity(run_dir)
     curve: dict[int, tuple[float, int]] = {}
     tokens_policy = tokens_branch = 0
+    generated = None  # the run's own cumulative `tokens_total` (also counts dynamic sampling's dropped groups)
     final_acc, wall = None, None
     for row in rows:
         step = int(row.get("step", 0))
         tokens_policy += int(row.get("tokens_policy", 0))
         tokens_branch += int(row.get("tokens_branch", 0))
+        if "tokens_total" in row:
+            generated = int(row["tokens_total"])
         if "wall_seconds" in row:
             wall = float(row["wall_seconds"])
         if "test_accuracy" in row:
-            curve[step] = (float(row["test_accuracy"]), tokens_policy + tokens_branch)  # a later row wins
+            tokens = tokens_policy + tokens_branch if generated is None else generated
+            curve[step] = (float(row["test_accuracy"]), tokens)  # a later row wins
             if row.get("final"):
                 final_acc = float(row["test_accuracy"])
     if "accuracy_after" in summary:
@@ -175,16 +179,26 @@ def summarize(config: Configuration) -> dict[str, Any]:
 
 
 def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float]]:
-    """(step, mean tokens, mean acc, min acc, max acc) at every step evaluated by all finished seeds."""
+    """(step, mean tokens, mean acc, min acc, max acc) at every step evaluated by all finished seeds.
+
+    Runs evaluated at token intervals (`train.eval_every_tokens`, `train.token_budget`) reach their evaluations
+    at different steps per seed; when the seeds share fewer evaluated steps than their shortest curve, the
+    k-th evaluations are averaged instead (at the mean step and mean token count)."""
     per_run = [{step: (acc, tokens) for step, acc, tokens in r.curve} for r in runs if r.curve]
     if not per_run:
         return []
     common = sorted(set.intersection(*(set(c) for c in per_run)))
+    shortest = min(len(c) for c in per_run)
+    if len(common) >= shortest:
+        points = [[(step, *c[step]) for c in per_run] for step in common]
+    else:  # by evaluation index
+        ordered = [sorted((step, acc, tokens) for step, (acc, tokens) in c.items()) for c in per_run]
+        points = [[o[k] for o in ordered] for k in range(shortest)]
     out = []
-    for step in common:
-        accs = [c[step][0] for c in per_run]
-        tokens = [c[step][1] for c in per_run]
-        out.append((step, sum(tokens) / len(tokens), sum(accs) / len(accs), min(accs), max(accs)))
+    for group in points:
+        steps, accs, tokens = ([p[i] for p in group] for i in range(3))
+        out.append((round(sum(steps) / len(steps)), sum(tokens) / len(tokens), sum(accs) / len(accs), min(accs),
+                    max(accs)))
     return out
 
 

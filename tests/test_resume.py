@@ -15,7 +15,7 @@ import pytest
 
 from rlx.train.checkpoint import complete_checkpoints
 
-TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds"}
+TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds", "wall_train_s"}
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Algorithms: import every module so that REGISTRY holds them all (`from rlx.algos import REGISTRY, get`)."""
 
-from rlx.algos import grpo, ppo, reinforce, remax, rloo, trepo, vineppo  # noqa: F401  (registers them)
+from rlx.algos import cispo, grpo, ppo, reinforce, remax, rloo, trepo, vineppo  # noqa: F401  (registers them)
 from rlx.algos.base import (
     REGISTRY,
     AdvantageInputs,

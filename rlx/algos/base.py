@@ -26,12 +26,17 @@ from rlx.algos.checks import check_choice, check_int, check_range
 BRANCH_ROLLOUTS = "branch_rollouts"  # rollouts branched from the response (TRePO knots, ReMax's greedy decode)
 CRITIC_VALUES = "critic_values"  # a learned value model V(s_t) (PPO)
 STEP_REWARDS = "step_rewards"  # one reward per reasoning step from a process reward (GRPO process/sentence)
-INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS)
+# per-token scores of the sampled response that `plan_branches(..., scores=[T])` reads (algo.branch_selection)
+TOKEN_ENTROPY = "token_entropy"  # H(pi_old(. | prompt, y_<t)), one no-grad trainer forward (entropy selection)
+SAMPLER_LOGPROBS = "sampler_logprobs"  # log pi_sampler(y_t), free from the sampler (low_prob selection)
+INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TOKEN_ENTROPY, SAMPLER_LOGPROBS)
+KNOT_SCORES = (TOKEN_ENTROPY, SAMPLER_LOGPROBS)
 
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_MODES = ("none", "reward_token", "reward_response", "loss")
 ADV_NORMS = ("none", "batch", "group")
+ROLLOUT_CORRECTION_MODES = ("none", "tis", "mis", "seq_mask")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,21 @@ class KLConfig:
 
 
 @dataclass(frozen=True)
+class RolloutCorrectionConfig:
+    """`algo.rollout_correction`: correct for pi_sampler != pi_old (rlx/algos/rollout_correction.py; Yao et al.
+    2025, "Your efficient RL framework secretly brings you off-policy RL training"; verl's rollout_corr docs)."""
+
+    mode: str = "none"  # none | tis | mis | seq_mask
+    cap: float = 2.0  # C: TIS truncation, and the band [1/C, C] of mis / seq_mask
+
+    def validate(self) -> None:
+        check_choice("rollout_correction.mode", self.mode, ROLLOUT_CORRECTION_MODES)
+        if isinstance(self.cap, bool) or not isinstance(self.cap, (int, float)):
+            raise ValueError(f"algo.rollout_correction.cap must be a number, got {self.cap!r}")
+        check_range("rollout_correction.cap", self.cap, lo=1.0)
+
+
+@dataclass(frozen=True)
 class AlgoConfig:
     """What every algorithm shares; each algorithm's config subclasses it and `RunConfig.algo` is typed as it.
 
@@ -62,9 +82,14 @@ class AlgoConfig:
     optimization_num: int = 1  # epochs over each step's frozen batch
     kl: KLConfig = field(default_factory=KLConfig)
     entropy_coef: float = 0.0
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
 
     def validate(self) -> None:
         check_int("samples_per_prompt", self.samples_per_prompt, 1)
+        if not isinstance(self.rollout_correction, RolloutCorrectionConfig):
+            raise ValueError(f"algo.rollout_correction must be a RolloutCorrectionConfig, "
+                             f"got {type(self.rollout_correction).__name__}")
+        self.rollout_correction.validate()
         check_choice("loss_agg", self.loss_agg, LOSS_AGG_MODES)
         check_int("optimization_num", self.optimization_num, 1)
         check_range("entropy_coef", self.entropy_coef, lo=0.0)
@@ -90,10 +115,23 @@ class ClippedAlgoConfig(AlgoConfig):
     """An algorithm with a clipped importance ratio (PPO, arXiv 1707.06347 Eq. 7)."""
 
     clip_eps: float = 0.2
+    # DAPO clip-higher (arXiv 2503.14476 Eq. 10): decoupled lower / upper clip ranges; null = clip_eps
+    clip_eps_low: float | None = None
+    clip_eps_high: float | None = None
 
     def validate(self) -> None:
         check_range("clip_eps", self.clip_eps, lo=0.0, lo_open=True)
+        if self.clip_eps_low is not None:
+            check_range("clip_eps_low", self.clip_eps_low, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        if self.clip_eps_high is not None:
+            check_range("clip_eps_high", self.clip_eps_high, lo=0.0, lo_open=True)
         super().validate()
+
+    def clip_range(self) -> tuple[float, float]:
+        """(eps_low, eps_high): the ratio is clipped to [1 - eps_low, 1 + eps_high]."""
+        low = self.clip_eps if self.clip_eps_low is None else self.clip_eps_low
+        high = self.clip_eps if self.clip_eps_high is None else self.clip_eps_high
+        return low, high
 
 
 @dataclass(frozen=True)

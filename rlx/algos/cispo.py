@@ -1,4 +1,5 @@
-"""CISPO: Clipped IS-weight Policy Optimisation (MiniMax-M1, arXiv 2506.13585, §3.1 Eqs. 4-5).
+"""CISPO: Clipped IS-weight Policy Optimisation (MiniMax-M1, arXiv 2506.13585, §3.1 Eqs. 4-5; docs/algorithms.md,
+"CISPO").
 
 PPO/GRPO clipping zeroes the gradient of every token whose ratio left the trust region, and in long reasoning
 chains those are often the rare "fork" tokens (However, Wait, ...) that matter most. CISPO keeps every token's
@@ -7,7 +8,8 @@ gradient and clips the importance weight instead, as a stop-gradient coefficient
     J(theta) = E[ 1 / sum_i |o_i| * sum_i sum_t  sg(r^_{i,t}) A_{i,t} log pi_theta(o_{i,t} | q, o_{i,<t}) ]   (Eq. 4)
     r^_{i,t} = clip(r_{i,t}, 1 - eps_low, 1 + eps_high),  r_{i,t} = pi_theta / pi_old                       (Eq. 5)
 
-with the group-relative advantages of GRPO (any algorithm's advantages work). MiniMax-M1 tunes only eps_high
+with the group-relative advantages of GRPO (any algorithm's advantages work); `algo=cispo` registers exactly
+that pairing: GRPO's outcome advantages (arXiv 2402.03300 §4.1.2) and this loss. MiniMax-M1 tunes only eps_high
 and sets no lower bound in practice (a large eps_low); the loss here is -J, aggregated with token_mean
 (Eq. 4's 1 / sum_i |o_i|) by default. At r = 1 (the first step on a fresh batch) the gradient equals the plain
 policy gradient, as for PPO.
@@ -15,10 +17,16 @@ policy gradient, as for PPO.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.losses import agg_loss
-from rlx.algos.stats import masked_mean
+from rlx.algos.base import AdvantageInputs, Algorithm, ClippedAlgoConfig, LossInputs, register
+from rlx.algos.checks import check_choice, check_int, check_range
+from rlx.algos.grpo import group_normalize
+from rlx.algos.kl import kl_loss_term
+from rlx.algos.losses import agg_loss, entropy_bonus
+from rlx.algos.stats import masked_mean, sequence_scores
 
 
 def cispo_token_loss(
@@ -48,3 +56,66 @@ def cispo_loss(
         clipped = (weight != ratio).to(mask.dtype)  # [B, T]
         metrics = {"is_weight_mean": masked_mean(weight, mask).item(), "clip_frac": masked_mean(clipped, mask).item()}
     return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------
+# algo=cispo: GRPO's group advantages + the CISPO loss
+
+
+@dataclass(frozen=True)
+class CISPOConfig(ClippedAlgoConfig):
+    """`algo=cispo`. clip_eps_low / clip_eps_high (null = clip_eps) bound the IS weight, not the gradient.
+    MiniMax-M1 sets no effective lower bound and tunes eps_high: the defaults (0.2, 0.28 as DAPO) are
+    untuned on rlx's task."""
+
+    name: str = "cispo"
+    samples_per_prompt: int = 8  # G
+    loss_agg: str = "token_mean"  # Eq. 4's 1 / sum_i |o_i|
+    clip_eps_high: float | None = 0.28
+    scale_by_std: bool = True  # GRPO's (r - mean) / std; False: r - mean
+    ddof: int = 0
+    std_eps: float = 1e-6
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("scale_by_std", self.scale_by_std, (True, False))
+        check_int("ddof", self.ddof, 0)
+        check_range("std_eps", self.std_eps, lo=0.0)
+
+    def group_baseline(self) -> str | None:
+        return "CISPO's group-normalised advantage"
+
+
+def cispo_advantages(inp: AdvantageInputs, cfg: CISPOConfig) -> torch.Tensor:
+    """GRPO's outcome advantage: every token of response i gets (r_i - mean_G r) / (std_G r + eps) -> [B, T]."""
+    mask = inp.response_mask  # [B, T]
+    scores = sequence_scores(inp.token_rewards, mask)  # [B]
+    return group_normalize(scores, inp.group_ids, cfg.scale_by_std, cfg.ddof, cfg.std_eps).unsqueeze(1) * mask
+
+
+def cispo_policy_loss(inp: LossInputs, cfg: CISPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """-Eq. 4 aggregated by loss_agg over the optimizer step (micro-batch scale), + beta KL - entropy bonus."""
+    mask = inp.response_mask  # [B, T]
+    low, high = cfg.clip_range()
+    loss_mat, weight = cispo_token_loss(inp.logp, inp.old_logp, inp.advantages, mask, low, high)  # [B, T]
+    loss = agg_loss(loss_mat, mask, cfg.loss_agg, inp.scale)
+    with torch.no_grad():
+        ratio = torch.exp((inp.logp - inp.old_logp) * mask)  # [B, T]
+        metrics = {"is_weight_mean": masked_mean(weight, mask).item(), "pg_loss": loss.item(),
+                   "clip_frac": masked_mean((weight != ratio).to(mask.dtype), mask).item(),
+                   "approx_kl": masked_mean(ratio - 1.0 - torch.log(ratio), mask).item()}
+    kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, mask, cfg.kl,
+                                       lambda k: agg_loss(k, mask, cfg.loss_agg, inp.scale))
+    metrics.update(kl_metrics)
+    return loss + kl_loss + entropy_bonus(inp.entropy, mask, cfg.entropy_coef, cfg.loss_agg, inp.scale), metrics
+
+
+CISPO = register(
+    Algorithm(
+        name="cispo",
+        config_cls=CISPOConfig,
+        advantages=cispo_advantages,
+        policy_loss=cispo_policy_loss,
+        citation="MiniMax-M1 arXiv 2506.13585 Eqs. 4-5; GRPO arXiv 2402.03300 §4.1.2 advantages",
+    )
+)

@@ -227,7 +227,7 @@ def segment_clipped_loss(
     # every non-empty row has >= 1 segment (its last token ends a step), so the rows counted by the step's
     # AggScale are the rows averaged here
     agg = "seq_mean_token_mean"
-    loss, metrics = clipped_objective(log_ratio, adv, seg_mask, cfg.clip_eps, agg, inp.scale)
+    loss, metrics = clipped_objective(log_ratio, adv, seg_mask, cfg.clip_range(), agg, inp.scale)
     metrics.update(pg_loss=loss.item(), approx_kl=ratio_metrics(inp.logp, inp.old_logp, inp.response_mask)["approx_kl"])
     total = loss + entropy_bonus(inp.entropy, inp.response_mask, cfg.entropy_coef, agg, inp.scale)
     if kl_on_sums:  # sequence level: the estimator on pi(o|q) / pi_ref(o|q) (arXiv 2402.03300 Eq. 4 on sums)

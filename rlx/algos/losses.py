@@ -46,7 +46,8 @@ def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, scale: AggSc
 
 
 def clipped_surrogate(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip_eps: float,
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+    clip_eps: float | tuple[float, float],
     loss_agg: str, scale: AggScale | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate with token ratios r = pi_theta / pi_old (TRePO Eq. 33; PPO Eq. 7)."""
@@ -54,19 +55,23 @@ def clipped_surrogate(
 
 
 def clipped_objective(
-    log_ratio: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip_eps: float, loss_agg: str,
+    log_ratio: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip_eps: float | tuple[float, float],
+    loss_agg: str,
     scale: AggScale | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """-agg min(r A, clip(r, 1-eps, 1+eps) A) with r = exp(log_ratio) (PPO, arXiv 1707.06347 Eq. 7).
 
     log_ratio [B, T] is log pi_theta - log pi_old per token, or per segment for GRPO's sequence/sentence ratios.
+    clip_eps = (eps_low, eps_high) clips r to [1 - eps_low, 1 + eps_high] (DAPO's clip-higher, arXiv 2503.14476
+    Eq. 10); a float is both.
     Metrics: clip_frac = share of valid entries where the clipped branch is the active one (zero gradient);
     approx_kl = mean of k3 for KL(pi_old || pi_theta), i.e. (r - 1) - log r; ratio_mean = mean ratio.
     """
     log_ratio = log_ratio * mask  # [B, T]; 0 on padding so exp() stays finite
     ratio = torch.exp(log_ratio)  # [B, T]
     unclipped = -adv * ratio  # [B, T]
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # [B, T]
+    low, high = clip_eps if isinstance(clip_eps, tuple) else (clip_eps, clip_eps)
+    clipped = -adv * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # [B, T]
     loss_mat = torch.maximum(unclipped, clipped)  # [B, T]; max of negatives = -min of the surrogates
     loss = agg_loss(loss_mat, mask, loss_agg, scale)
     with torch.no_grad():
@@ -118,9 +123,10 @@ def _regularisers(inp, cfg, loss: torch.Tensor, metrics: dict) -> torch.Tensor:
 
 def clipped_policy_loss(inp, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-ratio clipped surrogate (TRePO Eq. 33) + beta*KL when kl.mode == "loss" - entropy bonus.
-    Shared by TRePO, VinePPO, PPO and token-level GRPO; reads cfg.clip_eps, loss_agg, kl, entropy_coef."""
+    Shared by TRePO, VinePPO, PPO and token-level GRPO; reads cfg.clip_range() (clip_eps, or DAPO's
+    clip_eps_low / clip_eps_high), loss_agg, kl, entropy_coef."""
     mask = inp.response_mask
-    loss, metrics = clipped_surrogate(inp.logp, inp.old_logp, inp.advantages, mask, cfg.clip_eps, cfg.loss_agg,
+    loss, metrics = clipped_surrogate(inp.logp, inp.old_logp, inp.advantages, mask, cfg.clip_range(), cfg.loss_agg,
                                       inp.scale)
     total = _regularisers(inp, cfg, loss, metrics)
     if inp.entropy is not None:

@@ -23,30 +23,13 @@ Conventions as in `rlx.algos.stats`: B = trajectories, T = padded length, mask f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from rlx.algos.checks import check_choice, check_range
+from rlx.algos.base import ROLLOUT_CORRECTION_MODES, RolloutCorrectionConfig  # noqa: F401  (re-exported)
 from rlx.algos.stats import masked_mean
 
-ROLLOUT_CORRECTION_MODES = ("none", "tis", "mis", "seq_mask")
 MISMATCH_BAND = (0.5, 2.0)  # the ratio band whose out-of-band share is logged, independent of the cap
 LOG_RATIO_CLAMP = 20.0  # |log rho| above this is numerical garbage (and exp would overflow); as verl clamps
-
-
-@dataclass(frozen=True)
-class RolloutCorrectionConfig:
-    """`algo.rollout_correction`: how to correct for pi_sampler != pi_old (module docstring)."""
-
-    mode: str = "none"  # none | tis | mis | seq_mask
-    cap: float = 2.0  # C: TIS truncation, and the band [1/C, C] of mis / seq_mask
-
-    def validate(self) -> None:
-        check_choice("rollout_correction.mode", self.mode, ROLLOUT_CORRECTION_MODES)
-        if isinstance(self.cap, bool) or not isinstance(self.cap, (int, float)):
-            raise ValueError(f"algo.rollout_correction.cap must be a number, got {self.cap!r}")
-        check_range("rollout_correction.cap", self.cap, lo=1.0)
 
 
 def sampler_log_ratio(sampler_logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -62,7 +45,7 @@ def mismatch_metrics(sampler_logp: torch.Tensor, old_logp: torch.Tensor, mask: t
                           unbiased because the tokens were drawn from pi_sampler; >= 0; ~0 on CPU fp32)
     mismatch_ratio_max    max rho over valid tokens (1.0 when there are none)
     mismatch_ratio_min    min rho over valid tokens (1.0 when there are none)
-    mismatch_out_of_band  share of valid tokens with rho outside [0.5, 2]
+    mismatch_outside_frac  share of valid tokens with rho outside [0.5, 2]
     """
     log_rho = sampler_log_ratio(sampler_logp, old_logp, mask)  # [B, T]
     rho = torch.exp(log_rho)  # [B, T]; 1 on padding
@@ -74,7 +57,7 @@ def mismatch_metrics(sampler_logp: torch.Tensor, old_logp: torch.Tensor, mask: t
         "mismatch_k3": masked_mean(torch.expm1(log_rho) - log_rho, mask).item(),
         "mismatch_ratio_max": rho[valid].max().item() if has_valid else 1.0,
         "mismatch_ratio_min": rho[valid].min().item() if has_valid else 1.0,
-        "mismatch_out_of_band": masked_mean(outside, mask).item(),
+        "mismatch_outside_frac": masked_mean(outside, mask).item(),
     }
 
 

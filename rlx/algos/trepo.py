@@ -28,14 +28,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import BRANCH_ROLLOUTS, AdvantageInputs, Algorithm, ClippedAlgoConfig, KLConfig, Knot, register
+from rlx.algos.base import (
+    BRANCH_ROLLOUTS,
+    SAMPLER_LOGPROBS,
+    TOKEN_ENTROPY,
+    AdvantageInputs,
+    Algorithm,
+    ClippedAlgoConfig,
+    KLConfig,
+    Knot,
+    register,
+)
 from rlx.algos.branching import SCORE_SELECTIONS, score_knots
 from rlx.algos.checks import check_choice, check_int, check_range
 from rlx.algos.gae import discounted_returns, knot_gae
 from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.stats import first_valid, normalize_advantages, valid_positions
 
-BRANCH_SELECTIONS = ("random", "uniform_grid", "step_boundaries")
+BRANCH_SELECTIONS = ("random", "uniform_grid", "step_boundaries", *SCORE_SELECTIONS)
 TEMPERATURE_SCHEDULES = ("linear", "constant")
 POOLINGS = ("paper", "unbiased", "none")
 INTERPS = ("advantage", "value", "constant")
@@ -45,7 +55,8 @@ INTERPS = ("advantage", "value", "constant")
 class TRePOConfig(ClippedAlgoConfig):
     name: str = "trepo"
     num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position
-    branch_selection: str = "uniform_grid"  # random | uniform_grid | step_boundaries ("Random knots")
+    # random | uniform_grid | step_boundaries ("Random knots") | entropy | low_prob (rlx/algos/branching.py)
+    branch_selection: str = "uniform_grid"
     rollouts_per_branch: int = 4  # M
     temperature_schedule: str = "linear"  # linear: tau_m = tau_max (m-1)/(M-1) | constant: tau_max
     tau_max: float = 1.0
@@ -56,6 +67,10 @@ class TRePOConfig(ClippedAlgoConfig):
     lam: float = 0.0  # 0.0 = paper (Theorem 2 between neighbouring knots)
     adv_norm: str = "batch"  # none | batch | group (Remark 4)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
+    # two-round branch phase (rlx/train/adaptive.py): M0 rollouts per knot, then the rest of the fixed-M
+    # schedule's branch tokens to the knots with the largest standard error (VinePPO arXiv 2410.01679)
+    adaptive_rollouts: bool = False
+    adaptive_first_round: int = 2  # M0, in [1, rollouts_per_branch]
 
     def validate(self) -> None:
         nbp = self.num_branch_points
@@ -63,6 +78,12 @@ class TRePOConfig(ClippedAlgoConfig):
             check_int("num_branch_points", nbp, 1)
         check_choice("branch_selection", self.branch_selection, BRANCH_SELECTIONS)
         check_int("rollouts_per_branch", self.rollouts_per_branch, 1)
+        check_choice("adaptive_rollouts", self.adaptive_rollouts, (True, False))
+        check_int("adaptive_first_round", self.adaptive_first_round, 1)
+        if self.adaptive_rollouts and self.adaptive_first_round > self.rollouts_per_branch:
+            raise ValueError(f"algo.adaptive_first_round must be <= algo.rollouts_per_branch="
+                             f"{self.rollouts_per_branch} with algo.adaptive_rollouts=true, got "
+                             f"{self.adaptive_first_round}")
         check_choice("temperature_schedule", self.temperature_schedule, TEMPERATURE_SCHEDULES)
         check_range("tau_max", self.tau_max, lo=0.0)
         check_choice("pooling", self.pooling, POOLINGS)
@@ -72,7 +93,9 @@ class TRePOConfig(ClippedAlgoConfig):
 
 
 def trepo_requires(cfg: TRePOConfig) -> frozenset[str]:
-    return frozenset({BRANCH_ROLLOUTS})
+    """Branch rollouts, plus the per-token scores an entropy / low_prob knot selection reads."""
+    scores = {"entropy": TOKEN_ENTROPY, "low_prob": SAMPLER_LOGPROBS}.get(cfg.branch_selection)
+    return frozenset({BRANCH_ROLLOUTS} | ({scores} if scores else set()))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -136,11 +159,13 @@ def branch_prefix(response_ids: Sequence[int], t: int) -> list[int]:
 
 
 def plan_branches(
-    response_ids: Sequence[int], step_starts: Sequence[int], cfg: TRePOConfig, rng: torch.Generator
+    response_ids: Sequence[int], step_starts: Sequence[int], cfg: TRePOConfig, rng: torch.Generator,
+    scores: Sequence[float] | torch.Tensor | None = None,
 ) -> list[Knot]:
-    """Algorithm 1 lines 3-4: knots and the temperatures of their M rollouts (pi_old, prefix ids only)."""
+    """Algorithm 1 lines 3-4: knots and the temperatures of their M rollouts (pi_old, prefix ids only).
+    `scores` [T]: the trainer's token entropies (entropy) or the sampler's log-probs (low_prob)."""
     temps = temperature_schedule(cfg.rollouts_per_branch, cfg.temperature_schedule, cfg.tau_max)
-    knots = select_knots(len(response_ids), cfg.num_branch_points, cfg.branch_selection, step_starts, rng)
+    knots = select_knots(len(response_ids), cfg.num_branch_points, cfg.branch_selection, step_starts, rng, scores)
     return [Knot(t=t, temperatures=temps) for t in knots]
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 def soft_overlong_penalty(length: int, max_len: int, cache_len: int) -> float:
     """R_length of one response of `length` tokens (Eq. 13); 0 everywhere when cache_len = 0 and length <= max_len."""
     if cache_len < 0 or cache_len > max_len:
-        raise ValueError(f"reward_model.overlong_cache_len must be in [0, max_new_tokens={max_len}], "
+        raise ValueError(f"reward_model.overlong_penalty.cache must be in [0, max_len={max_len}], "
                          f"got {cache_len!r}")
     if length > max_len:
         return -1.0

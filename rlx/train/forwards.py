@@ -85,6 +85,11 @@ class Forwards:
         return self.over_micro_batches(lambda sub: self.logprobs(model, sub)[0], packed)
 
     @torch.no_grad()
+    def frozen_entropy(self, model, packed: PackedBatch) -> torch.Tensor:
+        """Per-token policy entropy H(pi(. | prefix)) of every row, no grad, micro-batched -> [B, T]."""
+        return self.over_micro_batches(lambda sub: self.logprobs(model, sub, with_entropy=True)[1], packed)
+
+    @torch.no_grad()
     def frozen_values(self, critic, packed: PackedBatch) -> torch.Tensor:
         """Critic values of every row, no grad, micro-batched -> [B, T]."""
         return self.over_micro_batches(lambda sub: self.values(critic, sub), packed)

@@ -26,10 +26,12 @@ from rlx.models.load import load_tokenizer
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.train import checkpoint, preemption, rollout, rundir, setup
+from rlx.train import adaptive, checkpoint, correction, dynamic, preemption, rollout, rundir, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
+from rlx.train.budget import Budget, BudgetCounters
 from rlx.train.forwards import Forwards
+from rlx.train.knot_scores import knot_scores
 from rlx.train.metrics import (
     PhaseTimer,
     greedy_accuracy,
@@ -39,7 +41,7 @@ from rlx.train.metrics import (
     step_metrics,
     write_summary,
 )
-from rlx.train.scoring import score
+from rlx.train.scoring import overlong_shape, score
 from rlx.train.update import UpdateBatch, Updater
 
 if TYPE_CHECKING:
@@ -106,24 +108,43 @@ class Trainer:
         timer = PhaseTimer()
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
         with timer("generate"):
-            trajs = rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step)
+            trajs, extra = self.sample(problems, step)
         with timer("branch"):
-            branches = rollout.sample_branches(self.sampler, self.algo, trajs, self.newline_ids, self.cfg, step)
+            branches, adaptive_metrics = self.branch(trajs, step)
+        extra.update(adaptive_metrics)
         with timer("score"):
-            score(trajs, branches, self.reward_fn, self.task, self.tokenizer)
+            score(trajs, branches, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg))
         with timer("train"):
             batch = self.batches.build(trajs, branches)
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
             returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
+            sampler_logp, weights = correction.step_weights(self.cfg, trajs, batch.packed.response_mask, batch.old_logp)
             metrics = self.updater.run(UpdateBatch(batch.packed, advantages, batch.inputs.group_ids,
                                                    batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
-                                                   batch.old_values, returns), step)
+                                                   batch.old_values, returns, sampler_logp, weights), step)
         if self.logger.wants_samples(step):
             self.logger.log_samples(step, sample_rows(self.tokenizer, trajs, branches, advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
         return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
-                                  **timer.seconds})
+                                  **extra, **timer.seconds})
+
+    def branch(self, trajs, step: int) -> tuple[list[rollout.Branches], dict[str, float]]:
+        """Phase 2: the planned branch rollouts; with algo.adaptive_rollouts in two rounds (rlx/train/adaptive.py)."""
+        scores = knot_scores(self.algo.requires(self.cfg.algo), trajs, self.forwards, self.policy,
+                             self.tokenizer.pad_token_id)  # None unless the knot selection reads scores
+        plans = rollout.plan_all(self.algo, trajs, self.newline_ids, self.cfg, step, scores)
+        if not adaptive.first_round(self.cfg.algo):
+            return rollout.generate_branches(self.sampler, trajs, plans, self.cfg, step), {}
+        return adaptive.two_rounds(self.sampler, trajs, plans, self.cfg, step, lambda tr, br: score(
+            tr, br, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg)))
+
+    def sample(self, problems, step: int) -> tuple[list[rollout.Trajectory], dict[str, float]]:
+        """Phase 1: the step's responses; with train.dynamic_sampling only informative groups (DAPO)."""
+        if self.cfg.train.dynamic_sampling:
+            return dynamic.sample_informative(self.sampler, self.tokenizer, self.task, problems, self.cfg, step,
+                                              self.reward_fn)
+        return rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step), {}
 
     def sync(self) -> None:
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
@@ -172,27 +193,12 @@ def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> di
         trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
-    progress = progress_bar(cfg, first_step - 1)
-    preemption.install()  # a preemption signal now only raises a flag, checked after each step
-    for step in range(first_step, cfg.train.steps + 1):
-        metrics = trainer.train_step(step)
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
-            metrics["test_accuracy"] = trainer.evaluate()
-        metrics["wall_seconds"] = time.time() - started
-        trainer.logger.log(step, metrics)
-        extra = {"accuracy_before": accuracy_before, "elapsed": time.time() - started}
-        if cfg.train.save_every and step % cfg.train.save_every == 0 and step != cfg.train.steps:
-            trainer.checkpoint(step, extra)
-        progress.update(1)
-        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
-        if preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint this step and leave
-            preemption.checkpoint_and_exit(trainer, step, extra, progress)
-    progress.close()
-    preemption.uninstall()
-    return _finish(trainer, resolved_config, accuracy_before, started)
+    last_step, counters = run_steps(trainer, cfg, first_step, state, started)
+    return _finish(trainer, resolved_config, accuracy_before, started, last_step, counters)
 
 
-def _finish(trainer: Trainer, resolved_config: str, accuracy_before: float, started: float) -> dict:
+def _finish(trainer: Trainer, resolved_config: str, accuracy_before: float, started: float, last_step: int,
+            counters: BudgetCounters) -> dict:
     """The final evaluation, HF checkpoint (gathered on every rank) and summary.json (rank 0)."""
     cfg = trainer.cfg
     accuracy_after = trainer.evaluate()
@@ -203,9 +209,10 @@ def _finish(trainer: Trainer, resolved_config: str, accuracy_before: float, star
         trainer.sampler.close()
         dist.close()
         return {"accuracy_after": accuracy_after}
-    trainer.logger.log(cfg.train.steps, {"test_accuracy": accuracy_after, "final": True})
+    trainer.logger.log(last_step, {"test_accuracy": accuracy_after, "final": True})
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
-    summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started)
+    summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started,
+                            last_step, counters.state())
     trainer.logger.log_summary(summary)
     trainer.sampler.close()
     trainer.logger.close()
@@ -213,3 +220,45 @@ def _finish(trainer: Trainer, resolved_config: str, accuracy_before: float, star
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
           f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
     return summary
+
+
+def run_steps(trainer: Trainer, cfg: RunConfig, first_step: int, state: dict, started: float,
+              ) -> tuple[int, BudgetCounters]:
+    """Train until `train.steps`, `train.token_budget` or `train.time_budget_s` is spent (rlx/train/budget.py),
+    evaluating every `train.eval_every` steps and every `train.eval_every_tokens` generated tokens; logs the
+    cumulative `tokens_total` and `wall_train_s` every step. Returns the last step run and the counters."""
+    t = cfg.train
+    budget = Budget(t.steps, t.token_budget, t.time_budget_s, t.eval_every_tokens)
+    counters = BudgetCounters.from_state(state)
+    last_step = first_step - 1
+    progress = progress_bar(cfg, first_step - 1)
+    preemption.install()  # a preemption signal now only raises a flag, checked after each step
+    for step in range(first_step, t.steps + 1):
+        step_started = time.time()
+        metrics = trainer.train_step(step)
+        generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
+        seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
+        before, after = counters.add(round(generated * dist.world_size()), seconds)  # tokens of all ranks
+        stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
+        metrics.update(counters.state())
+        by_steps = bool(t.eval_every) and step % t.eval_every == 0
+        if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
+            metrics["test_accuracy"] = trainer.evaluate()
+        metrics["wall_seconds"] = time.time() - started
+        trainer.logger.log(step, metrics)
+        last_step = step
+        extra = {"accuracy_before": state["accuracy_before"], "elapsed": time.time() - started, **counters.state()}
+        if t.save_every and step % t.save_every == 0 and stop is None:
+            trainer.checkpoint(step, extra)
+        progress.update(1)
+        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+        if stop is None and preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint, leave
+            preemption.checkpoint_and_exit(trainer, step, extra, progress)
+        if stop is not None:
+            if stop != "steps":
+                print(f"[rlx] train.{stop} spent after step {step}: {counters.tokens_total} tokens, "
+                      f"{counters.wall_train_s:.0f}s of training")
+            break
+    progress.close()
+    preemption.uninstall()
+    return last_step, counters

@@ -78,11 +78,12 @@ class PhaseTimer:
 
 
 def write_summary(cfg, run_dir: Path, task: Task, ckpt: Path, accuracy: tuple[float, float], started: float,
-                  ) -> dict:
-    """summary.json: test accuracy before -> after, wall time, the checkpoint, the skipped data rows."""
+                  last_step: int, counters: dict) -> dict:
+    """summary.json: test accuracy before -> after, wall time, the last step run (a budget may stop early), the
+    checkpoint, the generated-token and training-time counters, the skipped data rows."""
     summary = {"accuracy_before": accuracy[0], "accuracy_after": accuracy[1], "wall_seconds": time.time() - started,
-               "eval_size": min(cfg.train.eval_size, len(task.test)), "algo": cfg.algo.name, "steps": cfg.train.steps,
-               "checkpoint": str(ckpt),
+               "eval_size": min(cfg.train.eval_size, len(task.test)), "algo": cfg.algo.name, "steps": last_step,
+               "checkpoint": str(ckpt), **counters,
                "skipped_rows": task.skipped_total}  # malformed data rows skipped (data.on_error=skip)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -57,10 +57,11 @@ def policy_requests(prompt_ids: Sequence[list[int]], samples_per_prompt: int, te
 
 
 def schedule_branch_requests(trajectories: Sequence[Trajectory], plans: Sequence[list[Knot]], max_new_tokens: int,
-                             seed: int, step: int) -> tuple[list[GenRequest], list[list[list[int]]]]:
+                             seed: int, step: int, phase: str = "branch",
+                             ) -> tuple[list[GenRequest], list[list[list[int]]]]:
     """Unique generation requests for all knots of all trajectories, and where each rollout finds its
     generation: index_map[b][i][m] indexes the returned request list. The rollout budget is the original's
-    (prefix + continuation <= max_new_tokens)."""
+    (prefix + continuation <= max_new_tokens). `phase` names the seed stream (a second adaptive round has its own)."""
     requests: list[GenRequest] = []
     greedy_index: dict[tuple[tuple[int, ...], int], int] = {}
     index_map: list[list[list[int]]] = []
@@ -78,7 +79,7 @@ def schedule_branch_requests(trajectories: Sequence[Trajectory], plans: Sequence
                 slots.append(len(requests))
                 if tau == 0.0:
                     greedy_index[key] = len(requests)
-                requests.append(GenRequest(prefix, tau, budget, request_seed(seed, step, f"branch/{b}/{i}", m)))
+                requests.append(GenRequest(prefix, tau, budget, request_seed(seed, step, f"{phase}/{b}/{i}", m)))
             per_knot.append(slots)
         index_map.append(per_knot)
     return requests, index_map
@@ -121,17 +122,30 @@ def sample_policy(sampler, tokenizer, task, problems, cfg, step: int) -> list[Tr
     generations = sampler.generate(requests)
     return [
         Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
-                   response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=gen.logprobs)
+                   response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=list(gen.logprobs))
         for i, (req, gen) in enumerate(zip(requests, generations))
     ]
 
 
-def sample_branches(sampler, algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
-                    ) -> list[Branches]:
-    """Phase 2: the branch rollouts the algorithm plans for every response, one batched call."""
+def plan_all(algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
+             scores: list | None = None) -> list[list[Knot]]:
+    """The knots the algorithm plans for every response. `scores[b]` [T]: per-token knot scores of trajectory
+    b, for the algorithms that declare them (`rlx.train.knot_scores`)."""
     rng = knot_generator(cfg.seed, step)
-    plans = [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng)
-             for tr in trajs]
-    requests, index_map = schedule_branch_requests(trajs, plans, cfg.train.max_new_tokens, cfg.seed, step)
+    extra = [{} if scores is None else {"scores": scores[b]} for b in range(len(trajs))]
+    return [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng, **kw)
+            for tr, kw in zip(trajs, extra)]
+
+
+def generate_branches(sampler, trajs: list[Trajectory], plans: list[list[Knot]], cfg, step: int,
+                      phase: str = "branch") -> list[Branches]:
+    """The rollouts of `plans`, one batched call."""
+    requests, index_map = schedule_branch_requests(trajs, plans, cfg.train.max_new_tokens, cfg.seed, step, phase)
     generations = sampler.generate(requests) if requests else []
     return gather_branches(plans, index_map, generations)
+
+
+def sample_branches(sampler, algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
+                    scores: list | None = None) -> list[Branches]:
+    """Phase 2: the branch rollouts the algorithm plans for every response, one batched call."""
+    return generate_branches(sampler, trajs, plan_all(algo, trajs, newline_ids, cfg, step, scores), cfg, step)

@@ -26,9 +26,11 @@ from rlx.algos.losses import AggScale
 from rlx.algos.stats import masked_mean
 from rlx.models.logprobs import PackedBatch, select_rows
 from rlx.train import parallel
+from rlx.train.correction import LossWeights, mismatch
 from rlx.train.forwards import DUMMY, Forwards
 
 SUMMED = ("loss", "policy_loss", "pg_loss", "kl_ref", "vf_loss")  # globally normalised: micro-batches add up
+EXTREMES = {"mismatch_ratio_max": max, "mismatch_ratio_min": min}  # over micro-batches and optimizer steps
 
 
 class NonFiniteError(RuntimeError):
@@ -47,6 +49,8 @@ class UpdateBatch:
     ref_logp: torch.Tensor | None = None
     old_values: torch.Tensor | None = None
     returns: torch.Tensor | None = None  # critic regression targets
+    sampler_logp: torch.Tensor | None = None  # log pi_sampler of the responses, for the mismatch metrics
+    weights: LossWeights | None = None  # rollout correction / overlong filter (rlx/train/correction.py)
 
 
 def mini_batch_rows(group_ids: torch.Tensor, mini_batches: int, generator: torch.Generator) -> list[list[int]]:
@@ -68,7 +72,16 @@ def combine(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
         return dict(parts[0][0])
     total = sum(w for _, w in parts) or 1.0
     keys = dict.fromkeys(k for m, _ in parts for k in m)
-    return {k: sum(m.get(k, 0.0) * (1.0 if k in SUMMED else w / total) for m, w in parts) for k in keys}
+    return {k: EXTREMES[k](m[k] for m, _ in parts if k in m) if k in EXTREMES else
+            sum(m.get(k, 0.0) * (1.0 if k in SUMMED else w / total) for m, w in parts) for k in keys}
+
+
+def mean_of_steps(taken: list[dict[str, float]]) -> dict[str, float]:
+    """Metrics of a training step: the mean over its optimizer steps (the mismatch extremes: max / min)."""
+    if len(taken) <= 1:
+        return taken[0] if taken else {}
+    return {k: EXTREMES[k](m[k] for m in taken) if k in EXTREMES else sum(m[k] for m in taken) / len(taken)
+            for k in taken[0]}
 
 
 class Updater:
@@ -86,7 +99,8 @@ class Updater:
 
     def reuses_loss_logprobs(self) -> bool:
         """True when pi_old = pi_theta for the only optimizer step: the ratio is identically 1."""
-        return self.cfg.algo.optimization_num == 1 and self.cfg.train.mini_batches == 1
+        return (self.cfg.algo.optimization_num == 1 and self.cfg.train.mini_batches == 1
+                and self.cfg.algo.rollout_correction.mode == "none")  # a correction weighs by the frozen pi_old
 
     def run(self, batch: UpdateBatch, step: int) -> dict[str, float]:
         """All epochs and mini-batches of one training step -> metrics averaged over its optimizer steps."""
@@ -99,7 +113,9 @@ class Updater:
                     skipped += 1
                 else:
                     taken.append(metrics)
-        out = taken[0] if len(taken) == 1 else {k: sum(m[k] for m in taken) / len(taken) for k in (taken or [{}])[0]}
+        out = mean_of_steps(taken)
+        if batch.weights is not None and batch.weights.metrics:
+            out.update(batch.weights.metrics)
         if self.cfg.train.skip_nonfinite:
             out["nonfinite_skipped"] = float(skipped)
         return out
@@ -109,7 +125,9 @@ class Updater:
         mask = batch.packed.response_mask[rows]  # [b, T], the step's full padded width
         whole = len(rows) == mask.shape[0] == batch.packed.response_mask.shape[0]
         plan = self.forwards.synced_plan(batch.packed, rows)  # torchrun: as many micro-batches on every rank
-        scale = None if whole and len(plan) == 1 else AggScale.of(mask)  # None: the unsplit batch's own counts
+        keep = batch.weights.keep if batch.weights is not None else None  # [B, T] rejected tokens leave the counts
+        scale = None if whole and len(plan) == 1 and keep is None else AggScale.of(
+            mask if keep is None else mask * keep[rows])  # None: the unsplit batch's own counts
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         parts = []
@@ -160,8 +178,12 @@ class Updater:
 
         logp, entropy = self.forwards.logprobs(self.train_policy, sub, with_entropy=True)  # [b, T'] fp32
         old_logp = logp.detach() if batch.old_logp is None else part(batch.old_logp)
-        inputs = LossInputs(logp=logp, old_logp=old_logp, advantages=part(batch.advantages),
-                            response_mask=sub.response_mask, group_ids=batch.group_ids[rows],
+        advantages, loss_mask = part(batch.advantages), sub.response_mask  # [b, T']
+        if batch.weights is not None:  # rollout correction / overlong filter, the same for every algorithm
+            advantages = advantages if batch.weights.advantage is None else advantages * part(batch.weights.advantage)
+            loss_mask = loss_mask if batch.weights.keep is None else loss_mask * part(batch.weights.keep)
+        inputs = LossInputs(logp=logp, old_logp=old_logp, advantages=advantages,
+                            response_mask=loss_mask, group_ids=batch.group_ids[rows],
                             ref_logp=part(batch.ref_logp), entropy=entropy,
                             step_ends=[batch.step_ends[r] for r in rows], scale=scale)
         loss, loss_metrics = self.algo.policy_loss(inputs, self.cfg.algo)
@@ -174,4 +196,5 @@ class Updater:
             metrics.update(critic_metrics)
             loss = loss + critic_loss
         metrics["entropy"] = masked_mean(entropy.detach(), sub.response_mask).item()
+        metrics.update(mismatch(part(batch.sampler_logp), old_logp, sub.response_mask))
         return loss, {"loss": loss.item(), **metrics}

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from rlx.algos.cispo import cispo_loss
-from rlx.algos.common import clipped_surrogate
 from rlx.algos.dapo import (
     clip_higher_surrogate,
     groups_still_needed,
@@ -16,6 +15,7 @@ from rlx.algos.dapo import (
     overlong_filter_mask,
     rows_of_groups,
 )
+from rlx.algos.losses import clipped_surrogate
 from rlx.rewards.overlong import shape_overlong, soft_overlong_penalty
 
 DT = torch.float64
@@ -105,5 +105,5 @@ def test_soft_overlong_penalty_eq13():
     assert [soft_overlong_penalty(n, 20, 4) for n in (10, 16, 17, 18, 20, 21)] == [0.0, 0.0, -0.25, -0.5, -1.0, -1.0]
     assert soft_overlong_penalty(20, 20, 0) == 0.0
     assert shape_overlong([1.0, 0.0], [18, 5], 20, 4) == [0.5, 0.0]
-    with pytest.raises(ValueError, match="reward_model.overlong_cache_len"):
+    with pytest.raises(ValueError, match="reward_model.overlong_penalty.cache"):
         soft_overlong_penalty(3, 20, 25)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlx.algos.common import agg_loss
+from rlx.algos.losses import agg_loss
 from rlx.algos.rollout_correction import (
     RolloutCorrectionConfig,
     apply_correction,
@@ -90,7 +90,7 @@ def test_mismatch_metrics_hand_computed():
     assert m["mismatch_k3"] == pytest.approx(k3)
     assert m["mismatch_ratio_max"] == pytest.approx(8.0)
     assert m["mismatch_ratio_min"] == pytest.approx(0.25)
-    assert m["mismatch_out_of_band"] == pytest.approx(4 / 12)  # 3, 0.25, 4, 8
+    assert m["mismatch_outside_frac"] == pytest.approx(4 / 12)  # 3, 0.25, 4, 8
 
 
 def test_identical_logprobs_give_zero_mismatch_and_unit_weights():
@@ -98,7 +98,7 @@ def test_identical_logprobs_give_zero_mismatch_and_unit_weights():
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=DT)
     m = mismatch_metrics(logp, logp, mask)
     assert m == {"mismatch_k3": 0.0, "mismatch_ratio_max": 1.0, "mismatch_ratio_min": 1.0,
-                 "mismatch_out_of_band": 0.0}
+                 "mismatch_outside_frac": 0.0}
     for mode in ("tis", "mis", "seq_mask"):
         w = correction_weights(logp, logp, mask, RolloutCorrectionConfig(mode=mode))
         assert torch.equal(w, mask)

@@ -1,0 +1,75 @@
+"""Per-token loss weights the update applies to EVERY algorithm's loss, whatever the algorithm.
+
+Two sources, both stop-gradient and both fixed for the whole training step:
+  - rollout correction (`algo.rollout_correction`, rlx/algos/rollout_correction.py; Yao et al. 2025, "Your
+    efficient RL framework secretly brings you off-policy RL training"; verl's rollout_corr docs): `tis`
+    scales each token's policy-gradient term by w_t = min(pi_old / pi_sampler, C), `mis` and `seq_mask`
+    reject tokens or sequences;
+  - overlong filtering (`train.overlong_filter`, DAPO arXiv 2503.14476 §3.4): truncated responses (no EOS
+    within `train.max_new_tokens`) leave the loss.
+How they enter the loss, without touching any algorithm: a TIS weight multiplies the advantage (every policy
+loss is linear in A_t per token, and sg(w) A_t r_t clipped is w times the clipped term for w >= 0, so this is
+exactly w_t times each token's policy-gradient loss, as verl weights pg_losses; KL and entropy terms are not
+weighted). A rejection removes the token from the response mask, so it also leaves the aggregation's
+denominators (the update then normalises by the kept tokens' counts), as verl removes rejected tokens from
+the response mask. `mode=none` and no filter give None: the update runs exactly as without this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlx.algos.dapo import overlong_filter_mask
+from rlx.algos.rollout_correction import correction_metrics, correction_weights, mismatch_metrics, sampler_logp_tensor
+
+__all__ = ["LossWeights", "loss_weights", "mismatch", "sampler_logp_tensor", "step_weights"]
+
+
+@dataclass
+class LossWeights:
+    """[B, T] stop-gradient multipliers over a step's batch; None = all ones."""
+
+    advantage: torch.Tensor | None = None  # scales A_t (TIS)
+    keep: torch.Tensor | None = None  # 0/1: tokens left in the loss (mis, seq_mask, overlong filter)
+    metrics: dict[str, float] | None = None
+
+
+def loss_weights(rc_cfg, mask: torch.Tensor, old_logp: torch.Tensor | None, sampler_logp: torch.Tensor | None,
+                 finished: torch.Tensor | None) -> LossWeights:
+    """The step's loss weights. `finished` [B] bool is given only with train.overlong_filter; `old_logp` and
+    `sampler_logp` [B, T] are needed only when rc_cfg.mode != "none" (the update then freezes pi_old)."""
+    out = LossWeights()
+    if finished is not None:
+        out.keep = overlong_filter_mask(torch.ones_like(mask), finished)  # [B, T]
+    if rc_cfg.mode == "none":
+        return out
+    if old_logp is None or sampler_logp is None:
+        raise ValueError("algo.rollout_correction: needs the frozen pi_old and the sampler's log-probs")
+    weights = correction_weights(sampler_logp, old_logp, mask, rc_cfg)  # [B, T]
+    out.metrics = correction_metrics(weights, mask)
+    if rc_cfg.mode == "tis":
+        out.advantage = weights
+    else:  # mis / seq_mask: 0/1 weights
+        out.keep = weights if out.keep is None else out.keep * weights
+    return out
+
+
+def step_weights(cfg, trajs, mask: torch.Tensor, old_logp: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, LossWeights | None]:
+    """(the sampler's log-probs [B, T] of the step's responses, the loss weights or None when neither rollout
+    correction nor the overlong filter is on: then the update runs exactly as without them)."""
+    sampler_logp = sampler_logp_tensor([t.sampler_logprobs for t in trajs], mask)  # [B, T]
+    finished = torch.tensor([t.finished for t in trajs]) if cfg.train.overlong_filter else None  # [B]
+    if finished is None and cfg.algo.rollout_correction.mode == "none":
+        return sampler_logp, None
+    return sampler_logp, loss_weights(cfg.algo.rollout_correction, mask, old_logp, sampler_logp, finished)
+
+
+def mismatch(sampler_logp: torch.Tensor | None, old_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """mismatch_k3 / mismatch_ratio_max / mismatch_ratio_min / mismatch_outside_frac of one micro-batch (rows
+    whose sampler log-probs are known), {} without them."""
+    if sampler_logp is None:
+        return {}
+    return mismatch_metrics(sampler_logp, old_logp, mask)

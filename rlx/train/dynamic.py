@@ -1,0 +1,87 @@
+"""DAPO's dynamic sampling in the step driver (arXiv 2503.14476 §3.2, Eq. 8's 0 < |{o_i correct}| < G).
+
+With `train.dynamic_sampling`, the step's responses are scored right after sampling; every group whose rewards
+are all equal (zero group-relative advantage) is dropped, and further prompts are sampled to refill the batch,
+for at most `train.max_refill_rounds` rounds; the batch is then trimmed to `train.prompts_per_step` groups (or
+trains on fewer when the rounds ran out). Deterministic under the seed, and independent of the run's history
+(so a resumed run refills identically): round r of step s draws its prompts from the training stream with a
+generator seeded by (seed, s, r), and samples with the request seeds of phase `refill/r`. Dropped (and trimmed)
+groups still count as generated tokens (`tokens_dropped`), since the budgets measure compute. The responses
+are scored again with their branch rollouts later in the step (rewards are deterministic functions of text).
+Single process only for now: with several ranks each would refill on its own, so a torchrun job with
+`train.dynamic_sampling` stops at its first step with an error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from rlx.algos.dapo import groups_still_needed, informative_groups
+from rlx.sampling.base import request_seed
+from rlx.train import distributed as dist
+from rlx.train import rollout
+from rlx.train.scoring import overlong_shape, score
+
+
+def refill_problems(task, seed: int, step: int, round_: int, count: int) -> list:
+    """`count` training problems for refill round `round_` of `step`, a function of (seed, step, round) only."""
+    rng = np.random.RandomState(request_seed(seed, step, "refill", round_) % 2**32)
+    picks = rng.choice(len(task.train), size=min(count, len(task.train)), replace=False)
+    return [task.train[int(i)] for i in picks]
+
+
+def sample_round(sampler, tokenizer, task, problems, cfg, step: int, round_: int) -> list[rollout.Trajectory]:
+    """rollout.sample_policy for round 0; a refill round draws its own request seeds (phase `refill/r`)."""
+    if round_ == 0:
+        return rollout.sample_policy(sampler, tokenizer, task, problems, cfg, step)
+    group = cfg.algo.samples_per_prompt
+    prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
+    requests = rollout.policy_requests(prompts, group, cfg.train.temperature, cfg.train.max_new_tokens, cfg.seed, step)
+    requests = [dataclasses.replace(r, seed=request_seed(cfg.seed, step, f"refill/{round_}", i))
+                for i, r in enumerate(requests)]
+    generations = sampler.generate(requests)
+    return [rollout.Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
+                               response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=list(gen.logprobs))
+            for i, (req, gen) in enumerate(zip(requests, generations))]
+
+
+def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, reward_fn,
+                       ) -> tuple[list[rollout.Trajectory], dict[str, float]]:
+    """The step's trajectories with only informative groups (renumbered 0..n-1), and the dynamic-sampling
+    metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped."""
+    if dist.world_size() > 1:
+        raise ValueError("train.dynamic_sampling: not supported under torchrun yet (each rank would refill its own "
+                         "groups); run one process or set train.dynamic_sampling=false")
+    target, kept, dropped, dropped_tokens, round_ = len(problems), [], 0, 0, 0
+    last = []  # the last round's groups: trained on (with zero advantages) if no group was informative at all
+    while True:
+        trajs = sample_round(sampler, tokenizer, task, problems, cfg, step, round_)
+        score(trajs, [rollout.Branches() for _ in trajs], reward_fn, task, tokenizer, overlong_shape(cfg))
+        groups = torch.tensor([t.group for t in trajs])  # [N]
+        good = set(informative_groups(torch.tensor([t.reward for t in trajs]), groups))
+        last = [[t for t in trajs if t.group == gid] for gid in dict.fromkeys(t.group for t in trajs)]
+        for members in last:
+            if members[0].group in good:
+                kept.append(members)
+            else:
+                dropped += 1
+                dropped_tokens += sum(len(t.response_ids) for t in members)
+        need = groups_still_needed(len(kept), target, round_, cfg.train.max_refill_rounds)
+        if need == 0:
+            break
+        round_ += 1
+        problems = refill_problems(task, cfg.seed, step, round_, need)
+    if not kept:
+        kept, dropped = last, dropped - len(last)
+        dropped_tokens -= sum(len(t.response_ids) for members in last for t in members)
+    dropped_tokens += sum(len(t.response_ids) for members in kept[target:] for t in members)  # trimmed
+    out = []
+    for gid, members in enumerate(kept[:target]):
+        for t in members:
+            t.group = gid
+            out.append(t)
+    return out, {"dynamic_dropped_groups": float(dropped), "dynamic_refill_rounds": float(round_),
+                 "dynamic_kept_groups": float(min(len(kept), target)), "tokens_dropped": float(dropped_tokens)}
