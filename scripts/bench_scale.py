@@ -81,7 +81,7 @@ def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[lis
         prompts.append(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
                                                return_dict=False))
         lines = [f"Step {k}: {a} + {k * b} = {a + k * b}, so the running total is {a + k * b} clips." for k in
-                 range(1, 4 * response_tokens)]
+                 range(1, response_tokens // 8 + 2)]
         ids = tok.encode("\n".join(lines))[:response_tokens]
         responses.append(ids + [tok.eos_token_id] * (response_tokens - len(ids)))
     return prompts, responses
@@ -171,7 +171,7 @@ def child(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     overrides = {k: v for k, v in spec["overrides"].items() if v is not None}
-    model = random_qwen2(spec["shape"], spec["layers"], seed=0, **overrides).to(device).train()  # fp32 master
+    model = random_qwen2(spec["shape"], spec["layers"], seed=0, device=spec["device"], **overrides).train()  # fp32 master
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     tokens = json.loads(Path(spec["tokens"]).read_text())
     n, group = spec["sequences"], 8

@@ -130,8 +130,9 @@ QWEN25_SHAPES = {
 }
 
 
-def random_qwen2(shape: str = "0.5b", layers: int | None = None, seed: int = 0, **overrides):
-    """A random-initialised `Qwen2ForCausalLM` of a Qwen2.5 shape (optionally fewer layers), fp32."""
+def random_qwen2(shape: str = "0.5b", layers: int | None = None, seed: int = 0, device: str = "cpu", **overrides):
+    """A random-initialised `Qwen2ForCausalLM` of a Qwen2.5 shape (optionally fewer layers), fp32, initialised
+    directly on `device` (a 1.5B model's init takes tens of seconds on a CPU, well under one on a GPU)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -144,14 +145,18 @@ def random_qwen2(shape: str = "0.5b", layers: int | None = None, seed: int = 0, 
                          rms_norm_eps=1e-6, bos_token_id=NUM_BPE_RANKS, eos_token_id=NUM_BPE_RANKS + 2,
                          pad_token_id=NUM_BPE_RANKS, **dims)
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(config)
+    with torch.device(device):
+        return Qwen2ForCausalLM(config)
 
 
 def save_random_qwen2(directory: str | Path, shape: str = "0.5b", layers: int | None = None, seed: int = 0,
                       **overrides) -> Path:
     """A loadable model directory (config, safetensors weights, tokenizer) for `model.path=`."""
+    import torch
+
     directory = Path(directory)
-    model = random_qwen2(shape, layers, seed, **overrides)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = random_qwen2(shape, layers, seed, device=device, **overrides)
     model.generation_config.eos_token_id = [NUM_BPE_RANKS + 2, NUM_BPE_RANKS]  # <|im_end|>, <|endoftext|>
     model.generation_config.pad_token_id = NUM_BPE_RANKS
     model.save_pretrained(directory, safe_serialization=True)
