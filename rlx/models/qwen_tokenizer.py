@@ -141,9 +141,9 @@ def random_qwen2(shape: str = "0.5b", layers: int | None = None, seed: int = 0, 
     dims = {**QWEN25_SHAPES[shape], **overrides}
     if layers is not None:
         dims["num_hidden_layers"] = layers
-    config = Qwen2Config(vocab_size=QWEN2_VOCAB_SIZE, max_position_embeddings=32768, rope_theta=1_000_000.0,
-                         rms_norm_eps=1e-6, bos_token_id=NUM_BPE_RANKS, eos_token_id=NUM_BPE_RANKS + 2,
-                         pad_token_id=NUM_BPE_RANKS, **dims)
+    base = dict(vocab_size=QWEN2_VOCAB_SIZE, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+                bos_token_id=NUM_BPE_RANKS, eos_token_id=NUM_BPE_RANKS + 2, pad_token_id=NUM_BPE_RANKS)
+    config = Qwen2Config(**{**base, **dims})
     torch.manual_seed(seed)
     with torch.device(device):
         return Qwen2ForCausalLM(config)
