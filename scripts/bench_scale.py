@@ -74,7 +74,7 @@ def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[lis
     tok = build_qwen2_tokenizer()
     rng = random.Random(seed)
     prompts, responses = [], []
-    for i in range(num):
+    for _ in range(num):
         a, b = rng.randint(10, 999), rng.randint(10, 999)
         question = f"Natalia sold {a} clips in April and {b} in May. How many clips did she sell altogether?"
         messages = [{"role": "user", "content": question + " Let's think step by step."}]
@@ -171,7 +171,8 @@ def child(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     overrides = {k: v for k, v in spec["overrides"].items() if v is not None}
-    model = random_qwen2(spec["shape"], spec["layers"], seed=0, device=spec["device"], **overrides).train()  # fp32 master
+    # fp32 master weights; bf16 only inside autocast
+    model = random_qwen2(spec["shape"], spec["layers"], seed=0, device=spec["device"], **overrides).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     tokens = json.loads(Path(spec["tokens"]).read_text())
     n, group = spec["sequences"], 8

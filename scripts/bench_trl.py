@@ -201,7 +201,8 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(result, indent=2))
     print(f"{'shape':>8} {'rlx s/step':>10} {'TRL s/step':>10} {'rlx/TRL':>8}")
     for r in rows:
-        print(f"{r['prompts']:>4}x{r['samples']:<3} {r['rlx']['step_seconds']:>10.3f} {r['trl']['step_seconds']:>10.3f} "
+        rlx_s, trl_s = r["rlx"]["step_seconds"], r["trl"]["step_seconds"]
+        print(f"{r['prompts']:>4}x{r['samples']:<3} {rlx_s:>10.3f} {trl_s:>10.3f} "
               f"{r['ratio']:>8.2f}")
     print(f"wrote {out}")
     return result

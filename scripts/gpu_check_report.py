@@ -32,7 +32,8 @@ def report(run_dir: Path, seconds: float) -> str:
                          f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
     except ImportError:
         pass
-    lines.append(f"{'step':>4} " + " ".join(f"{p + ' s':>10}" for p in PHASES) + f" {'gen tok/s':>10} {'step tok/s':>10}")
+    header = " ".join(f"{p + ' s':>10}" for p in PHASES)
+    lines.append(f"{'step':>4} {header} {'gen tok/s':>10} {'step tok/s':>10}")
     for r in step_rows(run_dir / "metrics.jsonl"):
         phases = [r.get(f"time_{p}", 0.0) for p in PHASES]
         tokens = r["tokens_policy"] + r.get("tokens_branch", 0)
