@@ -75,7 +75,7 @@ def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[lis
     rng = random.Random(seed)
     prompts, responses = [], []
     for _ in range(num):
-        a, b = rng.randint(10, 999), rng.randint(10, 999)
+        a, b = rng.randint(100, 999), rng.randint(100, 999)  # 3 digits: every prompt has the same length
         question = f"Natalia sold {a} clips in April and {b} in May. How many clips did she sell altogether?"
         messages = [{"role": "user", "content": question + " Let's think step by step."}]
         prompts.append(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,

@@ -80,6 +80,7 @@ def _has_trl(python: Path) -> bool:
 
 # ------------------------------------------------------------------------------------------------ rlx
 def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
+    import torch
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
@@ -104,11 +105,13 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
             times.append(time.perf_counter() - start)
             completion_tokens.append(metrics["tokens_policy"])
         trainer.sampler.close()
-    return {"step_seconds": times[1:], "completion_tokens": completion_tokens[1:]}
+    return {"step_seconds": times[1:], "completion_tokens": completion_tokens[1:],
+            "torch_threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------------------------------------------ TRL
 def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -133,11 +136,12 @@ def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
     def reward(prompts, completions, idx, **_):  # TRL passes the dataset's extra columns as keywords
         return [float(r) for r in reward_fn([problems[i] for i in idx], completions)]
 
-    times, lengths = [], []
+    times, lengths, threads = [], [], []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter())
+            threads.append(torch.get_num_threads())  # nothing in TRL/accelerate may raise it
 
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(output_dir=tmp, per_device_train_batch_size=prompts * samples, num_generations=samples,
@@ -154,7 +158,8 @@ def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
         lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     marks = [start, *times]
     step_seconds = [b - a for a, b in zip(marks, marks[1:])]
-    return {"step_seconds": step_seconds[1:], "completion_tokens": [m * prompts * samples for m in lengths[1:]]}
+    return {"step_seconds": step_seconds[1:], "completion_tokens": [m * prompts * samples for m in lengths[1:]],
+            "torch_threads": max(threads)}
 
 
 # ------------------------------------------------------------------------------------------------ parent
