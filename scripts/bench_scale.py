@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_scale.py [--sequences 32,64,128] [--response-tokens 256] [--layers 1]
         [--shape 0.5b] [--device cpu|cuda] [--dtype float32|bfloat16] [--micro-batch-size 2]
-        [--unsplit-max 16] [--out bench/scale.json]
+        [--unsplit 4,8] [--out bench/scale.json]
 
 A random-initialised `Qwen2ForCausalLM` of Qwen2.5-0.5B's width, heads and vocabulary (151,936; reduced
 depth, `--layers`) and the offline Qwen2 BPE tokenizer (rlx/models/qwen_tokenizer.py) build the batch: chat-
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SMOKE = dict(sequences="2,4", response_tokens=8, layers=1, hidden=64, heads=2, kv_heads=1, intermediate=128,
-             micro_batch_size=2, unsplit_max=4)
+             micro_batch_size=2, unsplit="2,4")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 = autocast over fp32 master weights (the loss stays fp32)")
     p.add_argument("--micro-batch-size", type=int, default=2, help="sequences per forward pass when micro-batched")
-    p.add_argument("--unsplit-max", type=int, default=16, help="largest batch also measured unsplit (0 = never)")
+    p.add_argument("--unsplit", default="4,8", help="batch sizes also measured unsplit (the unsplit path needs ~0.8 GB "
+                   "per sequence at this width on CPU; '' = none)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the child (0 = torch's default)")
     p.add_argument("--out", default="bench/scale.json")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny shape on CPU: checks the harness end to end")
@@ -202,7 +203,7 @@ def child(spec: dict) -> dict:
 def configurations(args) -> list[tuple[int, int | None]]:
     sizes = [int(s) for s in args.sequences.split(",")]
     runs = [(n, args.micro_batch_size) for n in sizes]
-    runs += [(n, None) for n in sizes if n <= args.unsplit_max]
+    runs += [(int(n), None) for n in args.unsplit.split(",") if n.strip()]
     return runs
 
 
@@ -236,7 +237,7 @@ def main(argv=None) -> dict:
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child))))
         return {}
-    largest = max(int(s) for s in args.sequences.split(","))
+    largest = max(n for n, _ in configurations(args))
     prompts, responses = make_token_batch(largest, args.response_tokens)
     from rlx.models.qwen_tokenizer import NUM_BPE_RANKS
 

@@ -37,7 +37,7 @@ if [ "$MODE" = smoke ]; then
 else
   PY=$VENV/bin/python
   SCALE_ARGS=(--device cuda --dtype bfloat16 --shape 1.5b --layers "${SCALE_LAYERS:-28}" --sequences 32,64,128
-              --response-tokens 256 --micro-batch-size "${SCALE_MICRO:-16}" --unsplit-max "${SCALE_UNSPLIT_MAX:-32}")
+              --response-tokens 256 --micro-batch-size "${SCALE_MICRO:-16}" --unsplit "${SCALE_UNSPLIT:-32}")
   MODEL_ARGS='shape="1.5b"'
   TRAIN_SHAPE=(train.prompts_per_step=64 algo.samples_per_prompt=8 train.max_new_tokens=512 train.eval_size=64)
   # the micro-batched update (issue 9, item 1): 8,192 tokens = ~30 GB of bf16 activations of the 1.5B model
