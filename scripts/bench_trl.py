@@ -1,0 +1,217 @@
+"""rlx's GRPO step vs TRL's GRPOTrainer step, side by side (issue 9, item 10).
+
+    .venv/bin/python scripts/bench_trl.py [--shapes 8x4,32x8] [--tokens 48] [--repeats 3] [--steps 3]
+        [--venv .cache/trl-venv] [--out bench/trl.json]
+
+Same model (the project's tiny Qwen2, ~0.8M parameters, built/cached by rlx), same prompts (the arith task's
+plain prompts), same reward (rlx's exact-answer arith reward), same GRPO settings (group-normalised outcome
+advantages, clip 0.2, no KL, per-sequence token-mean loss, lr 5e-5, grad clip 1, one epoch, one optimizer step
+per batch), CPU, HF `generate`, one torch thread in each process. One step = sample, score, advantages,
+update (rlx: `Trainer.train_step` with `sampler=hf`, which also syncs weights into the sampler; TRL: the time
+between consecutive `on_step_end` callbacks). Each run makes `--steps` + 1 steps and drops the first (warm-up);
+the step time of a run is its median. rlx and TRL runs alternate, `--repeats` times per shape, each in a fresh
+process; the reported ratio is median(rlx) / median(TRL).
+
+TRL is not a project dependency: it lives in its own virtual environment (`--venv`, created on first use with
+`pip install trl==1.16.0`), which reuses the project's torch/transformers through a .pth file, so nothing
+large is downloaded twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TRL_VERSION = "1.16.0"
+LR, CLIP, GRAD_CLIP = 5e-5, 0.2, 1.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default="8x4,32x8", help="PROMPTSxSAMPLES, comma-separated")
+    p.add_argument("--tokens", type=int, default=48, help="max new tokens per completion")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=3, help="measured steps per run (after one warm-up step)")
+    p.add_argument("--venv", default=str(ROOT / ".cache" / "trl-venv"))
+    p.add_argument("--out", default="bench/trl.json")
+    p.add_argument("--child", choices=["rlx", "trl"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--prompts", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--samples", type=int, default=4, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------ venv
+def ensure_trl_venv(venv: Path) -> Path:
+    """A venv with TRL that sees this interpreter's packages (torch, transformers, rlx's deps) via a .pth."""
+    python = venv / "bin" / "python"
+    if python.exists() and _has_trl(python):
+        return python
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "rlx_project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"trl=={TRL_VERSION}"], check=True)
+    if not _has_trl(python):
+        raise RuntimeError(f"{venv}: trl=={TRL_VERSION} did not install")
+    return python
+
+
+def _has_trl(python: Path) -> bool:
+    probe = f"import trl; assert trl.__version__ == '{TRL_VERSION}'"
+    return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------------ rlx
+def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
+    import torch
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from rlx.config import parse_run_config
+    from rlx.train import distributed as dist
+    from rlx.train.loop import Trainer
+
+    overrides = ["algo=grpo", "sampler=hf", f"algo.samples_per_prompt={samples}", f"train.prompts_per_step={prompts}",
+                 f"train.max_new_tokens={tokens}", f"train.steps={steps + 1}", f"train.lr={LR}",
+                 f"algo.clip_eps={CLIP}", f"train.grad_clip={GRAD_CLIP}", "algo.kl.beta=0.0",
+                 "algo.loss_agg=seq_mean_token_mean", "train.progress_bar=false"]
+    with tempfile.TemporaryDirectory() as tmp:
+        with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
+            raw = compose("train", overrides=[f"output_dir={tmp}", *overrides])
+        trainer = Trainer(parse_run_config(OmegaConf.to_container(raw, resolve=True)))
+        one_thread()  # after the Trainer: nothing in its construction may raise the thread count again
+        trainer.logger = dist.NullLogger()
+        times, completion_tokens = [], []
+        for step in range(1, steps + 2):
+            start = time.perf_counter()
+            metrics = trainer.train_step(step)
+            times.append(time.perf_counter() - start)
+            completion_tokens.append(metrics["tokens_policy"])
+        trainer.sampler.close()
+    return {"step_seconds": times[1:], "completion_tokens": completion_tokens[1:],
+            "torch_threads": torch.get_num_threads()}
+
+
+# ------------------------------------------------------------------------------------------------ TRL
+def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlx.config import parse_run_config
+    from rlx.data.tasks import load_task
+    from rlx.models.load import load_tokenizer
+    from rlx.models.tiny import TinyModelSpec, ensure_tiny_model
+    from rlx.rewards.registry import build_reward
+
+    one_thread()
+    cfg = parse_run_config({"seed": 0, "output_dir": "/tmp/unused", "resume": None, "train": {},
+                            "algo": {"name": "grpo"}, "model": {"name": "tiny"}, "reward_model": {"name": "arith"},
+                            "sampler": {"name": "hf"}, "data": {"name": "arith"}, "logger": {"name": "jsonl"}})
+    path = str(ensure_tiny_model(TinyModelSpec()))
+    tokenizer = load_tokenizer(path)
+    task = load_task(cfg.data, 20000, 0).with_tokenizer(tokenizer)
+    problems = task.train[: prompts * (steps + 1)]
+    reward_fn = build_reward("arith", {})
+    dataset = Dataset.from_list([{"prompt": task.prompt(p), "idx": i} for i, p in enumerate(problems)])
+
+    def reward(prompts, completions, idx, **_):  # TRL passes the dataset's extra columns as keywords
+        return [float(r) for r in reward_fn([problems[i] for i in idx], completions)]
+
+    times, lengths, threads = [], [], []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+            threads.append(torch.get_num_threads())  # nothing in TRL/accelerate may raise it
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = GRPOConfig(output_dir=tmp, per_device_train_batch_size=prompts * samples, num_generations=samples,
+                          max_completion_length=tokens, learning_rate=LR, max_grad_norm=GRAD_CLIP, beta=0.0,
+                          epsilon=CLIP, loss_type="grpo", scale_rewards="group", num_iterations=1,
+                          temperature=1.0, max_steps=steps + 1, use_cpu=True, report_to="none",
+                          save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0, shuffle_dataset=False,
+                          dataloader_num_workers=0, lr_scheduler_type="constant", warmup_steps=0)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=[Clock()])
+        start = time.perf_counter()
+        trainer.train()
+        lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    marks = [start, *times]
+    step_seconds = [b - a for a, b in zip(marks, marks[1:])]
+    return {"step_seconds": step_seconds[1:], "completion_tokens": [m * prompts * samples for m in lengths[1:]],
+            "torch_threads": max(threads)}
+
+
+# ------------------------------------------------------------------------------------------------ parent
+def run_child(python: Path, which: str, prompts: int, samples: int, args) -> dict:
+    cmd = [str(python), __file__, "--child", which, "--prompts", str(prompts), "--samples", str(samples),
+           "--tokens", str(args.tokens), "--steps", str(args.steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{which} child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict]) -> dict:
+    medians = [statistics.median(r["step_seconds"]) for r in runs]
+    tokens = [statistics.mean(r["completion_tokens"]) for r in runs if r["completion_tokens"]]
+    return {"step_seconds": statistics.median(medians), "run_medians": medians,
+            "completion_tokens": statistics.mean(tokens) if tokens else None}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child is not None:
+        fn = rlx_steps if args.child == "rlx" else trl_steps
+        print(json.dumps(fn(args.prompts, args.samples, args.tokens, args.steps)))
+        return {}
+    trl_python = ensure_trl_venv(Path(args.venv))
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    runs = {(p, g): {"rlx": [], "trl": []} for p, g in shapes}
+    for rep in range(args.repeats):  # interleaved: machine load drifts, so alternate the two trainers
+        for p, g in shapes:
+            for which, python in (("rlx", Path(sys.executable)), ("trl", trl_python)):
+                runs[(p, g)][which].append(run_child(python, which, p, g, args))
+                print(f"repeat {rep + 1} {p}x{g} {which}: {runs[(p, g)][which][-1]['step_seconds']}", flush=True)
+    rows = []
+    for (p, g), both in runs.items():
+        rlx, trl = summarise(both["rlx"]), summarise(both["trl"])
+        rows.append({"prompts": p, "samples": g, "max_new_tokens": args.tokens, "rlx": rlx, "trl": trl,
+                     "ratio": rlx["step_seconds"] / trl["step_seconds"]})
+    result = {"rows": rows, "trl_version": TRL_VERSION, "repeats": args.repeats, "steps": args.steps,
+              "threads": 1, "cpus": os.cpu_count()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{'shape':>8} {'rlx s/step':>10} {'TRL s/step':>10} {'rlx/TRL':>8}")
+    for r in rows:
+        rlx_s, trl_s = r["rlx"]["step_seconds"], r["trl"]["step_seconds"]
+        print(f"{r['prompts']:>4}x{r['samples']:<3} {rlx_s:>10.3f} {trl_s:>10.3f} "
+              f"{r['ratio']:>8.2f}")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
