@@ -26,20 +26,17 @@ from rlx.models.load import load_tokenizer
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.train import adaptive, checkpoint, correction, dynamic, preemption, rollout, rundir, setup
+from rlx.train import adaptive, checkpoint, correction, dynamic, rollout, rundir, schedule, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
-from rlx.train.budget import Budget, BudgetCounters
 from rlx.train.forwards import Forwards
 from rlx.train.knot_scores import knot_scores
 from rlx.train.metrics import (
     PhaseTimer,
     greedy_accuracy,
-    progress_bar,
     sample_rows,
     seed_everything,
     step_metrics,
-    write_summary,
 )
 from rlx.train.scoring import overlong_shape, score
 from rlx.train.update import UpdateBatch, Updater
@@ -193,72 +190,5 @@ def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> di
         trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
     accuracy_before = state["accuracy_before"]
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
-    last_step, counters = run_steps(trainer, cfg, first_step, state, started)
-    return _finish(trainer, resolved_config, accuracy_before, started, last_step, counters)
-
-
-def _finish(trainer: Trainer, resolved_config: str, accuracy_before: float, started: float, last_step: int,
-            counters: BudgetCounters) -> dict:
-    """The final evaluation, HF checkpoint (gathered on every rank) and summary.json (rank 0)."""
-    cfg = trainer.cfg
-    accuracy_after = trainer.evaluate()
-    dist.write_parameter_digest(trainer.run_dir, trainer.policy)
-    reshard(trainer.train_policy)
-    ckpt = checkpoint.save_final(trainer.run_dir, trainer.policy, trainer.tokenizer)
-    if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
-        trainer.sampler.close()
-        dist.close()
-        return {"accuracy_after": accuracy_after}
-    trainer.logger.log(last_step, {"test_accuracy": accuracy_after, "final": True})
-    (ckpt / "rlx_config.yaml").write_text(resolved_config)
-    summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started,
-                            last_step, counters.state())
-    trainer.logger.log_summary(summary)
-    trainer.sampler.close()
-    trainer.logger.close()
-    dist.close()
-    print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
-          f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
-    return summary
-
-
-def run_steps(trainer: Trainer, cfg: RunConfig, first_step: int, state: dict, started: float,
-              ) -> tuple[int, BudgetCounters]:
-    """Train until `train.steps`, `train.token_budget` or `train.time_budget_s` is spent (rlx/train/budget.py),
-    evaluating every `train.eval_every` steps and every `train.eval_every_tokens` generated tokens; logs the
-    cumulative `tokens_total` and `wall_train_s` every step. Returns the last step run and the counters."""
-    t = cfg.train
-    budget = Budget(t.steps, t.token_budget, t.time_budget_s, t.eval_every_tokens)
-    counters = BudgetCounters.from_state(state)
-    last_step = first_step - 1
-    progress = progress_bar(cfg, first_step - 1)
-    preemption.install()  # a preemption signal now only raises a flag, checked after each step
-    for step in range(first_step, t.steps + 1):
-        step_started = time.time()
-        metrics = trainer.train_step(step)
-        generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
-        seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
-        before, after = counters.add(round(generated * dist.world_size()), seconds)  # tokens of all ranks
-        stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
-        metrics.update(counters.state())
-        by_steps = bool(t.eval_every) and step % t.eval_every == 0
-        if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
-            metrics["test_accuracy"] = trainer.evaluate()
-        metrics["wall_seconds"] = time.time() - started
-        trainer.logger.log(step, metrics)
-        last_step = step
-        extra = {"accuracy_before": state["accuracy_before"], "elapsed": time.time() - started, **counters.state()}
-        if t.save_every and step % t.save_every == 0 and stop is None:
-            trainer.checkpoint(step, extra)
-        progress.update(1)
-        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
-        if stop is None and preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint, leave
-            preemption.checkpoint_and_exit(trainer, step, extra, progress)
-        if stop is not None:
-            if stop != "steps":
-                print(f"[rlx] train.{stop} spent after step {step}: {counters.tokens_total} tokens, "
-                      f"{counters.wall_train_s:.0f}s of training")
-            break
-    progress.close()
-    preemption.uninstall()
-    return last_step, counters
+    last_step, counters = schedule.run_steps(trainer, cfg, first_step, state, started)
+    return schedule.finish(trainer, resolved_config, accuracy_before, started, last_step, counters)

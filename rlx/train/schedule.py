@@ -1,0 +1,89 @@
+"""The outer loop around the step driver (`rlx.train.loop`): how many steps run and what happens between them.
+
+It owns the stopping rule (`train.steps`, `train.token_budget`, `train.time_budget_s`, whichever comes first;
+`rlx.train.budget`), the evaluation cadence (every `train.eval_every` steps and every `train.eval_every_tokens`
+generated tokens), resumable checkpoints every `train.save_every` steps, preemption (a SIGTERM/SIGUSR1 flag
+checked after each step; `rlx.train.preemption`), and the end of a run: the final evaluation, the gathered HF
+checkpoint and summary.json. `trainer` is the loop's `Trainer` (duck-typed, so this module imports no upward).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from rlx.models.full_params import reshard
+from rlx.train import checkpoint, preemption
+from rlx.train import distributed as dist
+from rlx.train.budget import Budget, BudgetCounters
+from rlx.train.metrics import progress_bar, write_summary
+
+if TYPE_CHECKING:
+    from rlx.config import RunConfig
+
+
+def finish(trainer, resolved_config: str, accuracy_before: float, started: float, last_step: int,
+            counters: BudgetCounters) -> dict:
+    """The final evaluation, HF checkpoint (gathered on every rank) and summary.json (rank 0)."""
+    cfg = trainer.cfg
+    accuracy_after = trainer.evaluate()
+    dist.write_parameter_digest(trainer.run_dir, trainer.policy)
+    reshard(trainer.train_policy)
+    ckpt = checkpoint.save_final(trainer.run_dir, trainer.policy, trainer.tokenizer)
+    if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
+        trainer.sampler.close()
+        dist.close()
+        return {"accuracy_after": accuracy_after}
+    trainer.logger.log(last_step, {"test_accuracy": accuracy_after, "final": True})
+    (ckpt / "rlx_config.yaml").write_text(resolved_config)
+    summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started,
+                            last_step, counters.state())
+    trainer.logger.log_summary(summary)
+    trainer.sampler.close()
+    trainer.logger.close()
+    dist.close()
+    print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
+          f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
+    return summary
+
+
+def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: float,
+              ) -> tuple[int, BudgetCounters]:
+    """Train until `train.steps`, `train.token_budget` or `train.time_budget_s` is spent (rlx/train/budget.py),
+    evaluating every `train.eval_every` steps and every `train.eval_every_tokens` generated tokens; logs the
+    cumulative `tokens_total` and `wall_train_s` every step. Returns the last step run and the counters."""
+    t = cfg.train
+    budget = Budget(t.steps, t.token_budget, t.time_budget_s, t.eval_every_tokens)
+    counters = BudgetCounters.from_state(state)
+    last_step = first_step - 1
+    progress = progress_bar(cfg, first_step - 1)
+    preemption.install()  # a preemption signal now only raises a flag, checked after each step
+    for step in range(first_step, t.steps + 1):
+        step_started = time.time()
+        metrics = trainer.train_step(step)
+        generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
+        seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
+        before, after = counters.add(round(generated * dist.world_size()), seconds)  # tokens of all ranks
+        stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
+        metrics.update(counters.state())
+        by_steps = bool(t.eval_every) and step % t.eval_every == 0
+        if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
+            metrics["test_accuracy"] = trainer.evaluate()
+        metrics["wall_seconds"] = time.time() - started
+        trainer.logger.log(step, metrics)
+        last_step = step
+        extra = {"accuracy_before": state["accuracy_before"], "elapsed": time.time() - started, **counters.state()}
+        if t.save_every and step % t.save_every == 0 and stop is None:
+            trainer.checkpoint(step, extra)
+        progress.update(1)
+        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+        if stop is None and preemption.should_stop():  # SIGTERM/SIGUSR1/SIGUSR2 on any rank: checkpoint, leave
+            preemption.checkpoint_and_exit(trainer, step, extra, progress)
+        if stop is not None:
+            if stop != "steps":
+                print(f"[rlx] train.{stop} spent after step {step}: {counters.tokens_total} tokens, "
+                      f"{counters.wall_train_s:.0f}s of training")
+            break
+    progress.close()
+    preemption.uninstall()
+    return last_step, counters
