@@ -7,8 +7,12 @@
 A random-initialised `Qwen2ForCausalLM` of Qwen2.5-0.5B's width, heads and vocabulary (151,936; reduced
 depth, `--layers`) and the offline Qwen2 BPE tokenizer (rlx/models/qwen_tokenizer.py) build the batch: chat-
 templated GSM8K-style prompts and BPE-tokenised multi-line responses cut to `--response-tokens`. One
-update = old log-probs (no grad), GRPO advantages from seeded 0/1 rewards, the clipped loss, backward,
-clip and an AdamW step - through rlx's own `response_logprobs`, `pack`, and the registered GRPO algorithm.
+update goes through the trainer's own parts, wired as `rlx.train.loop` wires them, with a RunConfig from
+`rlx.config.parse_run_config`: `Forwards` (micro-batches of `train.micro_batch_size` sequences, autocast,
+the lean chunked log-probs of rlx/models/logprobs.py), pi_old's log-probs (a frozen no-grad pass, or the
+loss pass's own when the ratio is identically 1, as in the trainer with one epoch and one mini-batch), GRPO
+advantages from seeded 0/1 rewards, and `Updater.run` (loss, backward with exact gradient accumulation,
+clip, AdamW step). `--optimization-num 2` forces the separate frozen pass (and two optimizer steps).
 
 Each configuration runs in a fresh subprocess, which reports its own peak resident memory
 (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) and, on CUDA, `torch.cuda.max_memory_allocated`. The parent
@@ -53,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch-size", type=int, default=2, help="sequences per forward pass when micro-batched")
     p.add_argument("--unsplit", default="4,8", help="batch sizes also measured unsplit (the unsplit path needs ~0.8 GB "
                    "per sequence at this width on CPU; '' = none)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in the child (0 = torch's default)")
+    p.add_argument("--optimization-num", type=int, default=1, help="algo.optimization_num (epochs); 1 = the loss "
+                   "pass's log-probs serve as pi_old's, >1 = a separate frozen pass")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the child (0 = torch's default)")
     p.add_argument("--out", default="bench/scale.json")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny shape on CPU: checks the harness end to end")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # JSON spec of one configuration
@@ -89,70 +95,57 @@ def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[lis
 
 
 # ---------------------------------------------------------------------------------------------- update
-def rows_of(packed, idx):
-    """The PackedBatch of rows `idx` (a slice of sequences)."""
-    from rlx.train.logprobs import PackedBatch
+def run_config(sequences: int, micro: int | None, dtype: str = "float32", optimization_num: int = 1,
+               loss_agg: str | None = None, group: int = 8, grad_clip: float = 1.0):
+    """The RunConfig of one rehearsal update, through rlx's own parser (`parse_run_config`): GRPO with groups of
+    `group` samples, `train.micro_batch_size=micro` sequences per forward pass (None: the whole batch in one
+    pass), `model.dtype`, and the algorithm's defaults otherwise (`loss_agg=None`: GRPO's own)."""
+    from rlx.config import parse_run_config
 
-    return PackedBatch(packed.input_ids[idx], packed.attention_mask[idx], packed.response_ids[idx],
-                       packed.response_mask[idx], packed.predict_pos[idx])
-
-
-def micro_slices(batch_size: int, micro: int | None) -> list[slice]:
-    step = micro or batch_size
-    return [slice(i, min(i + step, batch_size)) for i in range(0, batch_size, step)]
-
-
-def logprobs(model, packed, autocast_dtype, with_entropy=False):
-    # INTEGRATION: switch to the kernels helper's lean `rlx.models.logprobs.response_logprobs` (logits only at
-    # response positions, chunked log-softmax) once merged; today's rlx.train.logprobs one is unsplit in T x V.
-    from rlx.train.logprobs import model_device, response_logprobs
-
-    with torch_autocast(model_device(model), autocast_dtype):
-        return response_logprobs(model, packed, with_entropy=with_entropy)
+    algo = {"name": "grpo", "samples_per_prompt": group, "optimization_num": optimization_num}
+    if loss_agg is not None:
+        algo["loss_agg"] = loss_agg
+    prompts = max(1, sequences // group)
+    train = {"prompts_per_step": prompts, "micro_batch_tokens": None, "micro_batch_size": micro or sequences,
+             "mini_batches": 1, "lr": 1e-6, "grad_clip": grad_clip, "steps": 1}
+    return parse_run_config({"seed": 0, "output_dir": "bench/scale-run", "algo": algo, "train": train,
+                             "model": {"dtype": dtype}, "reward_model": {"name": "arith"},
+                             "sampler": {"name": "hf"}, "data": {"name": "arith"}})
 
 
-def torch_autocast(device, dtype):
-    import torch
-
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def run_update(model, optimizer, packed, rewards, group_ids, micro: int | None, autocast_dtype) -> dict:
-    """One GRPO update through rlx's algorithm. INTEGRATION: replace this body by the core helper's micro-
-    batched update (the loop's `optimize` with `train.micro_batch_size=micro` / `micro_batch_tokens`) once
-    merged; this local version accumulates token_mean gradients exactly (each micro-batch's loss weighted by
-    its share of the step's valid tokens)."""
-    import torch
+def run_update(model, packed, rewards, group_ids, cfg) -> dict:
+    """One training step's update through the trainer's own parts, as `rlx.train.loop` wires them: `Forwards`
+    (micro-batches, autocast, lean chunked log-probs), pi_old's log-probs from a frozen no-grad pass or, when
+    the ratio is identically 1 (`Updater.reuses_loss_logprobs`), the loss pass's own; GRPO's advantages; and
+    `Updater.run` (per-micro-batch loss + backward with exact accumulation, clip, AdamW step). -> phase seconds."""
 
     from rlx import algos
-    from rlx.algos.base import AdvantageInputs, LossInputs
-    from rlx.algos.common import terminal_rewards
-    from rlx.algos.grpo import GRPOConfig
+    from rlx.algos.base import AdvantageInputs
+    from rlx.algos.stats import terminal_rewards
+    from rlx.models.logprobs import model_device
+    from rlx.train.forwards import Forwards
+    from rlx.train.setup import build_optimizers
+    from rlx.train.update import UpdateBatch, Updater
 
-    algo, cfg = algos.get("grpo"), GRPOConfig(loss_agg="token_mean")
+    algo = algos.get(cfg.algo.name)
+    forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
+                        model_device(model), cfg.model.logprob_chunk)
+    updater = Updater(cfg, algo, model, None, build_optimizers(cfg, model, None), forwards)
     mask = packed.response_mask  # [B, T]
     times = {}
     start = time.perf_counter()
-    with torch.no_grad():
-        old_logp = torch.cat([logprobs(model, rows_of(packed, s), autocast_dtype)[0]
-                              for s in micro_slices(len(mask), micro)])  # [B, T]
+    old_logp = None if updater.reuses_loss_logprobs() else forwards.frozen_logprobs(model, packed)  # [B, T]
     times["old_logprobs_s"] = time.perf_counter() - start
     inputs = AdvantageInputs(token_rewards=terminal_rewards(rewards, mask), response_mask=mask, group_ids=group_ids)
-    advantages = algo.advantages(inputs, cfg).detach()  # [B, T]
+    advantages = algo.advantages(inputs, cfg.algo).detach()  # [B, T]
     start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    total = mask.sum()
-    for s in micro_slices(len(mask), micro):
-        logp, entropy = logprobs(model, rows_of(packed, s), autocast_dtype, with_entropy=True)
-        loss_in = LossInputs(logp=logp, old_logp=old_logp[s], advantages=advantages[s], response_mask=mask[s],
-                             group_ids=group_ids[s], entropy=entropy)
-        loss, _ = algo.policy_loss(loss_in, cfg)
-        (loss * (mask[s].sum() / total)).backward()  # token_mean over the whole step's tokens
-    times["loss_backward_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    times["optimizer_s"] = time.perf_counter() - start
+    # outcome-supervised GRPO reads no step boundaries
+    metrics = updater.run(UpdateBatch(packed, advantages, group_ids, [[] for _ in range(len(mask))], old_logp),
+                          step=1)
+    times["update_s"] = time.perf_counter() - start
+    times["micro_batches"] = len(forwards.plan(packed))
+    times["old_logprobs"] = "loss pass (reused)" if old_logp is None else "frozen pass"
+    times["loss"], times["grad_norm"] = metrics["loss"], metrics["grad_norm"]
     return times
 
 
@@ -165,8 +158,8 @@ def child(spec: dict) -> dict:
     """One configuration in this (fresh) process: build, pack, one update; measure peak memory and time."""
     import torch
 
+    from rlx.models.logprobs import pack
     from rlx.models.qwen_tokenizer import random_qwen2
-    from rlx.train.logprobs import pack
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -174,18 +167,17 @@ def child(spec: dict) -> dict:
     overrides = {k: v for k, v in spec["overrides"].items() if v is not None}
     # fp32 master weights; bf16 only inside autocast
     model = random_qwen2(spec["shape"], spec["layers"], seed=0, device=spec["device"], **overrides).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     tokens = json.loads(Path(spec["tokens"]).read_text())
     n, group = spec["sequences"], 8
     packed = pack(tokens["prompts"][:n], tokens["responses"][:n], pad_id=tokens["pad_id"])
     rewards = torch.Generator().manual_seed(0)
     rewards = torch.randint(0, 2, (n,), generator=rewards).float()  # [B] 0/1 outcome rewards
     group_ids = torch.arange(n) // group  # [B] groups of 8 samples
-    autocast = torch.bfloat16 if spec["dtype"] == "bfloat16" else None
+    cfg = run_config(n, spec["micro"], spec["dtype"], spec["optimization_num"], group=group)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    phases = run_update(model, optimizer, packed, rewards, group_ids, spec["micro"], autocast)
+    phases = run_update(model, packed, rewards, group_ids, cfg)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -193,7 +185,7 @@ def child(spec: dict) -> dict:
            "peak_rss_gb": round(peak_rss_gb(), 3), "seconds": round(seconds, 3),
            "tokens": int(packed.attention_mask.sum()), "response_tokens": int(packed.response_mask.sum()),
            "tokens_per_s": round(float(packed.attention_mask.sum()) / seconds, 1),
-           **{k: round(v, 3) for k, v in phases.items()}}
+           **{k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}}
     if device.type == "cuda":
         row["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return row
@@ -210,6 +202,7 @@ def configurations(args) -> list[tuple[int, int | None]]:
 def run_child(args, tokens_file: str, n: int, micro: int | None) -> dict:
     spec = {"sequences": n, "micro": micro, "tokens": tokens_file, "shape": args.shape, "layers": args.layers,
             "device": args.device, "dtype": args.dtype, "threads": args.threads,
+            "optimization_num": args.optimization_num,
             "overrides": {"hidden_size": args.hidden, "num_attention_heads": args.heads,
                           "num_key_value_heads": args.kv_heads, "intermediate_size": args.intermediate}}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
@@ -250,7 +243,9 @@ def main(argv=None) -> dict:
             rows.append(run_child(args, tokens_file, n, micro))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     result = {"rows": rows, "shape": args.shape, "layers": args.layers, "device": args.device, "dtype": args.dtype,
-              "response_tokens": args.response_tokens, "prompt_tokens": len(prompts[0]),
+              "response_tokens": args.response_tokens, "prompt_tokens": len(prompts[0]), "threads": args.threads,
+              "optimization_num": args.optimization_num, "update": "rlx.train.forwards.Forwards + "
+              "rlx.train.update.Updater (the trainer's own)",
               "overrides": {"hidden": args.hidden, "heads": args.heads, "kv_heads": args.kv_heads,
                             "intermediate": args.intermediate},
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}

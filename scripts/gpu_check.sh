@@ -43,7 +43,6 @@ else
   # the micro-batched update (issue 9, item 1): 8,192 tokens = ~30 GB of bf16 activations of the 1.5B model
   MICRO=(train.micro_batch_tokens="${MICRO_BATCH_TOKENS:-8192}")
 fi
-if [ "${NO_MICRO_BATCH:-0}" = 1 ]; then MICRO=(); fi  # a checkout without the micro-batched update
 
 run() {  # print, then run unless --dry-run
   printf '+ %s\n' "$*"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -11,9 +9,6 @@ from omegaconf import OmegaConf
 from rlx.config import ConfigError, parse_run_config
 from rlx.helptext import group_options
 
-# Keys of the micro-batched update (issue 9 items 1-2), built on another branch. Until it is merged, a preset
-# may fail validation on these keys only; every other key must validate.
-PENDING_TRAIN_KEYS = ("micro_batch_tokens", "micro_batch_size", "mini_batches")
 DATA_PATHS = ("data.path=/data/math500_test.jsonl", "data.train_path=/data/math_l35_train.jsonl")
 EXPECTED = {  # preset: (algo, model, hub id, data, samples per prompt, prompts per step, max new tokens, lr)
     "gsm8k_qwen05b_ppo": ("ppo", "qwen", "Qwen/Qwen2.5-0.5B-Instruct", "gsm8k", 1, 256, 256, 1e-6),
@@ -31,18 +26,6 @@ def compose_experiment(name: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def parse_tolerating_pending_keys(raw: dict):
-    """parse_run_config; if it rejects a pending micro-batching key, drop exactly those keys and parse again."""
-    try:
-        return parse_run_config(raw)
-    except ConfigError as err:
-        match = re.match(r"train\.(\w+): unknown key", str(err))
-        if match is None or match.group(1) not in PENDING_TRAIN_KEYS:
-            raise
-    train = {k: v for k, v in raw["train"].items() if k not in PENDING_TRAIN_KEYS}
-    return parse_run_config({**raw, "train": train})
-
-
 def test_the_presets_are_the_expected_ones():
     assert group_options("experiment") == sorted(EXPECTED)
 
@@ -51,17 +34,19 @@ def test_the_presets_are_the_expected_ones():
 def test_preset_composes_and_validates(name):
     raw = compose_experiment(name)
     assert raw["train"]["micro_batch_tokens"] > 0 and raw["train"]["mini_batches"] >= 1
-    cfg = parse_tolerating_pending_keys(raw)
+    cfg = parse_run_config(raw)
     algo, model, hub_id, data, samples, prompts, max_new, lr = EXPECTED[name]
     assert (cfg.algo.name, cfg.model.name, cfg.model.hub_id, cfg.data.name) == (algo, model, hub_id, data)
-    assert cfg.train.samples_per_prompt == cfg.algo.samples_per_prompt == samples
+    assert cfg.algo.samples_per_prompt == samples  # the group size's one owner is the algorithm
+    assert (cfg.train.micro_batch_tokens, cfg.train.mini_batches) == (raw["train"]["micro_batch_tokens"],
+                                                                      raw["train"]["mini_batches"])
     assert (cfg.train.prompts_per_step, cfg.train.max_new_tokens, cfg.train.lr) == (prompts, max_new, lr)
     assert cfg.model.dtype == "bfloat16" and cfg.sampler.name == "vllm"
     assert cfg.data.prompt_template in ("gsm8k_chat", "boxed_chat")
 
 
 def test_drgrpo_preset_is_dr_grpo():
-    cfg = parse_tolerating_pending_keys(compose_experiment("math_qwen15b_drgrpo"))
+    cfg = parse_run_config(compose_experiment("math_qwen15b_drgrpo"))
     assert (cfg.algo.scale_by_std, cfg.algo.loss_agg, cfg.algo.kl.beta) == (False, "seq_mean_token_sum_norm", 0.0)
     assert (cfg.data.path, cfg.data.train_path) == ("/data/math500_test.jsonl", "/data/math_l35_train.jsonl")
 
@@ -70,4 +55,4 @@ def test_a_preset_still_rejects_other_bad_keys():
     raw = compose_experiment("gsm8k_qwen05b_grpo")
     raw["train"]["micro_batch_tokenz"] = 1
     with pytest.raises(ConfigError, match=r"train\.micro_batch_tokenz"):
-        parse_tolerating_pending_keys(raw)
+        parse_run_config(raw)

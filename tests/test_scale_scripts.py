@@ -22,27 +22,36 @@ def load_script(name: str):
     return module
 
 
-def test_micro_batched_update_has_the_unsplit_gradient():
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+@pytest.mark.parametrize("optimization_num", [1, 2])  # 1: pi_old = the loss pass's own; 2: a frozen pass
+def test_micro_batched_update_has_the_unsplit_gradient(loss_agg, optimization_num):
+    """The rehearsal's update is the trainer's (`Forwards` + `Updater`): float64, micro-batches of 1 and 3
+    sequences give the unsplit batch's gradients and weights after every optimizer step, to 1e-10."""
+    from rlx.models.logprobs import pack
     from rlx.models.qwen_tokenizer import random_qwen2
-    from rlx.train.logprobs import pack
 
     bench = load_script("bench_scale")
     prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11]]
-    responses = [[12, 13, 14], [15, 16, 17, 18], [19], [20, 21]]  # unequal lengths: token_mean weights matter
+    responses = [[12, 13, 14], [15, 16, 17, 18], [19], [20, 21]]  # unequal lengths: the aggregation matters
     packed = pack(prompts, responses, pad_id=0)
-    rewards, groups = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1])
-    grads = []
+    rewards, groups = torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.tensor([0, 0, 1, 1])
+    grads, weights, runs = [], [], []
     for micro in (None, 1, 3):
         model = random_qwen2("0.5b", layers=1, seed=0, vocab_size=32, hidden_size=32, num_attention_heads=2,
                              num_key_value_heads=1, intermediate_size=64, tie_word_embeddings=False,
-                             bos_token_id=0, eos_token_id=1, pad_token_id=0)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # keeps the weights; the gradients stay
-        bench.run_update(model, optimizer, packed, rewards, groups, micro, None)
+                             bos_token_id=0, eos_token_id=1, pad_token_id=0).double().train()
+        cfg = bench.run_config(4, micro, optimization_num=optimization_num, loss_agg=loss_agg, group=2,
+                               grad_clip=1e9)  # no clipping: the raw accumulated gradient is compared
+        runs.append(bench.run_update(model, packed, rewards, groups, cfg))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    assert grads[0].abs().max() > 1e-4  # a real gradient, not zeros
-    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(grads[2], grads[0], rtol=0, atol=1e-6)
-    assert [s.stop for s in bench.micro_slices(4, 3)] == [3, 4]
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert grads[0].dtype == torch.float64 and grads[0].abs().max() > 1e-4  # a real gradient, not zeros
+    for i in (1, 2):
+        torch.testing.assert_close(grads[i], grads[0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(weights[i], weights[0], rtol=0, atol=1e-10)
+    assert [r["micro_batches"] for r in runs] == [1, 4, 2]
+    reused = "loss pass (reused)" if optimization_num == 1 else "frozen pass"
+    assert {r["old_logprobs"] for r in runs} == {reused}
 
 
 @pytest.mark.slow
@@ -75,6 +84,23 @@ def test_gpu_check_dry_run_prints_the_planned_commands(tmp_path):
     for override in ("sampler=hf", "model.dtype=bfloat16", "train.steps=3", "train.prompts_per_step=64",
                      "algo.samples_per_prompt=8", "train.max_new_tokens=512"):
         assert override in train
+
+
+def test_gpu_check_training_command_validates(tmp_path):
+    """Every key of the dry run's `rlx train` command exists: real Hydra composes it, rlx's parser validates it."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from rlx.config import parse_run_config
+
+    for name in WHEEL_NAMES:
+        (tmp_path / f"{name}-py3-none-any.whl").touch()
+    train = [line for line in dry_run(tmp_path).stdout.splitlines() if line.startswith("+ ")][-1].split()
+    overrides = train[train.index("train") + 1:]
+    with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
+        cfg = parse_run_config(OmegaConf.to_container(compose("train", overrides=overrides), resolve=True))
+    assert (cfg.train.micro_batch_tokens, cfg.model.dtype, cfg.sampler.name) == (8192, "bfloat16", "hf")
+    assert (cfg.train.prompts_per_step, cfg.algo.samples_per_prompt, cfg.train.max_new_tokens) == (64, 8, 512)
 
 
 def test_gpu_check_names_a_missing_wheel(tmp_path):
