@@ -90,11 +90,10 @@ def _backend_tokenizer():
 def _cached_backend_json() -> str:
     """The converted tokenizer.json; the conversion takes ~15 s, so it is cached on disk (and per process)
     under the rlx cache, named by a digest of the ranks, the regex and the added tokens."""
-    from rlx.models.tiny import default_cache_dir
-
     recipe = hashlib.sha256(ranks_file().read_bytes())
     recipe.update(repr((QWEN2_PATTERN, ADDED_TOKENS, sorted(NOT_SPECIAL))).encode())
-    path = default_cache_dir() / f"qwen2-bpe-{recipe.hexdigest()[:12]}.json"
+    cache = Path(os.environ.get("RLX_CACHE", Path.home() / ".cache" / "rlx"))  # rlx.recipes.tiny's default
+    path = cache / f"qwen2-bpe-{recipe.hexdigest()[:12]}.json"
     if path.exists():
         return path.read_text()
     text = _backend_tokenizer().to_str()
