@@ -16,7 +16,8 @@ import pytest
 
 from rlx.train import checkpoint
 
-TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds"}
+TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds",
+               "wall_train_s"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
