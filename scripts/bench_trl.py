@@ -119,7 +119,7 @@ def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
     from rlx.config import parse_run_config
     from rlx.data.tasks import load_task
     from rlx.models.load import load_tokenizer
-    from rlx.models.tiny import TinyModelSpec, ensure_tiny_model
+    from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model
     from rlx.rewards.registry import build_reward
 
     one_thread()
