@@ -33,5 +33,6 @@ def main() -> None:
     sys.argv = [f"rlx {command}", *args[1:]]  # Hydra parses sys.argv itself (-m, --cfg, overrides)
     __import__(COMMANDS[command][0], fromlist=["main"]).main()
 
+
 if __name__ == "__main__":
     main()

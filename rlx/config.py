@@ -239,7 +239,6 @@ def _check_frontier(cfg: RunConfig) -> None:
              f"must be <= overlong_penalty.max_len ({max_len}: null = train.max_new_tokens)", penalty.cache)
 
 
-
 def parse_eval_config(raw: Mapping[str, Any]) -> EvalConfig:
     raw = dict(raw)
     cfg = EvalConfig(

@@ -88,4 +88,3 @@ def train_problems(n: int, seed: int, spec: ArithSpec = ArithSpec()) -> list[Pro
 def format_prompt(problem: Problem) -> str:
     """The built-in task's prompt: the question on its own line; the answer starts on the next line."""
     return f"{problem.question}\n"
-

@@ -19,7 +19,7 @@ from rlx.data.configs import ConfigError
 from rlx.data.jsonl import ProblemList
 from rlx.data.prompts import TEMPLATES, PromptInfo, PromptTemplate, prompt_function, resolve_template
 from rlx.grading import grader as grading
-from rlx.grading.arith import extract_final_integer, integer_answer_correct
+from rlx.grading.arith import arith_correct, extract_final_integer
 from rlx.grading.grader import EVAL_TIMEOUT_S, GradeResult
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,8 @@ def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
     spec = data_cfg.spec()
     template = TEMPLATES["arith"]  # renders exactly arith.format_prompt
     prompt, info = prompt_function(template)
-    def is_correct(problem: Problem, completion: str) -> bool:
-        return integer_answer_correct(problem.answer, completion)
-
     return Task("arith", arith.train_problems(train_size, seed, spec), arith.test_problems(spec), prompt,
-                is_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
+                arith_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
 
 
 # --------------------------------------------------------------------------------------- math data sets

@@ -19,3 +19,8 @@ def extract_final_integer(completion: str) -> int | None:
 def integer_answer_correct(reference: str | int, completion: str) -> bool:
     """True when the completion's final `#### n` equals the integer reference."""
     return extract_final_integer(completion) == int(reference)
+
+
+def arith_correct(problem, completion: str) -> bool:
+    """The arithmetic task's correctness: `integer_answer_correct` on a Problem (anything with `.answer`)."""
+    return integer_answer_correct(problem.answer, completion)

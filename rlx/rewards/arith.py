@@ -5,14 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlx.data.base import Problem
-from rlx.grading.arith import extract_final_integer, integer_answer_correct
+from rlx.grading.arith import arith_correct
 from rlx.rewards.base import register_reward
 
-__all__ = ["ArithStepReward", "arith_correct", "completion_lines", "extract_final_integer"]
-
-
-def arith_correct(problem: Problem, completion: str) -> bool:
-    return integer_answer_correct(problem.answer, completion)
+__all__ = ["ArithStepReward", "arith_correct", "completion_lines"]
 
 
 @register_reward("arith")
