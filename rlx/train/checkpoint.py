@@ -133,11 +133,6 @@ def step_directories(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    done = complete_checkpoints(checkpoint_root(run_dir))
-    return done[-1] if done else None
-
-
 def save_resumable(run_dir: Path, step: int, policy, tokenizer, optimizers, critic, extra: dict, keep_last: int,
                    meta: dict) -> Path:
     """`save_checkpoint` as a run does it: call it on every rank (FSDP2 gathers, a collective), rank 0 writes,

@@ -56,13 +56,13 @@ class UpdateBatch:
 def mini_batch_rows(group_ids: torch.Tensor, mini_batches: int, generator: torch.Generator) -> list[list[int]]:
     """Rows of each mini-batch: the groups are shuffled by `generator` and dealt into `mini_batches` nearly
     equal parts, a group's rows always together. One mini-batch keeps the batch as it is."""
-    rows = list(range(group_ids.shape[0]))
+    ids = group_ids.tolist()  # [B]
     if mini_batches == 1:
-        return [rows]
-    groups = list(dict.fromkeys(group_ids.tolist()))  # in order of first appearance
+        return [list(range(len(ids)))]
+    groups = list(dict.fromkeys(ids))  # in order of first appearance
     order = torch.randperm(len(groups), generator=generator).tolist()
     parts = [set(groups[i] for i in part.tolist()) for part in torch.tensor_split(torch.tensor(order), mini_batches)]
-    return [[r for r in rows if int(group_ids[r]) in part] for part in parts if part]
+    return [[r for r, g in enumerate(ids) if g in part] for part in parts if part]
 
 
 def combine(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
