@@ -127,11 +127,14 @@ def _checker_name(checker: Callable[[str, str], bool]) -> str:
 @dataclass
 class _Worker:
     process: _Process
-    conn: Connection
     ready: bool = False
     pending: deque[tuple[int, str, str]] = field(default_factory=deque)  # dispatched, not yet answered
     item_started: float = 0.0  # when the first pending item started (as seen by the parent)
     item_cpu: float = 0.0  # the worker's CPU seconds when that item started (as it last reported)
+
+    @property
+    def conn(self) -> Connection:
+        return self.process.conn
 
 
 Item = tuple[int, str, str]  # (position in the batch, reference, extracted answer)
@@ -209,8 +212,7 @@ class Grader:
         self._workers = []
 
     def _spawn_worker(self) -> _Worker:
-        process = _Process(self.checker, self.memory_headroom_mb)
-        return _Worker(process=process, conn=process.conn)
+        return _Worker(process=_Process(self.checker, self.memory_headroom_mb))
 
     @staticmethod
     def _stop_worker(worker: _Worker, graceful: bool) -> None:
