@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, Algorithm, ClippedAlgoConfig, LossInputs, register
+from rlx.algos.base import AggScale, Algorithm, ClippedAlgoConfig, LossInputs, register
 from rlx.algos.checks import check_choice, check_int, check_range
-from rlx.algos.grpo import group_normalize
-from rlx.algos.kl import kl_loss_term
-from rlx.algos.losses import agg_loss, entropy_bonus
-from rlx.algos.stats import masked_mean, sequence_scores
+from rlx.algos.grpo import outcome_advantages
+from rlx.algos.losses import add_regularisers, agg_loss, ratio_metrics
+from rlx.algos.stats import masked_mean
 
 
 def cispo_token_loss(
@@ -42,15 +41,16 @@ def cispo_token_loss(
 
 def cispo_loss(
     logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-    clip_eps_low: float, clip_eps_high: float, loss_agg: str = "token_mean",
+    clip_eps_low: float, clip_eps_high: float, loss_agg: str = "token_mean", scale: AggScale | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """-Eq. 4 as a loss to minimise. Metrics: is_weight_mean (mean r^), clip_frac (share of valid tokens whose
-    weight was clipped: their gradient is scaled, not dropped as in PPO)."""
+    """-Eq. 4 as a loss to minimise (`scale`: the optimizer step's counts, see `agg_loss`). Metrics:
+    is_weight_mean (mean r^), clip_frac (share of valid tokens whose weight was clipped: their gradient is
+    scaled, not dropped as in PPO)."""
     if clip_eps_low < 0.0 or clip_eps_high < 0.0:
         raise ValueError(f"algo.clip_eps_low and algo.clip_eps_high must be >= 0, got {clip_eps_low!r}, "
                          f"{clip_eps_high!r}")
-    loss_mat, weight = cispo_token_loss(logp, old_logp, adv, mask, clip_eps_low, clip_eps_high)
-    loss = agg_loss(loss_mat, mask, loss_agg)
+    loss_mat, weight = cispo_token_loss(logp, old_logp, adv, mask, clip_eps_low, clip_eps_high)  # [B, T]
+    loss = agg_loss(loss_mat, mask, loss_agg, scale)
     with torch.no_grad():
         ratio = torch.exp((logp - old_logp) * mask)  # [B, T]
         clipped = (weight != ratio).to(mask.dtype)  # [B, T]
@@ -86,35 +86,20 @@ class CISPOConfig(ClippedAlgoConfig):
         return "CISPO's group-normalised advantage"
 
 
-def cispo_advantages(inp: AdvantageInputs, cfg: CISPOConfig) -> torch.Tensor:
-    """GRPO's outcome advantage: every token of response i gets (r_i - mean_G r) / (std_G r + eps) -> [B, T]."""
-    mask = inp.response_mask  # [B, T]
-    scores = sequence_scores(inp.token_rewards, mask)  # [B]
-    return group_normalize(scores, inp.group_ids, cfg.scale_by_std, cfg.ddof, cfg.std_eps).unsqueeze(1) * mask
-
-
 def cispo_policy_loss(inp: LossInputs, cfg: CISPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """-Eq. 4 aggregated by loss_agg over the optimizer step (micro-batch scale), + beta KL - entropy bonus."""
     mask = inp.response_mask  # [B, T]
-    low, high = cfg.clip_range()
-    loss_mat, weight = cispo_token_loss(inp.logp, inp.old_logp, inp.advantages, mask, low, high)  # [B, T]
-    loss = agg_loss(loss_mat, mask, cfg.loss_agg, inp.scale)
-    with torch.no_grad():
-        ratio = torch.exp((inp.logp - inp.old_logp) * mask)  # [B, T]
-        metrics = {"is_weight_mean": masked_mean(weight, mask).item(), "pg_loss": loss.item(),
-                   "clip_frac": masked_mean((weight != ratio).to(mask.dtype), mask).item(),
-                   "approx_kl": masked_mean(ratio - 1.0 - torch.log(ratio), mask).item()}
-    kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, mask, cfg.kl,
-                                       lambda k: agg_loss(k, mask, cfg.loss_agg, inp.scale))
-    metrics.update(kl_metrics)
-    return loss + kl_loss + entropy_bonus(inp.entropy, mask, cfg.entropy_coef, cfg.loss_agg, inp.scale), metrics
+    loss, metrics = cispo_loss(inp.logp, inp.old_logp, inp.advantages, mask, *cfg.clip_range(), cfg.loss_agg,
+                               inp.scale)
+    metrics["approx_kl"] = ratio_metrics(inp.logp, inp.old_logp, mask)["approx_kl"]
+    return add_regularisers(inp, cfg, loss, metrics), metrics
 
 
 CISPO = register(
     Algorithm(
         name="cispo",
         config_cls=CISPOConfig,
-        advantages=cispo_advantages,
+        advantages=outcome_advantages,  # GRPO's: CISPOConfig has its fields
         policy_loss=cispo_policy_loss,
         citation="MiniMax-M1 arXiv 2506.13585 Eqs. 4-5; GRPO arXiv 2402.03300 §4.1.2 advantages",
     )

@@ -3,7 +3,8 @@
 clip-higher        Eq. 8-10: the PPO surrogate with decoupled clip ranges,
                        L = -agg_t min(r_t A_t, clip(r_t, 1 - eps_low, 1 + eps_high) A_t),  r_t = pi_theta / pi_old,
                    eps_high > eps_low (DAPO: 0.2 / 0.28) leaves room for low-probability tokens to grow, which
-                   fights entropy collapse; eps_low = eps_high is exactly `common.clipped_surrogate`.
+                   fights entropy collapse; eps_low = eps_high is exactly `losses.clipped_surrogate`, whose
+                   per-token loss (`losses.clipped_token_loss`) this reuses.
 dynamic sampling   Eq. 8's constraint 0 < |{o_i correct}| < G (§3.2): a group whose rewards are all equal has zero
                    group-relative advantage and only dilutes the batch, so it is dropped and the batch refilled
                    from further prompts (bounded by max_refill_rounds).
@@ -17,22 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.losses import agg_loss
+from rlx.algos.losses import agg_loss, clipped_token_loss
 from rlx.algos.stats import masked_mean
-
-
-def clip_higher_token_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-    clip_eps_low: float, clip_eps_high: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token loss -min(r A, clip(r, 1-eps_low, 1+eps_high) A) [B, T], clipped-branch-active flags [B, T]).
-
-    Unaggregated, so rollout-correction weights can multiply it before `agg_loss`."""
-    log_ratio = (logp - old_logp) * mask  # [B, T]; 0 on padding so exp() stays finite
-    ratio = torch.exp(log_ratio)  # [B, T]
-    unclipped = -adv * ratio  # [B, T]
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high)  # [B, T]
-    return torch.maximum(unclipped, clipped), clipped > unclipped  # max of negatives = -min of surrogates
 
 
 def clip_higher_surrogate(
@@ -46,7 +33,7 @@ def clip_higher_surrogate(
     if not 0.0 <= clip_eps_low < 1.0 or clip_eps_high < 0.0:
         raise ValueError(f"algo.clip_eps_low must be in [0, 1) and algo.clip_eps_high >= 0, "
                          f"got {clip_eps_low!r}, {clip_eps_high!r}")
-    loss_mat, active = clip_higher_token_loss(logp, old_logp, adv, mask, clip_eps_low, clip_eps_high)
+    loss_mat, active = clipped_token_loss(logp - old_logp, adv, mask, clip_eps_low, clip_eps_high)  # [B, T]
     loss = agg_loss(loss_mat, mask, loss_agg)
     with torch.no_grad():
         low = (active & (adv < 0)).to(mask.dtype)  # [B, T]

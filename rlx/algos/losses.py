@@ -67,20 +67,29 @@ def clipped_objective(
     Metrics: clip_frac = share of valid entries where the clipped branch is the active one (zero gradient);
     approx_kl = mean of k3 for KL(pi_old || pi_theta), i.e. (r - 1) - log r; ratio_mean = mean ratio.
     """
-    log_ratio = log_ratio * mask  # [B, T]; 0 on padding so exp() stays finite
-    ratio = torch.exp(log_ratio)  # [B, T]
-    unclipped = -adv * ratio  # [B, T]
     low, high = clip_eps if isinstance(clip_eps, tuple) else (clip_eps, clip_eps)
-    clipped = -adv * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # [B, T]
-    loss_mat = torch.maximum(unclipped, clipped)  # [B, T]; max of negatives = -min of the surrogates
+    loss_mat, active = clipped_token_loss(log_ratio, adv, mask, low, high)  # [B, T], [B, T]
     loss = agg_loss(loss_mat, mask, loss_agg, scale)
     with torch.no_grad():
+        log_ratio = log_ratio * mask  # [B, T]
+        ratio = torch.exp(log_ratio)  # [B, T]
         metrics = {
-            "clip_frac": masked_mean((clipped > unclipped).to(ratio.dtype), mask).item(),
+            "clip_frac": masked_mean(active.to(ratio.dtype), mask).item(),
             "approx_kl": masked_mean(ratio - 1.0 - log_ratio, mask).item(),
             "ratio_mean": masked_mean(ratio, mask).item(),
         }
     return loss, metrics
+
+
+def clipped_token_loss(
+    log_ratio: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, low: float, high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token loss -min(r A, clip(r, 1 - low, 1 + high) A) [B, T], clipped-branch-active flags [B, T] bool)
+    with r = exp(log_ratio); unaggregated, shared by `clipped_objective` and DAPO's clip-higher metrics."""
+    ratio = torch.exp(log_ratio * mask)  # [B, T]; log_ratio 0 on padding so exp() stays finite
+    unclipped = -adv * ratio  # [B, T]
+    clipped = -adv * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # [B, T]
+    return torch.maximum(unclipped, clipped), clipped > unclipped  # max of negatives = -min of the surrogates
 
 
 def pg_loss(
@@ -111,7 +120,7 @@ def ratio_metrics(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor
                 "ratio_mean": masked_mean(ratio, mask).item()}
 
 
-def _regularisers(inp, cfg, loss: torch.Tensor, metrics: dict) -> torch.Tensor:
+def add_regularisers(inp, cfg, loss: torch.Tensor, metrics: dict) -> torch.Tensor:
     """loss + beta * KL (kl.mode == "loss") - entropy bonus, with their metrics added to `metrics`."""
     mask = inp.response_mask
     kl_loss, kl_metrics = kl_loss_term(inp.logp, inp.ref_logp, mask, cfg.kl,
@@ -128,7 +137,7 @@ def clipped_policy_loss(inp, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     mask = inp.response_mask
     loss, metrics = clipped_surrogate(inp.logp, inp.old_logp, inp.advantages, mask, cfg.clip_range(), cfg.loss_agg,
                                       inp.scale)
-    total = _regularisers(inp, cfg, loss, metrics)
+    total = add_regularisers(inp, cfg, loss, metrics)
     if inp.entropy is not None:
         metrics["entropy"] = agg_loss(inp.entropy.detach(), mask, cfg.loss_agg).item()
     return total, metrics
@@ -138,6 +147,6 @@ def plain_policy_loss(inp, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     """pg_loss (no ratio, no clip) + beta*KL when kl.mode == "loss" - entropy bonus (RLOO/ReMax/REINFORCE)."""
     mask = inp.response_mask
     loss, metrics = pg_loss(inp.logp, inp.advantages, mask, cfg.loss_agg, inp.scale)
-    total = _regularisers(inp, cfg, loss, metrics)
+    total = add_regularisers(inp, cfg, loss, metrics)
     metrics.update(ratio_metrics(inp.logp, inp.old_logp, mask))
     return total, metrics
