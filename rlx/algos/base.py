@@ -30,7 +30,6 @@ STEP_REWARDS = "step_rewards"  # one reward per reasoning step from a process re
 TOKEN_ENTROPY = "token_entropy"  # H(pi_old(. | prompt, y_<t)), one no-grad trainer forward (entropy selection)
 SAMPLER_LOGPROBS = "sampler_logprobs"  # log pi_sampler(y_t), free from the sampler (low_prob selection)
 INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TOKEN_ENTROPY, SAMPLER_LOGPROBS)
-KNOT_SCORES = (TOKEN_ENTROPY, SAMPLER_LOGPROBS)
 
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")

@@ -10,8 +10,6 @@ vLLM). `tests/test_tiny_model.py` checks the round trip.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import PreTrainedTokenizerFast
@@ -34,7 +32,3 @@ def build_char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([PAD, EOS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS)
-
-
-def save_char_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
-    tokenizer.save_pretrained(str(path))
