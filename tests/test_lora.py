@@ -154,8 +154,8 @@ def test_two_step_lora_run_end_to_end(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make install)")
 def test_vllm_receives_merged_lora_weights_and_the_canary_passes(tiny_model_dir):
+    assert importlib.util.find_spec("vllm") is not None, "vLLM is not installed: run `make install`"
     from rlx.sampling.canary import WeightSyncCanary, WeightSyncError, default_probe
     from rlx.sampling.vllm import VLLMSampler
 

@@ -10,21 +10,11 @@ import torch
 
 from rlx.algos import KLConfig, LossInputs, get
 from rlx.algos.base import CriticConfig, ValueLossInputs
-from rlx.algos.common import (
-    agg_loss,
-    clipped_surrogate,
-    gae,
-    group_whiten,
-    kl_k1,
-    kl_k2,
-    kl_k3,
-    kl_token_rewards,
-    masked_mean,
-    masked_whiten,
-    normalize_advantages,
-    terminal_rewards,
-)
+from rlx.algos.gae import gae
+from rlx.algos.kl import kl_k1, kl_k2, kl_k3, kl_token_rewards
+from rlx.algos.losses import agg_loss, clipped_surrogate
 from rlx.algos.ppo import PPOConfig
+from rlx.algos.stats import group_whiten, masked_mean, masked_whiten, normalize_advantages, terminal_rewards
 
 from .algo_helpers import DT, LAYOUTS, layout_columns, mask_of, pack, t, unpack
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rlx.algos.common import kl_k1, kl_k2, kl_k3
+from rlx.algos.kl import kl_k1, kl_k2, kl_k3
 
 
 def estimates(mu: float, n: int, seed: int = 0) -> dict[str, tuple[float, float]]:

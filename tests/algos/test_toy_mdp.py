@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlx.algos import AdvantageInputs, get
-from rlx.algos.common import gae
+from rlx.algos.gae import gae
 from rlx.algos.reinforce import REINFORCEConfig
 from rlx.algos.trepo import TRePOConfig
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from rlx.algos import AdvantageInputs, LossInputs, get
-from rlx.algos.common import clipped_policy_loss, gae
+from rlx.algos.gae import gae
 from rlx.algos.grpo import GRPOConfig, outcome_advantages
+from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.trepo import (
     TRePOConfig,
     branch_prefix,
