@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rlx.train import preemption
 from rlx.train.checkpoint import complete_checkpoints
-from tests.test_resume import metrics
+from tests.helpers import assert_same_accuracies, metrics, signal_when
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -51,12 +49,8 @@ def test_sigterm_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     subprocess.run(train_cmd(reference, tiny_model_dir), env=env, check=True, capture_output=True, timeout=900)
 
     run = tmp_path / "preempted"
-    proc = subprocess.Popen(train_cmd(run, tiny_model_dir), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and len(_rows(run)) < 2:  # step 0 (evaluation) and step 1 are logged
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc = signal_when(train_cmd(run, tiny_model_dir), env, lambda: len(_rows(run)) >= 2,  # step 0 (evaluation), 1
+                       signal.SIGTERM, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == preemption.EXIT_CODE, stderr[-3000:]
     saved = complete_checkpoints(run / "checkpoints")
@@ -69,9 +63,7 @@ def test_sigterm_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from {saved[0]}" in result.stdout
     assert metrics(run) == metrics(reference)
-    before = json.loads((reference / "summary.json").read_text())
-    after = json.loads((run / "summary.json").read_text())
-    assert (after["accuracy_before"], after["accuracy_after"]) == (before["accuracy_before"], before["accuracy_after"])
+    assert_same_accuracies(run, reference)
 
 
 def _rows(run_dir: Path) -> list[str]:
@@ -95,11 +87,8 @@ def test_sigterm_to_torchrun_stops_both_ranks_after_one_step_and_resumes_exactly
     reference = tmp_path / "reference"
     subprocess.run(cmd(reference), env=env, check=True, capture_output=True, timeout=900)
     run = tmp_path / "preempted"
-    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and len(_rows(run)) < 2:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc = signal_when(cmd(run), env, lambda: len(_rows(run)) >= 2, signal.SIGTERM, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0  # torchrun reports the signal it received
     saved = complete_checkpoints(run / "checkpoints")

@@ -3,19 +3,16 @@ metrics at every step as an uninterrupted run (CPU, the real tiny model, the rea
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rlx.train.checkpoint import complete_checkpoints
-
-TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds", "wall_train_s"}
+from tests.helpers import assert_same_accuracies, metrics, signal_when
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -25,11 +22,6 @@ def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
             f"hydra.run.dir={run_dir}", *extra]
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -37,12 +29,9 @@ def test_sigkill_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     subprocess.run(train_cmd(reference, tiny_model_dir), env=env, check=True, capture_output=True, timeout=900)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(killed, tiny_model_dir), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and not any(p.name == "step_2" for p in complete_checkpoints(killed / "checkpoints")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
+    proc = signal_when(train_cmd(killed, tiny_model_dir), env,
+                       lambda: any(p.name == "step_2" for p in complete_checkpoints(killed / "checkpoints")),
+                       signal.SIGKILL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.wait()
     assert complete_checkpoints(killed / "checkpoints"), "no checkpoint was written before the kill"
     assert not (killed / "summary.json").exists()
@@ -52,7 +41,5 @@ def test_sigkill_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout
     assert metrics(killed) == metrics(reference)
-    before = json.loads((reference / "summary.json").read_text())
-    after = json.loads((killed / "summary.json").read_text())
-    assert (after["accuracy_before"], after["accuracy_after"]) == (before["accuracy_before"], before["accuracy_after"])
+    assert_same_accuracies(killed, reference)
     assert len(complete_checkpoints(killed / "checkpoints")) <= 2  # keep_last

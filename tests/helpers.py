@@ -1,0 +1,34 @@
+"""Helpers shared by the end-to-end tests that interrupt a training run and resume it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds", "wall_train_s"}
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """The run's metrics.jsonl rows without the timings (which differ between identical runs)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def signal_when(cmd: list[str], env: dict, ready: Callable[[], bool], sig: int, **popen_kwargs) -> subprocess.Popen:
+    """Starts `cmd`, waits until `ready()` (10 minutes at most) and sends the process `sig`."""
+    proc = subprocess.Popen(cmd, env=env, **popen_kwargs)
+    deadline = time.time() + 600
+    while time.time() < deadline and not ready():
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    return proc
+
+
+def assert_same_accuracies(run_dir: Path, reference: Path) -> None:
+    """The resumed run's summary reports the uninterrupted run's accuracies before and after training."""
+    before = json.loads((reference / "summary.json").read_text())
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert (after["accuracy_before"], after["accuracy_after"]) == (before["accuracy_before"], before["accuracy_after"])
