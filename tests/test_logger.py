@@ -204,7 +204,6 @@ def test_redact_walks_nested_values():
 
 # ------------------------------------------------------------------------------------------- W&B (real, offline)
 def test_real_offline_run_keeps_the_api_key_out_of_the_run_dir(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)  # anything W&B writes to the working directory lands in tmp_path as well
