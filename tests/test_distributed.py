@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from rlx.algos.base import AdvantageInputs
-from rlx.algos.common import masked_whiten
+from rlx.algos.stats import masked_whiten
 from rlx.models.load import load_causal_lm
 from rlx.train import distributed as dist
 
@@ -85,18 +85,24 @@ def test_two_gloo_ranks_share_batch_statistics(tmp_path):
     assert not dist.joined()  # the test process itself never joined (vLLM may own a group here)
 
 
-def torchrun_train(run_dir: Path, model_dir: Path, *extra: str) -> None:
-    """A 2-rank GRPO run of 2 steps with one vLLM engine per rank; its replicas, checkpoint and metrics checked."""
+def torchrun_cli_train(run_dir: Path, *overrides: str) -> list[str]:
+    """`rlx train` on 2 torchrun ranks (one thread each, offline), run from run_dir's parent; it must succeed.
+    Returns the ranks' parameter digests."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
-         "sampler=vllm", "sampler.kv_cache_gib=0.5", f"model.path={model_dir}", "train.steps=2",
-         "train.prompts_per_step=4", "algo.samples_per_prompt=4", "train.lr=1e-3", "train.eval_size=8",
-         "train.eval_every=1", "train.progress_bar=false", "train.save_every=1", f"hydra.run.dir={run_dir}", *extra],
-        cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=900)
+        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", *overrides,
+         f"hydra.run.dir={run_dir}"], cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    digests = {(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)}
-    assert digests == {dist.parameter_digest(load_causal_lm(str(run_dir / "checkpoint"), "float32"))}
+    return [(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)]
+
+
+def torchrun_train(run_dir: Path, model_dir: Path, *extra: str) -> None:
+    """A 2-rank GRPO run of 2 steps with one vLLM engine per rank; its replicas, checkpoint and metrics checked."""
+    digests = torchrun_cli_train(
+        run_dir, "algo=grpo", "sampler=vllm", "sampler.kv_cache_gib=0.5", f"model.path={model_dir}", "train.steps=2",
+        "train.prompts_per_step=4", "algo.samples_per_prompt=4", "train.lr=1e-3", "train.eval_size=8",
+        "train.eval_every=1", "train.progress_bar=false", "train.save_every=1", *extra)
+    assert set(digests) == {dist.parameter_digest(load_causal_lm(str(run_dir / "checkpoint"), "float32"))}
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4  # step 0, 1, 2, final
 
 
@@ -134,16 +140,10 @@ def test_torchrun_vllm_per_rank_with_ddp_and_fsdp(tiny_model_dir, tmp_path):
 def test_torchrun_two_ranks_train_identical_replicas(tiny_model_dir, tmp_path):
     """DDP (train.strategy default) with the HF sampler on each rank."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=grpo",
-         "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
-         "algo.samples_per_prompt=4",
-         "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1", "train.progress_bar=false",
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    digests = [(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)]
+    digests = torchrun_cli_train(
+        run_dir, "algo=grpo", "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=4",
+        "algo.samples_per_prompt=4", "train.lr=1e-3", "train.eval_size=8", "train.eval_every=1",
+        "train.progress_bar=false")
     assert digests[0] == digests[1]
     initial = dist.parameter_digest(load_causal_lm(str(tiny_model_dir), "float32"))
     assert digests[0] != initial  # the replicas trained (identically)
@@ -160,15 +160,9 @@ def test_torchrun_ddp_uneven_micro_batches_stay_in_step(tiny_model_dir, tmp_path
     last) and optimizer steps; with a critic and a KL reference (their frozen passes likewise). No deadlock, and
     the replicas stay identical."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "rlx.cli", "train", "algo=ppo",
-         "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=3",
-         "algo.samples_per_prompt=4", "algo.kl.beta=0.05", "algo.optimization_num=2", "train.micro_batch_tokens=1",
-         "train.lr=1e-3", "train.eval_size=4", "train.eval_every=0", "train.progress_bar=false",
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    digests = [(run_dir / f"rank_{r}.params.sha256").read_text().strip() for r in range(2)]
+    digests = torchrun_cli_train(
+        run_dir, "algo=ppo", "sampler=hf", f"model.path={tiny_model_dir}", "train.steps=2", "train.prompts_per_step=3",
+        "algo.samples_per_prompt=4", "algo.kl.beta=0.05", "algo.optimization_num=2", "train.micro_batch_tokens=1",
+        "train.lr=1e-3", "train.eval_size=4", "train.eval_every=0", "train.progress_bar=false")
     assert digests[0] == digests[1]
     assert digests[0] != dist.parameter_digest(load_causal_lm(str(tiny_model_dir), "float32"))
