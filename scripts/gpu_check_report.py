@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 PHASES = ("generate", "branch", "score", "train", "sync")
 
 
@@ -24,14 +26,9 @@ def step_rows(metrics_file: Path) -> list[dict]:
 
 def report(run_dir: Path, seconds: float) -> str:
     lines = [f"rlx train: {seconds:.1f} s in all (model load, evaluations before and after, 3 steps)"]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            lines.append(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated, "
-                         f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
-    except ImportError:
-        pass
+    if torch.cuda.is_available():
+        lines.append(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated, "
+                     f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
     header = " ".join(f"{p + ' s':>10}" for p in PHASES)
     lines.append(f"{'step':>4} {header} {'gen tok/s':>10} {'step tok/s':>10}")
     for r in step_rows(run_dir / "metrics.jsonl"):
