@@ -24,7 +24,7 @@ import torch
 from rlx.algos.dapo import overlong_filter_mask
 from rlx.algos.rollout_correction import correction_metrics, correction_weights, mismatch_metrics, sampler_logp_tensor
 
-__all__ = ["LossWeights", "loss_weights", "mismatch", "sampler_logp_tensor", "step_weights"]
+__all__ = ["LossWeights", "loss_weights", "mismatch", "step_weights"]
 
 
 @dataclass

@@ -42,10 +42,7 @@ def sample_round(sampler, tokenizer, task, problems, cfg, step: int, round_: int
     requests = rollout.policy_requests(prompts, group, cfg.train.temperature, cfg.train.max_new_tokens, cfg.seed, step)
     requests = [dataclasses.replace(r, seed=request_seed(cfg.seed, step, f"refill/{round_}", i))
                 for i, r in enumerate(requests)]
-    generations = sampler.generate(requests)
-    return [rollout.Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
-                               response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=list(gen.logprobs))
-            for i, (req, gen) in enumerate(zip(requests, generations))]
+    return rollout.trajectories(problems, group, requests, sampler.generate(requests))
 
 
 def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, reward_fn,

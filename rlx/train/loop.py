@@ -172,7 +172,6 @@ class Trainer:
                                          self.critic, extra, self.cfg.train.keep_last, rundir.checkpoint_meta(self.cfg))
 
 
-
 def train(cfg: RunConfig, resolved_config: str = "") -> dict:
     with rundir.open_run(cfg, resolved_config) as run:  # lock, verified resume, config history: before any model
         return run.finished or _train(cfg, resolved_config, run.resume_from)

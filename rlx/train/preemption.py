@@ -17,8 +17,6 @@ import sys
 import threading
 from typing import Any
 
-import torch
-
 from rlx.train import distributed as dist
 
 EXIT_CODE = 75  # os.EX_TEMPFAIL, "temporary failure, retry": preempted after a checkpoint, resume=auto continues
@@ -59,11 +57,7 @@ def requested() -> bool:
 
 def should_stop() -> bool:
     """True on every rank when any rank received a preemption signal (a collective: call it on all ranks)."""
-    if dist.world_size() == 1:
-        return requested()
-    flag = torch.tensor([float(requested())], device=dist._device())  # [1]
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+    return dist.max_over_ranks(int(requested())) > 0
 
 
 def checkpoint_and_exit(trainer, step: int, extra: dict, progress) -> None:

@@ -119,7 +119,12 @@ def sample_policy(sampler, tokenizer, task, problems, cfg, step: int) -> list[Tr
     prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
     requests = policy_requests(prompts, group, t.temperature, t.max_new_tokens, cfg.seed, step)
     requests = dist.with_global_seeds(requests, group, cfg.seed, step)
-    generations = sampler.generate(requests)
+    return trajectories(problems, group, requests, sampler.generate(requests))
+
+
+def trajectories(problems, group: int, requests: Sequence[GenRequest], generations: Sequence[Generation],
+                 ) -> list[Trajectory]:
+    """One Trajectory per policy request: request i answers problems[i // group], in group i // group."""
     return [
         Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
                    response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=list(gen.logprobs))
@@ -143,9 +148,3 @@ def generate_branches(sampler, trajs: list[Trajectory], plans: list[list[Knot]],
     requests, index_map = schedule_branch_requests(trajs, plans, cfg.train.max_new_tokens, cfg.seed, step, phase)
     generations = sampler.generate(requests) if requests else []
     return gather_branches(plans, index_map, generations)
-
-
-def sample_branches(sampler, algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
-                    scores: list | None = None) -> list[Branches]:
-    """Phase 2: the branch rollouts the algorithm plans for every response, one batched call."""
-    return generate_branches(sampler, trajs, plan_all(algo, trajs, newline_ids, cfg, step, scores), cfg, step)
