@@ -33,7 +33,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     from rlx.models.load import load_causal_lm, load_tokenizer
     from rlx.recipes import resolve_model_path
     from rlx.sampling.factory import build_sampler
-    from rlx.train.loop import seed_everything
+    from rlx.train.metrics import seed_everything
 
     seed_everything(cfg.seed)
     task = load_task(cfg.data, train_size=0, seed=cfg.seed)  # data errors surface before any model is loaded

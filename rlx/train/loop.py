@@ -44,7 +44,7 @@ from rlx.train.update import UpdateBatch, Updater
 if TYPE_CHECKING:
     from rlx.config import RunConfig
 
-__all__ = ["Trainer", "seed_everything", "train"]
+__all__ = ["Trainer", "train"]
 
 
 class Trainer:
