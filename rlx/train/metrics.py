@@ -57,7 +57,22 @@ def step_metrics(trajs, branches, advantages: torch.Tensor, mask: torch.Tensor) 
         "num_branch_rollouts": sum(b.num_rollouts() for b in branches),
         "knot_value_stderr": float(np.mean(stderr)) if stderr else 0.0,
         "exact_token_share": knots / max(1.0, float(mask.sum())),
+        "adv_sign_agreement": sign_agreement(advantages, mask, [t.correct for t in trajs]),
     }
+
+
+def sign_agreement(advantages: torch.Tensor, mask: torch.Tensor, correct: list[bool]) -> float:
+    """Share of response tokens with a nonzero advantage whose sign is the outcome's: + in a correct response,
+    - in an incorrect one. 1.0 for outcome-only group baselines without whitening; prefix-value estimators
+    (TRePO, VinePPO, PPO) credit individual steps, so the gap to 1.0 is how often they disagree with the
+    final answer (a diagnostic of docs/frontier.md, "Make branching pay"). nan-free: 0.0 with no such token."""
+    signs = [1.0 if c else -1.0 for c in correct]
+    outcome = torch.tensor(signs, dtype=advantages.dtype, device=advantages.device)[:, None]  # [B, 1]
+    counted = mask.bool() & (advantages != 0)  # [B, T]
+    if not counted.any():
+        return 0.0
+    agrees = (torch.sign(advantages) == outcome) & counted  # [B, T]
+    return float(agrees.sum()) / float(counted.sum())
 
 
 class PhaseTimer:
