@@ -3,9 +3,12 @@
 Every directory below the sweep dir that holds a `metrics.jsonl` is a run. Runs are grouped into
 configurations by their Hydra overrides (`.hydra/overrides.yaml`) minus `seed`; without overrides, by their
 resolved config (`config.yaml` or `.hydra/config.yaml`) minus `seed` and `output_dir`. Numbers per
-configuration are mean ± std over its seeds (sample std, ddof=1; 0 with a single seed).
+configuration are mean ± std over its seeds (sample std, ddof=1; 0 with a single seed), the final accuracy's 95%
+confidence interval over seeds (Student t), and its paired difference to a baseline configuration (by default
+the one run with `algo=grpo`; `--baseline LABEL`): per seed, accuracy minus the baseline's with the same seed,
+then mean and 95% interval of those differences.
 
-Writes into the sweep dir (or --out): report.md, report.csv, accuracy_vs_step.png, accuracy_vs_tokens.png.
+Writes into the sweep dir (or --out): report.md, report.csv and accuracy_vs_{step,tokens,wall}.png.
 This is a plain argparse program, not a Hydra app: it reads finished runs and composes nothing.
 """
 
@@ -24,9 +27,12 @@ from typing import Any
 import yaml
 
 IGNORED_KEYS = ("seed", "+seed", "++seed", "output_dir", "hydra.run.dir", "hydra.sweep.dir")
-CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean",
-               "best_acc_std", "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean",
-               "steps"]
+CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc_std", "final_acc_ci95",
+               "diff_vs_baseline_mean", "diff_vs_baseline_ci95", "diff_n", "best_acc_mean", "best_acc_std",
+               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "steps"]
+# Student t quantiles t(0.975, df) for df = 1..30 (beyond: the normal's 1.96); no scipy dependency for a table
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 @dataclass
@@ -34,7 +40,7 @@ class Run:
     path: Path
     key: tuple[str, ...]  # what identifies its configuration (overrides or flattened config, minus seed)
     seed: int | None
-    curve: list[tuple[int, float, int]]  # (step, test accuracy, generated tokens up to that step)
+    curve: list[tuple[int, float, int, float]]  # (step, test accuracy, generated tokens, training seconds) per eval
     final_acc: float | None  # None: the run did not finish (no summary.json, no `final` row)
     best_acc: float | None
     tokens_policy: int
@@ -111,7 +117,7 @@ def read_run(run_dir: Path) -> Run:
     curve: dict[int, tuple[float, int]] = {}
     tokens_policy = tokens_branch = 0
     generated = None  # the run's own cumulative `tokens_total` (also counts dynamic sampling's dropped groups)
-    final_acc, wall = None, None
+    final_acc, wall, trained_s = None, None, 0.0
     for row in rows:
         step = int(row.get("step", 0))
         tokens_policy += int(row.get("tokens_policy", 0))
@@ -120,17 +126,18 @@ def read_run(run_dir: Path) -> Run:
             generated = int(row["tokens_total"])
         if "wall_seconds" in row:
             wall = float(row["wall_seconds"])
+        trained_s = float(row.get("wall_train_s", row.get("wall_seconds", trained_s)))  # training time, no evals
         if "test_accuracy" in row:
             tokens = tokens_policy + tokens_branch if generated is None else generated
-            curve[step] = (float(row["test_accuracy"]), tokens)  # a later row wins
+            curve[step] = (float(row["test_accuracy"]), tokens, trained_s)  # a later row wins
             if row.get("final"):
                 final_acc = float(row["test_accuracy"])
     if "accuracy_after" in summary:
         final_acc = float(summary["accuracy_after"])
     if "wall_seconds" in summary:
         wall = float(summary["wall_seconds"])
-    points = [(step, acc, tokens) for step, (acc, tokens) in sorted(curve.items())]
-    trained = [acc for step, acc, _ in points if step >= 1]  # best over training: the step-0 eval is the base
+    points = [(step, *point) for step, point in sorted(curve.items())]
+    trained = [acc for step, acc, *_ in points if step >= 1]  # best over training: the step-0 eval is the base
     best = max(trained) if trained else (final_acc if final_acc is not None else None)
     steps = max((int(r.get("step", 0)) for r in rows), default=0)
     return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps)
@@ -159,16 +166,39 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def summarize(config: Configuration) -> dict[str, Any]:
+def ci95(values: Sequence[float]) -> float:
+    """Half-width of the 95% confidence interval of the mean over seeds (Student t, df = n - 1); nan below 2."""
+    if len(values) < 2:
+        return math.nan
+    t = T975[len(values) - 2] if len(values) - 1 <= len(T975) else 1.96
+    return t * mean_std(values)[1] / math.sqrt(len(values))
+
+
+def finished_by_seed(config: Configuration) -> dict[int | None, float]:
+    return {r.seed: r.final_acc for r in config.runs if r.final_acc is not None}
+
+
+def paired_difference(config: Configuration, baseline: Configuration | None) -> tuple[float, float, int]:
+    """(mean, 95% half-width, pairs) of final accuracy minus the baseline's, seed by seed (seeds both finished)."""
+    if baseline is None:
+        return math.nan, math.nan, 0
+    mine, theirs = finished_by_seed(config), finished_by_seed(baseline)
+    diffs = [mine[seed] - theirs[seed] for seed in sorted(set(mine) & set(theirs), key=str) if seed is not None]
+    return mean_std(diffs)[0], ci95(diffs), len(diffs)
+
+
+def summarize(config: Configuration, baseline: Configuration | None = None) -> dict[str, Any]:
     finished = [r for r in config.runs if r.final_acc is not None]
     final = mean_std([r.final_acc for r in finished])
+    diff = paired_difference(config, baseline)
     best = mean_std([r.best_acc for r in finished if r.best_acc is not None])
     walls = [r.wall_seconds for r in finished if r.wall_seconds is not None]
     return {
         "configuration": config.label,
         "n_seeds": len(finished),
         "seeds": " ".join(str(r.seed) for r in sorted(finished, key=lambda r: (r.seed is None, r.seed or 0))),
-        "final_acc_mean": final[0], "final_acc_std": final[1],
+        "final_acc_mean": final[0], "final_acc_std": final[1], "final_acc_ci95": ci95([r.final_acc for r in finished]),
+        "diff_vs_baseline_mean": diff[0], "diff_vs_baseline_ci95": diff[1], "diff_n": diff[2],
         "best_acc_mean": best[0], "best_acc_std": best[1],
         "tokens_mean": mean_std([r.tokens_policy + r.tokens_branch for r in finished])[0],
         "tokens_policy_mean": mean_std([r.tokens_policy for r in finished])[0],
@@ -178,13 +208,14 @@ def summarize(config: Configuration) -> dict[str, Any]:
     }
 
 
-def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float]]:
-    """(step, mean tokens, mean acc, min acc, max acc) at every step evaluated by all finished seeds.
+def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float, float]]:
+    """(step, mean tokens, mean acc, min acc, max acc, mean training seconds) at every step evaluated by all
+    finished seeds.
 
     Runs evaluated at token intervals (`train.eval_every_tokens`, `train.token_budget`) reach their evaluations
     at different steps per seed; when the seeds share fewer evaluated steps than their shortest curve, the
     k-th evaluations are averaged instead (at the mean step and mean token count)."""
-    per_run = [{step: (acc, tokens) for step, acc, tokens in r.curve} for r in runs if r.curve]
+    per_run = [{step: rest for step, *rest in r.curve} for r in runs if r.curve]
     if not per_run:
         return []
     common = sorted(set.intersection(*(set(c) for c in per_run)))
@@ -192,13 +223,13 @@ def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, floa
     if len(common) >= shortest:
         points = [[(step, *c[step]) for c in per_run] for step in common]
     else:  # by evaluation index
-        ordered = [sorted((step, acc, tokens) for step, (acc, tokens) in c.items()) for c in per_run]
+        ordered = [sorted((step, *rest) for step, rest in c.items()) for c in per_run]
         points = [[o[k] for o in ordered] for k in range(shortest)]
     out = []
     for group in points:
-        steps, accs, tokens = ([p[i] for p in group] for i in range(3))
+        steps, accs, tokens, seconds = ([p[i] for p in group] for i in range(4))
         out.append((round(sum(steps) / len(steps)), sum(tokens) / len(tokens), sum(accs) / len(accs), min(accs),
-                    max(accs)))
+                    max(accs), sum(seconds) / len(seconds)))
     return out
 
 
@@ -210,18 +241,23 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: Path, path: Path) -> None:
+def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: Path, path: Path,
+                   baseline: str | None = None) -> None:
     lines = [f"# Sweep report: {sweep_dir}", "",
-             "Test accuracy as mean ± std over seeds (sample std). Best = best evaluation after step 0. "
-             "Tokens = policy + branch tokens generated over the whole run (mean over seeds).", "",
-             "| configuration | seeds | final acc | best acc | tokens | policy tokens | branch tokens | wall (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Final test accuracy as mean ± std over seeds (sample std) and its 95% confidence interval (Student t "
+             f"over seeds). Δ = paired difference to {baseline or 'a baseline (none chosen)'}: per seed, accuracy "
+             "minus the baseline's with the same seed; mean [95% interval] (pairs). Best = best evaluation after "
+             "step 0. Tokens = policy + branch tokens generated over the whole run (mean over seeds).", "",
+             "| configuration | seeds | final acc | 95% CI | Δ (paired) | best acc | tokens | policy tokens | "
+             "branch tokens | wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['n_seeds']} | {_pm(r['final_acc_mean'], r['final_acc_std'])} | "
-                     f"{_pm(r['best_acc_mean'], r['best_acc_std'])} | {_num(r['tokens_mean'])} | "
-                     f"{_num(r['tokens_policy_mean'])} | {_num(r['tokens_branch_mean'])} | "
+                     f"{_interval(r['final_acc_mean'], r['final_acc_ci95'])} | "
+                     f"{_paired(r, r['configuration'] == baseline)} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
+                     f"{_num(r['tokens_mean'])} | {_num(r['tokens_policy_mean'])} | {_num(r['tokens_branch_mean'])} | "
                      f"{_num(r['wall_seconds_mean'])} |")
-    lines += ["", "![accuracy vs step](accuracy_vs_step.png)", "", "![accuracy vs tokens](accuracy_vs_tokens.png)"]
+    lines += ["", "![accuracy vs step](accuracy_vs_step.png)", "", "![accuracy vs tokens](accuracy_vs_tokens.png)",
+              "", "![accuracy vs training wall time](accuracy_vs_wall.png)"]
     if skipped:
         lines += ["", "Unfinished runs (no summary.json and no final evaluation), left out:", ""]
         lines += [f"- {p}" for p in skipped]
@@ -232,8 +268,27 @@ def _pm(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
+def _interval(mean: float, half: float) -> str:
+    return "n/a" if math.isnan(mean) or math.isnan(half) else f"[{mean - half:.3f}, {mean + half:.3f}]"
+
+
+def _paired(row: dict[str, Any], is_baseline: bool) -> str:
+    if is_baseline:
+        return "baseline"
+    mean, half, pairs = row["diff_vs_baseline_mean"], row["diff_vs_baseline_ci95"], row["diff_n"]
+    if math.isnan(mean):
+        return "n/a"
+    interval = "" if math.isnan(half) else f" [{mean - half:+.3f}, {mean + half:+.3f}]"
+    return f"{mean:+.3f}{interval} ({pairs})"
+
+
 def _num(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.0f}"
+
+
+X_COLUMN = {"step": 0, "tokens": 1, "wall": 5}  # columns of mean_curve's points
+X_LABEL = {"step": "optimizer step", "tokens": "generated tokens (policy + branch)",
+           "wall": "training wall time (s, evaluations excluded)"}
 
 
 def plot_curves(configurations: list[Configuration], x_axis: str, path: Path) -> None:
@@ -246,10 +301,10 @@ def plot_curves(configurations: list[Configuration], x_axis: str, path: Path) ->
         curve = mean_curve([r for r in config.runs if r.final_acc is not None])
         if not curve:
             continue
-        xs = [point[0] if x_axis == "step" else point[1] for point in curve]
+        xs = [point[X_COLUMN[x_axis]] for point in curve]
         line, = ax.plot(xs, [p[2] for p in curve], marker="o", markersize=3, label=config.label)
         ax.fill_between(xs, [p[3] for p in curve], [p[4] for p in curve], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("optimizer step" if x_axis == "step" else "generated tokens (policy + branch)")
+    ax.set_xlabel(X_LABEL[x_axis])
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     if ax.lines:
@@ -257,7 +312,20 @@ def plot_curves(configurations: list[Configuration], x_axis: str, path: Path) ->
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def build_report(sweep_dir: Path, out_dir: Path | None = None, plots: bool = True) -> list[dict[str, Any]]:
+def pick_baseline(configurations: list[Configuration], label: str | None) -> Configuration | None:
+    """The configuration labelled `label`, else the only one run with `algo=grpo`, else None."""
+    if label is not None:
+        matches = [c for c in configurations if c.label == label]
+        if not matches:
+            raise ValueError(f"--baseline {label!r} is not a configuration of this sweep; "
+                             f"choose one of: {', '.join(c.label for c in configurations)}")
+        return matches[0]
+    grpo = [c for c in configurations if "algo=grpo" in c.key]
+    return grpo[0] if len(grpo) == 1 else None
+
+
+def build_report(sweep_dir: Path, out_dir: Path | None = None, plots: bool = True,
+                 baseline: str | None = None) -> list[dict[str, Any]]:
     """Read every run below `sweep_dir`, write the report files into `out_dir`; returns the table rows."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir
@@ -267,13 +335,14 @@ def build_report(sweep_dir: Path, out_dir: Path | None = None, plots: bool = Tru
         raise FileNotFoundError(f"no run (a directory with metrics.jsonl) under {sweep_dir}")
     skipped = [r.path for r in runs if r.final_acc is None]
     configurations = group_runs(runs)
-    rows = sorted((summarize(c) for c in configurations),
+    base = pick_baseline(configurations, baseline)
+    rows = sorted((summarize(c, base) for c in configurations),
                   key=lambda r: (math.isnan(r["final_acc_mean"]), -_nan_to(r["final_acc_mean"]), r["configuration"]))
     write_csv(rows, out_dir / "report.csv")
-    write_markdown(rows, skipped, sweep_dir, out_dir / "report.md")
+    write_markdown(rows, skipped, sweep_dir, out_dir / "report.md", base.label if base else None)
     if plots:
-        plot_curves(configurations, "step", out_dir / "accuracy_vs_step.png")
-        plot_curves(configurations, "tokens", out_dir / "accuracy_vs_tokens.png")
+        for x_axis in X_COLUMN:
+            plot_curves(configurations, x_axis, out_dir / f"accuracy_vs_{x_axis}.png")
     return rows
 
 
@@ -286,12 +355,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (e.g. multirun/2025-01-02/10-00-00)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: sweep_dir)")
     parser.add_argument("--no-plots", action="store_true", help="only report.md and report.csv")
+    parser.add_argument("--baseline", default=None,
+                        help="configuration label for the paired differences (default: the one with algo=grpo)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"not a directory: {args.sweep_dir}")
     try:
-        rows = build_report(args.sweep_dir, args.out, plots=not args.no_plots)
-    except FileNotFoundError as err:
+        rows = build_report(args.sweep_dir, args.out, plots=not args.no_plots, baseline=args.baseline)
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f"rlx report: {err}")
     out = args.out or args.sweep_dir
     print(f"[rlx] {len(rows)} configurations -> {out / 'report.md'}, {out / 'report.csv'}")

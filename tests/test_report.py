@@ -89,9 +89,10 @@ def test_report_numbers_per_configuration(sweep):
 def test_report_markdown_and_plots(sweep):
     build_report(sweep)
     text = (sweep / "report.md").read_text()
-    assert "| algo=trepo | 3 | 0.600 ± 0.100 | 0.700 ± 0.100 | 300 |" in text
+    # 95% CI: 0.6 ± t(0.975, 2) 0.1 / sqrt(3) = 0.6 ± 4.303 x 0.0577; no grpo run, so no paired difference
+    assert "| algo=trepo | 3 | 0.600 ± 0.100 | [0.352, 0.848] | n/a | 0.700 ± 0.100 | 300 |" in text
     assert "4_ppo" in text  # the unfinished run is named, not silently dropped
-    for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png"):
+    for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png", "accuracy_vs_wall.png"):
         assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -99,10 +100,10 @@ def test_mean_curve_aligns_seeds_by_step(sweep):
     runs = [read_run(sweep / f"{s}_trepo") for s in range(3)]
     curve = mean_curve(runs)
     assert [point[0] for point in curve] == [0, 1, 2]
-    step, tokens, mean, low, high = curve[-1]  # step 2 = the final evaluation
-    assert (step, tokens) == (2, 300)
+    step, tokens, mean, low, high, seconds = curve[-1]  # step 2 = the final evaluation
+    assert (step, tokens, seconds) == (2, 300, 2.0)  # seconds: the last step row's wall clock (no wall_train_s)
     assert (mean, low, high) == pytest.approx((0.6, 0.5, 0.7))
-    assert curve[1][1:] == pytest.approx((150, 0.6, 0.4, 0.8))
+    assert curve[1][1:] == pytest.approx((150, 0.6, 0.4, 0.8, 1.0))
 
 
 def test_without_overrides_runs_group_by_config_minus_seed(tmp_path):
@@ -125,9 +126,36 @@ def test_cli(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 configurations" in result.stdout
     assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "accuracy_vs_step.png",
-                                               "accuracy_vs_tokens.png"}
+                                               "accuracy_vs_tokens.png", "accuracy_vs_wall.png"}
     empty = tmp_path / "empty"
     empty.mkdir()
     result = subprocess.run([sys.executable, "-m", "rlx.cli", "report", str(empty)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode != 0 and "no run" in result.stderr
+
+
+def test_confidence_interval_and_paired_difference_to_grpo(sweep):
+    finals = {0: 0.4, 1: 0.6, 2: 0.5}  # trepo's are 0.5, 0.6, 0.7: differences +0.1, 0.0, +0.2 per seed
+    for seed, final in finals.items():
+        make_run(sweep, f"{5 + seed}_grpo", ["+sweep=x", "algo=grpo", "algo.gamma=1.0", f"seed={seed}"], evals={},
+                 final=final)
+    build_report(sweep, plots=False)
+    table = read_csv(sweep / "report.csv")
+    trepo, grpo, ppo = table["algo=trepo"], table["algo=grpo"], table["algo=ppo"]
+    half = 4.303 * 0.1 / math.sqrt(3)  # t(0.975, df=2) x sample std / sqrt(n), for both
+    assert float(trepo["final_acc_ci95"]) == pytest.approx(half)
+    assert float(trepo["diff_vs_baseline_mean"]) == pytest.approx(0.1)
+    assert float(trepo["diff_vs_baseline_ci95"]) == pytest.approx(half) and int(trepo["diff_n"]) == 3
+    assert float(grpo["diff_vs_baseline_mean"]) == 0.0
+    assert int(ppo["diff_n"]) == 1 and float(ppo["diff_vs_baseline_mean"]) == pytest.approx(0.0)  # 0.4 - 0.4
+    assert math.isnan(float(ppo["diff_vs_baseline_ci95"]))  # one pair: no interval
+    text = (sweep / "report.md").read_text()
+    assert "| algo=trepo | 3 | 0.600 ± 0.100 | [0.352, 0.848] | +0.100 [-0.148, +0.348] (3) |" in text
+    assert "| algo=grpo | 3 | 0.500 ± 0.100 | [0.252, 0.748] | baseline |" in text
+
+
+def test_baseline_by_label_and_an_unknown_label_names_the_choices(sweep):
+    build_report(sweep, plots=False, baseline="algo=ppo")
+    assert float(read_csv(sweep / "report.csv")["algo=trepo"]["diff_vs_baseline_mean"]) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="algo=trepo"):
+        build_report(sweep, plots=False, baseline="algo=nope")
