@@ -8,7 +8,8 @@ confidence interval over seeds (Student t), and its paired difference to a basel
 the one run with `algo=grpo`; `--baseline LABEL`): per seed, accuracy minus the baseline's with the same seed,
 then mean and 95% interval of those differences.
 
-Writes into the sweep dir (or --out): report.md, report.csv and accuracy_vs_{step,tokens,wall}.png.
+Writes into the sweep dir (or --out): report.md, report.csv and accuracy_vs_{step,tokens,wall,cpu}.png (training
+wall time and CPU time exclude evaluations; CPU time, `cpu_train_s`, is the fair clock when runs share a machine).
 This is a plain argparse program, not a Hydra app: it reads finished runs and composes nothing.
 """
 
@@ -29,7 +30,11 @@ import yaml
 IGNORED_KEYS = ("seed", "+seed", "++seed", "output_dir", "hydra.run.dir", "hydra.sweep.dir")
 CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc_std", "final_acc_ci95",
                "diff_vs_baseline_mean", "diff_vs_baseline_ci95", "diff_n", "best_acc_mean", "best_acc_std",
-               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "steps"]
+               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "steps",
+               "knot_value_stderr", "exact_token_share", "adv_sign_agreement"]
+# per-step metrics averaged over a run's steps, then over seeds: why prefix branching does or does not pay
+# (docs/frontier.md, "Make branching pay")
+DIAGNOSTIC_KEYS = ("knot_value_stderr", "exact_token_share", "adv_sign_agreement")
 # Student t quantiles t(0.975, df) for df = 1..30 (beyond: the normal's 1.96); no scipy dependency for a table
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -40,13 +45,15 @@ class Run:
     path: Path
     key: tuple[str, ...]  # what identifies its configuration (overrides or flattened config, minus seed)
     seed: int | None
-    curve: list[tuple[int, float, int, float]]  # (step, test accuracy, generated tokens, training seconds) per eval
+    curve: list[tuple[int, float, int, float, float]]  # per evaluation: (step, test accuracy, generated tokens,
+    # training wall seconds, training CPU seconds)
     final_acc: float | None  # None: the run did not finish (no summary.json, no `final` row)
     best_acc: float | None
     tokens_policy: int
     tokens_branch: int
     wall_seconds: float | None
     steps: int
+    diagnostics: dict[str, float] = field(default_factory=dict)  # DIAGNOSTIC_KEYS' means over the run's steps
 
 
 @dataclass
@@ -117,7 +124,7 @@ def read_run(run_dir: Path) -> Run:
     curve: dict[int, tuple[float, int]] = {}
     tokens_policy = tokens_branch = 0
     generated = None  # the run's own cumulative `tokens_total` (also counts dynamic sampling's dropped groups)
-    final_acc, wall, trained_s = None, None, 0.0
+    final_acc, wall, trained_s, cpu_s = None, None, 0.0, 0.0
     for row in rows:
         step = int(row.get("step", 0))
         tokens_policy += int(row.get("tokens_policy", 0))
@@ -127,9 +134,10 @@ def read_run(run_dir: Path) -> Run:
         if "wall_seconds" in row:
             wall = float(row["wall_seconds"])
         trained_s = float(row.get("wall_train_s", row.get("wall_seconds", trained_s)))  # training time, no evals
+        cpu_s = float(row.get("cpu_train_s", cpu_s))
         if "test_accuracy" in row:
             tokens = tokens_policy + tokens_branch if generated is None else generated
-            curve[step] = (float(row["test_accuracy"]), tokens, trained_s)  # a later row wins
+            curve[step] = (float(row["test_accuracy"]), tokens, trained_s, cpu_s)  # a later row wins
             if row.get("final"):
                 final_acc = float(row["test_accuracy"])
     if "accuracy_after" in summary:
@@ -140,7 +148,8 @@ def read_run(run_dir: Path) -> Run:
     trained = [acc for step, acc, *_ in points if step >= 1]  # best over training: the step-0 eval is the base
     best = max(trained) if trained else (final_acc if final_acc is not None else None)
     steps = max((int(r.get("step", 0)) for r in rows), default=0)
-    return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps)
+    diagnostics = {k: sum(v) / len(v) for k in DIAGNOSTIC_KEYS if (v := [float(r[k]) for r in rows if k in r])}
+    return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps, diagnostics)
 
 
 def group_runs(runs: Iterable[Run]) -> list[Configuration]:
@@ -205,12 +214,13 @@ def summarize(config: Configuration, baseline: Configuration | None = None) -> d
         "tokens_branch_mean": mean_std([r.tokens_branch for r in finished])[0],
         "wall_seconds_mean": mean_std(walls)[0],
         "steps": max((r.steps for r in finished), default=0),
+        **{k: mean_std([r.diagnostics[k] for r in finished if k in r.diagnostics])[0] for k in DIAGNOSTIC_KEYS},
     }
 
 
-def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float, float]]:
-    """(step, mean tokens, mean acc, min acc, max acc, mean training seconds) at every step evaluated by all
-    finished seeds.
+def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float, float, float]]:
+    """(step, mean tokens, mean acc, min acc, max acc, mean training wall seconds, mean training CPU seconds) at
+    every step evaluated by all finished seeds.
 
     Runs evaluated at token intervals (`train.eval_every_tokens`, `train.token_budget`) reach their evaluations
     at different steps per seed; when the seeds share fewer evaluated steps than their shortest curve, the
@@ -227,9 +237,9 @@ def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, floa
         points = [[o[k] for o in ordered] for k in range(shortest)]
     out = []
     for group in points:
-        steps, accs, tokens, seconds = ([p[i] for p in group] for i in range(4))
+        steps, accs, tokens, seconds, cpu = ([p[i] for p in group] for i in range(5))
         out.append((round(sum(steps) / len(steps)), sum(tokens) / len(tokens), sum(accs) / len(accs), min(accs),
-                    max(accs), sum(seconds) / len(seconds)))
+                    max(accs), sum(seconds) / len(seconds), sum(cpu) / len(cpu)))
     return out
 
 
@@ -256,8 +266,10 @@ def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: P
                      f"{_paired(r, r['configuration'] == baseline)} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
                      f"{_num(r['tokens_mean'])} | {_num(r['tokens_policy_mean'])} | {_num(r['tokens_branch_mean'])} | "
                      f"{_num(r['wall_seconds_mean'])} |")
+    lines += diagnostics_table(rows)
     lines += ["", "![accuracy vs step](accuracy_vs_step.png)", "", "![accuracy vs tokens](accuracy_vs_tokens.png)",
-              "", "![accuracy vs training wall time](accuracy_vs_wall.png)"]
+              "", "![accuracy vs training wall time](accuracy_vs_wall.png)", "",
+              "![accuracy vs training CPU time](accuracy_vs_cpu.png)"]
     if skipped:
         lines += ["", "Unfinished runs (no summary.json and no final evaluation), left out:", ""]
         lines += [f"- {p}" for p in skipped]
@@ -266,6 +278,21 @@ def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: P
 
 def _pm(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def diagnostics_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: the configurations that log branching diagnostics, their means over steps and seeds."""
+    logged = [r for r in rows if any(not math.isnan(r[k]) for k in DIAGNOSTIC_KEYS)]
+    if not logged:
+        return []
+    lines = ["", "Diagnostics, mean over steps and seeds: knot value standard error (branch rollouts), share of "
+             "response tokens that are knots (exactly estimated), share of nonzero-advantage tokens whose sign "
+             "is the response's outcome.", "", "| configuration | " + " | ".join(DIAGNOSTIC_KEYS) + " |",
+             "|---" * (len(DIAGNOSTIC_KEYS) + 1) + "|"]
+    for r in logged:
+        lines.append(f"| {r['configuration']} | " + " | ".join(
+            "n/a" if math.isnan(r[k]) else f"{r[k]:.3f}" for k in DIAGNOSTIC_KEYS) + " |")
+    return lines
 
 
 def _interval(mean: float, half: float) -> str:
@@ -286,9 +313,10 @@ def _num(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.0f}"
 
 
-X_COLUMN = {"step": 0, "tokens": 1, "wall": 5}  # columns of mean_curve's points
+X_COLUMN = {"step": 0, "tokens": 1, "wall": 5, "cpu": 6}  # columns of mean_curve's points
 X_LABEL = {"step": "optimizer step", "tokens": "generated tokens (policy + branch)",
-           "wall": "training wall time (s, evaluations excluded)"}
+           "wall": "training wall time (s, evaluations excluded)",
+           "cpu": "training CPU time of the run's process (s, evaluations excluded)"}
 
 
 def plot_curves(configurations: list[Configuration], x_axis: str, path: Path) -> None:

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds", "wall_train_s"}
+TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds", "wall_train_s",
+               "cpu_train_s"}
 
 
 def metrics(run_dir: Path) -> list[dict]:

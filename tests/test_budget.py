@@ -47,11 +47,11 @@ def test_evals_fall_at_token_intervals():
 
 def test_counters_round_trip_through_a_checkpoint():
     counters = BudgetCounters()
-    counters.add(120, 1.5)
+    counters.add(120, 1.5, 1.25)
     counters.add(80, 0.5)
     restored = BudgetCounters.from_state(counters.state())
-    assert restored == BudgetCounters(200, 2.0)
-    assert BudgetCounters.from_state({}) == BudgetCounters(0, 0.0)  # checkpoints from before budgets existed
+    assert restored == BudgetCounters(200, 2.0, 1.25)
+    assert BudgetCounters.from_state({}) == BudgetCounters(0, 0.0, 0.0)  # checkpoints from before budgets existed
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [

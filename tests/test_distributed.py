@@ -108,7 +108,7 @@ def torchrun_train(run_dir: Path, model_dir: Path, *extra: str) -> None:
 
 def metric_rows(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    timing = ("wall_seconds", "wall_train_s")
+    timing = ("wall_seconds", "wall_train_s", "cpu_train_s")
     return [{k: v for k, v in row.items() if not k.startswith("time_") and k not in timing} for row in rows]
 
 

@@ -25,7 +25,8 @@ def make_run(root: Path, name: str, overrides: list[str] | None, *, evals: dict[
     run.mkdir(parents=True)
     rows = [{"step": 0, "test_accuracy": evals.get(0, 0.1)}]
     for step in range(1, steps + 1):
-        row = {"step": step, "tokens_policy": tokens[0], "tokens_branch": tokens[1], "wall_seconds": step * 1.0}
+        row = {"step": step, "tokens_policy": tokens[0], "tokens_branch": tokens[1], "wall_seconds": step * 1.0,
+               "cpu_train_s": step * 0.25}
         if step in evals and step != steps:
             row["test_accuracy"] = evals[step]
         rows.append(row)
@@ -92,7 +93,7 @@ def test_report_markdown_and_plots(sweep):
     # 95% CI: 0.6 ± t(0.975, 2) 0.1 / sqrt(3) = 0.6 ± 4.303 x 0.0577; no grpo run, so no paired difference
     assert "| algo=trepo | 3 | 0.600 ± 0.100 | [0.352, 0.848] | n/a | 0.700 ± 0.100 | 300 |" in text
     assert "4_ppo" in text  # the unfinished run is named, not silently dropped
-    for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png", "accuracy_vs_wall.png"):
+    for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png", "accuracy_vs_wall.png", "accuracy_vs_cpu.png"):
         assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -100,10 +101,11 @@ def test_mean_curve_aligns_seeds_by_step(sweep):
     runs = [read_run(sweep / f"{s}_trepo") for s in range(3)]
     curve = mean_curve(runs)
     assert [point[0] for point in curve] == [0, 1, 2]
-    step, tokens, mean, low, high, seconds = curve[-1]  # step 2 = the final evaluation
+    step, tokens, mean, low, high, seconds, cpu = curve[-1]  # step 2 = the final evaluation
     assert (step, tokens, seconds) == (2, 300, 2.0)  # seconds: the last step row's wall clock (no wall_train_s)
+    assert cpu == 2 * 0.25  # cpu_train_s of the last step row
     assert (mean, low, high) == pytest.approx((0.6, 0.5, 0.7))
-    assert curve[1][1:] == pytest.approx((150, 0.6, 0.4, 0.8, 1.0))
+    assert curve[1][1:] == pytest.approx((150, 0.6, 0.4, 0.8, 1.0, 0.25))
 
 
 def test_without_overrides_runs_group_by_config_minus_seed(tmp_path):
@@ -126,7 +128,7 @@ def test_cli(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 configurations" in result.stdout
     assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "accuracy_vs_step.png",
-                                               "accuracy_vs_tokens.png", "accuracy_vs_wall.png"}
+                                               "accuracy_vs_tokens.png", "accuracy_vs_wall.png", "accuracy_vs_cpu.png"}
     empty = tmp_path / "empty"
     empty.mkdir()
     result = subprocess.run([sys.executable, "-m", "rlx.cli", "report", str(empty)], capture_output=True,
@@ -159,3 +161,20 @@ def test_baseline_by_label_and_an_unknown_label_names_the_choices(sweep):
     assert float(read_csv(sweep / "report.csv")["algo=trepo"]["diff_vs_baseline_mean"]) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="algo=trepo"):
         build_report(sweep, plots=False, baseline="algo=nope")
+
+
+def test_branching_diagnostics_are_averaged_over_steps_then_seeds(tmp_path):
+    for seed, agreement in [(0, (0.6, 0.8)), (1, (0.7, 0.9))]:
+        run = make_run(tmp_path, f"{seed}_trepo", ["algo=trepo", f"seed={seed}"], evals={}, final=0.5)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for row, value in zip([r for r in rows if r["step"] >= 1 and "tokens_policy" in r], agreement):
+            row.update(adv_sign_agreement=value, knot_value_stderr=2 * value)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_run(tmp_path, "0_grpo", ["algo=grpo", "seed=0"], evals={}, final=0.4)
+    build_report(tmp_path, plots=False)
+    table = read_csv(tmp_path / "report.csv")
+    assert float(table["algo=trepo"]["adv_sign_agreement"]) == pytest.approx((0.7 + 0.8) / 2)
+    assert float(table["algo=trepo"]["knot_value_stderr"]) == pytest.approx(1.5)
+    assert table["algo=grpo"]["adv_sign_agreement"] == "nan"  # not logged by that run: no number invented
+    text = (tmp_path / "report.md").read_text()
+    assert "| algo=trepo | 1.500 | n/a | 0.750 |" in text and "| algo=grpo | n/a" not in text

@@ -17,7 +17,7 @@ import pytest
 from rlx.train import checkpoint
 
 TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds",
-               "wall_train_s"}
+               "wall_train_s", "cpu_train_s"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -57,17 +57,22 @@ class BudgetCounters:
 
     tokens_total: int = 0
     wall_train_s: float = 0.0
+    # CPU seconds of the trainer's process (all its threads, the in-process vLLM engine included) in training
+    # steps: unlike wall time, barely moved by other jobs sharing the machine (a sweep's parallel runs)
+    cpu_train_s: float = 0.0
 
-    def add(self, tokens: int, seconds: float) -> tuple[int, int]:
+    def add(self, tokens: int, seconds: float, cpu_seconds: float = 0.0) -> tuple[int, int]:
         """Book one step; returns (tokens_total before, after) for `Budget.eval_due`."""
         before = self.tokens_total
         self.tokens_total += int(tokens)
         self.wall_train_s += float(seconds)
+        self.cpu_train_s += float(cpu_seconds)
         return before, self.tokens_total
 
     def state(self) -> dict[str, float]:
-        return {"tokens_total": self.tokens_total, "wall_train_s": self.wall_train_s}
+        return {"tokens_total": self.tokens_total, "wall_train_s": self.wall_train_s, "cpu_train_s": self.cpu_train_s}
 
     @classmethod
     def from_state(cls, state: dict) -> BudgetCounters:
-        return cls(int(state.get("tokens_total", 0)), float(state.get("wall_train_s", 0.0)))
+        return cls(int(state.get("tokens_total", 0)), float(state.get("wall_train_s", 0.0)),
+                   float(state.get("cpu_train_s", 0.0)))

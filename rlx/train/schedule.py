@@ -59,11 +59,12 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
     progress = progress_bar(cfg, first_step - 1)
     preemption.install()  # a preemption signal now only raises a flag, checked after each step
     for step in range(first_step, t.steps + 1):
-        step_started = time.time()
+        step_started, cpu_started = time.time(), time.process_time()
         metrics = trainer.train_step(step)
         generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
         seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
-        before, after = counters.add(round(generated * dist.world_size()), seconds)  # tokens of all ranks
+        before, after = counters.add(round(generated * dist.world_size()), seconds,  # tokens of all ranks
+                                     time.process_time() - cpu_started)  # this rank's CPU time
         stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
         metrics.update(counters.state())
         by_steps = bool(t.eval_every) and step % t.eval_every == 0
