@@ -121,7 +121,7 @@ def read_run(run_dir: Path) -> Run:
     rows = read_metrics(run_dir / "metrics.jsonl")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     key, seed = run_identity(run_dir)
-    curve: dict[int, tuple[float, int]] = {}
+    curve: dict[int, tuple[float, int, float, float]] = {}  # step -> (accuracy, tokens, wall s, CPU s)
     tokens_policy = tokens_branch = 0
     generated = None  # the run's own cumulative `tokens_total` (also counts dynamic sampling's dropped groups)
     final_acc, wall, trained_s, cpu_s = None, None, 0.0, 0.0
