@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from rlx.algos.base import ROLLOUT_CORRECTION_MODES, RolloutCorrectionConfig  # noqa: F401  (re-exported)
+from rlx.algos.kl import kl_k3
 from rlx.algos.stats import masked_mean
 
 MISMATCH_BAND = (0.5, 2.0)  # the ratio band whose out-of-band share is logged, independent of the cap
@@ -54,8 +55,11 @@ def mismatch_metrics(sampler_logp: torch.Tensor, old_logp: torch.Tensor, mask: t
     lo, hi = MISMATCH_BAND
     outside = ((rho < lo) | (rho > hi)).to(mask.dtype)  # [B, T]
     has_valid = bool(valid.any())
+    # Schulman's k3 of KL(pi_sampler || pi_old) is kl_k3(sampler_logp, old_logp); it gets the clamped log rho as
+    # ref_logp - 0 (exact in floating point), so an extreme ratio stays finite as in the other metrics
+    k3 = kl_k3(torch.zeros_like(log_rho), log_rho)  # [B, T]
     return {
-        "mismatch_k3": masked_mean(torch.expm1(log_rho) - log_rho, mask).item(),
+        "mismatch_k3": masked_mean(k3, mask).item(),
         "mismatch_ratio_max": rho[valid].max().item() if has_valid else 1.0,
         "mismatch_ratio_min": rho[valid].min().item() if has_valid else 1.0,
         "mismatch_outside_frac": masked_mean(outside, mask).item(),
