@@ -26,12 +26,6 @@ def fixture_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data(fixture_data: Path) -> Path:
-    """The old name of `fixture_data` (the in-repository fixtures, not ../shared), for tests on other branches."""
-    return fixture_data
-
-
-@pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The project's real tiny model (SFT warm-started), built on first use into the rlx cache."""
     from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model

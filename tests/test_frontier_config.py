@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from rlx.config import ConfigError, parse_run_config
+from rlx.helptext import group_options
 
 
 def run_cfg(*overrides: str):
@@ -38,6 +39,18 @@ def test_options_compose():
     assert run_cfg("algo=cispo").algo.clip_range() == (0.2, 0.28)
     assert run_cfg("algo=vineppo", "algo.branch_selection=entropy").algo.branch_selection == "entropy"
     assert run_cfg("algo=trepo", "algo.branch_selection=low_prob").algo.branch_selection == "low_prob"
+
+
+def test_every_reward_model_takes_the_one_shared_overlong_penalty():
+    """conf/train.yaml holds `reward_model.overlong_penalty` once; it composes onto every reward_model option."""
+    for option in group_options("reward_model"):
+        extra = ("reward_model.model_path=/models/rm",) if option == "hf_rm" else ()
+        off = run_cfg(f"reward_model={option}", *extra).reward_model
+        assert (off.name, off.overlong_penalty.max_len, off.overlong_penalty.cache) == (option, None, 0)
+        assert "overlong_penalty" not in off.options
+        on = run_cfg(f"reward_model={option}", "reward_model.overlong_penalty.max_len=40",
+                     "reward_model.overlong_penalty.cache=8", *extra).reward_model
+        assert (on.overlong_penalty.max_len, on.overlong_penalty.cache) == (40, 8) and on.options == off.options
 
 
 @pytest.mark.parametrize(("overrides", "key"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
 import warnings
 from dataclasses import replace
@@ -203,6 +204,23 @@ def test_redact_walks_nested_values():
 
 
 # ------------------------------------------------------------------------------------------- W&B (real, offline)
+def settled_offline_run(run_dir: Path, needle: bytes, timeout_s: float = 60.0) -> bytes:
+    """The one offline run file's bytes once they hold `needle` and stop growing. The W&B service writes the
+    file from its own process, so on a loaded machine it may still be filling when `finish()` returns: poll
+    (bounded) instead of reading once."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while True:
+        runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        data = runs[0].read_bytes() if len(runs) == 1 else None
+        if data is not None and needle in data and data == last:
+            return data
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(runs)} offline run files; {len(data or b'')} bytes, needle present: "
+                        f"{data is not None and needle in data}, after {timeout_s} s")
+        last = data
+        time.sleep(0.5)
+
+
 def test_real_offline_run_keeps_the_api_key_out_of_the_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -217,9 +235,7 @@ def test_real_offline_run_keeps_the_api_key_out_of_the_run_dir(tmp_path, monkeyp
     logger.log(1, {"test_accuracy": 0.2, "final": True})
     logger.log_summary({"accuracy_after": 0.2})
     logger.close()
-    offline_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(offline_runs) == 1
-    assert b"sweep-x" in offline_runs[0].read_bytes()  # the group reached W&B
+    settled_offline_run(run_dir, b"sweep-x")  # the group reached W&B
     assert len(read_rows(run_dir / "metrics.jsonl")) == 3
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(files) > 5

@@ -18,7 +18,7 @@ and the modes of `algo.rollout_correction.mode`:
 
 C = `algo.rollout_correction.cap` (default 2). The weights are a [B, T] tensor that any algorithm's per-token
 loss is weighted by in the shared update code (`rlx.train.correction`: TIS scales the advantage, rejections
-leave the response mask), never per algorithm; `apply_correction` states the same rule on a per-token loss.
+leave the response mask, as `split_weights` states), never per algorithm.
 Conventions as in `rlx.algos.stats`: B = trajectories, T = padded length, mask float [B, T].
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from rlx.algos.base import ROLLOUT_CORRECTION_MODES, RolloutCorrectionConfig  # noqa: F401  (re-exported)
+from rlx.algos.kl import kl_k3
 from rlx.algos.stats import masked_mean
 
 MISMATCH_BAND = (0.5, 2.0)  # the ratio band whose out-of-band share is logged, independent of the cap
@@ -54,8 +55,11 @@ def mismatch_metrics(sampler_logp: torch.Tensor, old_logp: torch.Tensor, mask: t
     lo, hi = MISMATCH_BAND
     outside = ((rho < lo) | (rho > hi)).to(mask.dtype)  # [B, T]
     has_valid = bool(valid.any())
+    # Schulman's k3 of KL(pi_sampler || pi_old) is kl_k3(sampler_logp, old_logp); it gets the clamped log rho as
+    # ref_logp - 0 (exact in floating point), so an extreme ratio stays finite as in the other metrics
+    k3 = kl_k3(torch.zeros_like(log_rho), log_rho)  # [B, T]
     return {
-        "mismatch_k3": masked_mean(torch.expm1(log_rho) - log_rho, mask).item(),
+        "mismatch_k3": masked_mean(k3, mask).item(),
         "mismatch_ratio_max": rho[valid].max().item() if has_valid else 1.0,
         "mismatch_ratio_min": rho[valid].min().item() if has_valid else 1.0,
         "mismatch_outside_frac": masked_mean(outside, mask).item(),
@@ -83,21 +87,21 @@ def correction_weights(
                      f"got {cfg.mode!r}")
 
 
-def apply_correction(
-    loss_mat: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, mode: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token loss [B, T], aggregation mask [B, T]) to hand to `agg_loss` after correction.
+def split_weights(weights: torch.Tensor, mode: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(advantage multiplier [B, T] or None, keep mask [B, T] or None): how `mode`'s weights enter the loss.
 
-    tis scales each token's loss and keeps the mask (the estimator stays an average over all sampled tokens,
-    as in Yao et al. 2025); mis / seq_mask reject tokens, so they also leave the mask and thereby the
-    denominator of token_mean (verl's rejection sampling updates the response mask the same way).
+    tis scales each token's advantage and keeps the mask: every policy loss is linear in A_t per token and
+    w_t >= 0 is detached, so this is exactly w_t times each token's policy-gradient loss, and the estimator
+    stays an average over all sampled tokens (Yao et al. 2025; verl weights pg_losses). mis / seq_mask reject
+    tokens, so their 0/1 weights leave the response mask and thereby the aggregation's denominators (verl's
+    rejection sampling updates the response mask the same way). none changes nothing.
     """
     if mode == "none":
-        return loss_mat, mask
+        return None, None
     if mode == "tis":
-        return loss_mat * weights, mask
+        return weights, None
     if mode in ("mis", "seq_mask"):
-        return loss_mat * weights, mask * weights
+        return None, weights
     raise ValueError(f"algo.rollout_correction.mode must be one of {list(ROLLOUT_CORRECTION_MODES)}, got {mode!r}")
 
 

@@ -12,6 +12,8 @@ cap of `wall_factor` x limit + 1 s still catches a worker that hangs without com
 
 Cheap decisions come first, in the caller's process:
   * nothing to extract -> "no_answer";
+  * string-identical to the reference (up to surrounding whitespace), whatever its length -> correct;
+  * longer than `max_answer_chars` -> incorrect, status "screened";
   * equal after `normalize_answer` (strip, drop `$`, thousands commas, trailing `.0`) -> correct;
   * both plain decimal numbers but different -> incorrect (decimals have one exact value, no CAS needed);
   * pathological (`rlx.grading.screen`: length, digits, nesting, exponent towers, huge factorials)
@@ -260,6 +262,10 @@ class Grader:
             if answer is None:
                 results[index] = GradeResult(False, None, "no_answer")
                 self.stats.no_answer += 1
+                continue
+            if self.fast_path and answer.strip() == str(reference).strip():  # plain string equality, any length
+                results[index] = GradeResult(True, answer, "ok")
+                self.stats.fast_path += 1
                 continue
             if len(answer) > self.max_answer_chars:  # no real answer is this long: not worth any CPU
                 results[index] = GradeResult(False, answer, "screened")

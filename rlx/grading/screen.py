@@ -15,7 +15,8 @@ row. So the screen rejects, in one linear pass over the extracted answer:
   * a factorial of a number above 9999 or of a group holding a power or a number above 99: `(10^{10})!`.
 
 The verdict is "screened" (incorrect); a screened answer that is string-identical to its reference is still
-graded correct, because the grader compares normalised strings first.
+graded correct, whatever its length, because the grader compares strings first (plain equality before its
+`max_answer_chars` cap, then normalised strings before this screen).
 """
 
 from __future__ import annotations

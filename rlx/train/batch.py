@@ -10,7 +10,7 @@ inputs are filled follows the algorithm's declared `requires`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -45,9 +45,18 @@ class BatchBuilder:
     kl_in_rewards: bool
     need_old_logp: bool  # False: the update reuses its loss pass's log-probs (ratio identically 1)
     step_reward_fn: object | None = None  # the reward's `step_rewards`, when the algorithm requires them
+    needs: frozenset[str] = field(init=False)  # the algorithm's declared inputs: a function of the config alone
 
-    def build(self, trajs: list[rollout.Trajectory], branches: list[rollout.Branches]) -> FrozenBatch:
-        packed = pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.pad_id)
+    def __post_init__(self) -> None:
+        self.needs = self.algo.requires(self.cfg.algo)
+
+    def pack(self, trajs: list[rollout.Trajectory]) -> PackedBatch:
+        """The step's prompt + response rows, packed once: the entropy knot scores and `build` both read them."""
+        return pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.pad_id)
+
+    def build(self, trajs: list[rollout.Trajectory], branches: list[rollout.Branches],
+              packed: PackedBatch) -> FrozenBatch:
+        """The frozen batch of `trajs`, packed by `self.pack(trajs)`."""
         mask = packed.response_mask  # [B, T]
         old_logp = self.forwards.frozen_logprobs(self.policy, packed) if self.need_old_logp else None  # [B, T]
         ref_logp = self.forwards.frozen_logprobs(self.reference, packed) if self.reference is not None else None
@@ -56,7 +65,7 @@ class BatchBuilder:
         if self.kl_in_rewards:
             token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
         step_ends = [rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs]
-        needs = self.algo.requires(self.cfg.algo)
+        needs = self.needs
         branched = BRANCH_ROLLOUTS in needs
         inputs = AdvantageInputs(
             token_rewards=token_rewards,

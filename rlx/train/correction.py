@@ -7,12 +7,11 @@ Two sources, both stop-gradient and both fixed for the whole training step:
     reject tokens or sequences;
   - overlong filtering (`train.overlong_filter`, DAPO arXiv 2503.14476 §3.4): truncated responses (no EOS
     within `train.max_new_tokens`) leave the loss.
-How they enter the loss, without touching any algorithm: a TIS weight multiplies the advantage (every policy
-loss is linear in A_t per token, and sg(w) A_t r_t clipped is w times the clipped term for w >= 0, so this is
-exactly w_t times each token's policy-gradient loss, as verl weights pg_losses; KL and entropy terms are not
-weighted). A rejection removes the token from the response mask, so it also leaves the aggregation's
-denominators (the update then normalises by the kept tokens' counts), as verl removes rejected tokens from
-the response mask. `mode=none` and no filter give None: the update runs exactly as without this module.
+How they enter the loss, without touching any algorithm, is `rlx.algos.rollout_correction.split_weights`: a
+TIS weight multiplies the advantage (exactly w_t times each token's policy-gradient loss; KL and entropy terms
+are not weighted), a rejection removes the token from the response mask and so from the aggregation's
+denominators (the update then normalises by the kept tokens' counts), as in verl. `mode=none` and no filter
+give None: the update runs exactly as without this module.
 """
 
 from __future__ import annotations
@@ -22,7 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from rlx.algos.dapo import overlong_filter_mask
-from rlx.algos.rollout_correction import correction_metrics, correction_weights, mismatch_metrics, sampler_logp_tensor
+from rlx.algos.rollout_correction import (
+    correction_metrics,
+    correction_weights,
+    mismatch_metrics,
+    sampler_logp_tensor,
+    split_weights,
+)
 
 __all__ = ["LossWeights", "loss_weights", "mismatch", "step_weights"]
 
@@ -49,10 +54,9 @@ def loss_weights(rc_cfg, mask: torch.Tensor, old_logp: torch.Tensor | None, samp
         raise ValueError("algo.rollout_correction: needs the frozen pi_old and the sampler's log-probs")
     weights = correction_weights(sampler_logp, old_logp, mask, rc_cfg)  # [B, T]
     out.metrics = correction_metrics(weights, mask)
-    if rc_cfg.mode == "tis":
-        out.advantage = weights
-    else:  # mis / seq_mask: 0/1 weights
-        out.keep = weights if out.keep is None else out.keep * weights
+    out.advantage, rejected = split_weights(weights, rc_cfg.mode)  # [B, T] or None each
+    if rejected is not None:
+        out.keep = rejected if out.keep is None else out.keep * rejected
     return out
 
 

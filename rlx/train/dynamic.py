@@ -23,7 +23,6 @@ from rlx.algos.dapo import groups_still_needed, informative_groups
 from rlx.sampling.base import request_seed
 from rlx.train import distributed as dist
 from rlx.train import rollout
-from rlx.train.scoring import overlong_shape, score
 
 
 def refill_problems(task, seed: int, step: int, round_: int, count: int) -> list:
@@ -45,10 +44,11 @@ def sample_round(sampler, tokenizer, task, problems, cfg, step: int, round_: int
     return rollout.trajectories(problems, group, requests, sampler.generate(requests))
 
 
-def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, reward_fn,
+def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, score_fn,
                        ) -> tuple[list[rollout.Trajectory], dict[str, float]]:
     """The step's trajectories with only informative groups (renumbered 0..n-1), and the dynamic-sampling
-    metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped."""
+    metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped. Each round is
+    scored by `score_fn(trajs, branches)` (the trainer's `score`: the run's reward and overlong shape)."""
     if dist.world_size() > 1:
         raise ValueError("train.dynamic_sampling: not supported under torchrun yet (each rank would refill its own "
                          "groups); run one process or set train.dynamic_sampling=false")
@@ -56,7 +56,7 @@ def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, rewar
     last = []  # the last round's groups: trained on (with zero advantages) if no group was informative at all
     while True:
         trajs = sample_round(sampler, tokenizer, task, problems, cfg, step, round_)
-        score(trajs, [rollout.Branches() for _ in trajs], reward_fn, task, tokenizer, overlong_shape(cfg))
+        score_fn(trajs, [rollout.Branches() for _ in trajs])
         groups = torch.tensor([t.group for t in trajs])  # [N]
         good = set(informative_groups(torch.tensor([t.reward for t in trajs]), groups))
         last = [[t for t in trajs if t.group == gid] for gid in dict.fromkeys(t.group for t in trajs)]

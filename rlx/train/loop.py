@@ -38,7 +38,8 @@ from rlx.train.metrics import (
     seed_everything,
     step_metrics,
 )
-from rlx.train.scoring import overlong_shape, score
+from rlx.train.scoring import overlong_shape
+from rlx.train.scoring import score as score_batch
 from rlx.train.update import UpdateBatch, Updater
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class Trainer:
 
     def _build_step_parts(self) -> None:
         cfg = self.cfg
+        self.needs = self.algo.requires(cfg.algo)  # functions of the config alone: computed once, not per step
+        self.overlong = overlong_shape(cfg)
         self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
                                  self.device, cfg.model.logprob_chunk)
         self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards,
@@ -106,13 +109,14 @@ class Trainer:
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
         with timer("generate"):
             trajs, extra = self.sample(problems, step)
+            packed = self.batches.pack(trajs)  # once per step: the entropy knot scores and the frozen batch
         with timer("branch"):
-            branches, adaptive_metrics = self.branch(trajs, step)
+            branches, adaptive_metrics = self.branch(trajs, packed, step)
         extra.update(adaptive_metrics)
         with timer("score"):
-            score(trajs, branches, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg))
+            self.score(trajs, branches)
         with timer("train"):
-            batch = self.batches.build(trajs, branches)
+            batch = self.batches.build(trajs, branches, packed)
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
             returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
             sampler_logp, weights = correction.step_weights(self.cfg, trajs, batch.packed.response_mask, batch.old_logp)
@@ -126,22 +130,24 @@ class Trainer:
         return dist.mean_metrics({**step_metrics(trajs, branches, advantages, batch.packed.response_mask), **metrics,
                                   **extra, **timer.seconds})
 
-    def branch(self, trajs, step: int) -> tuple[list[rollout.Branches], dict[str, float]]:
+    def branch(self, trajs, packed, step: int) -> tuple[list[rollout.Branches], dict[str, float]]:
         """Phase 2: the planned branch rollouts; with algo.adaptive_rollouts in two rounds (rlx/train/adaptive.py)."""
-        scores = knot_scores(self.algo.requires(self.cfg.algo), trajs, self.forwards, self.policy,
-                             self.tokenizer.pad_token_id)  # None unless the knot selection reads scores
+        scores = knot_scores(self.needs, trajs, packed, self.forwards, self.policy)  # None unless knots read scores
         plans = rollout.plan_all(self.algo, trajs, self.newline_ids, self.cfg, step, scores)
         if not adaptive.first_round(self.cfg.algo):
             return rollout.generate_branches(self.sampler, trajs, plans, self.cfg, step), {}
-        return adaptive.two_rounds(self.sampler, trajs, plans, self.cfg, step, lambda tr, br: score(
-            tr, br, self.reward_fn, self.task, self.tokenizer, overlong_shape(self.cfg)))
+        return adaptive.two_rounds(self.sampler, trajs, plans, self.cfg, step, self.score)
 
     def sample(self, problems, step: int) -> tuple[list[rollout.Trajectory], dict[str, float]]:
         """Phase 1: the step's responses; with train.dynamic_sampling only informative groups (DAPO)."""
         if self.cfg.train.dynamic_sampling:
             return dynamic.sample_informative(self.sampler, self.tokenizer, self.task, problems, self.cfg, step,
-                                              self.reward_fn)
+                                              self.score)
         return rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step), {}
+
+    def score(self, trajs, branches) -> None:
+        """Rewards and verdicts of responses and branch rollouts (`scoring.score`), with the run's overlong shape."""
+        score_batch(trajs, branches, self.reward_fn, self.task, self.tokenizer, self.overlong)
 
     def sync(self) -> None:
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward

@@ -45,7 +45,7 @@ def test_clip_higher_hand_computed():
     torch.testing.assert_close(logp.grad, expected)
 
 
-def test_clip_higher_symmetric_band_clips_token_one_and_matches_common():
+def test_clip_higher_symmetric_band_clips_token_one_and_matches_clipped_surrogate():
     logp, old, adv, mask = _ratio_batch()
     loss, m = clip_higher_surrogate(logp, old, adv, mask, 0.2, 0.2, "token_mean")
     assert loss.item() == pytest.approx(-(1.2 - 1.25 - 0.8 + 2.2) / 4)  # token 1 now clipped at 1.2

@@ -1,4 +1,5 @@
-"""Rollout correction on constructed log-probs: each mode weights or masks exactly the intended tokens."""
+"""Rollout correction on constructed log-probs: each mode weights or masks exactly the intended tokens, in the
+loss weights the training step uses (rlx/train/correction.loss_weights)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,24 @@ import torch
 from rlx.algos.losses import agg_loss
 from rlx.algos.rollout_correction import (
     RolloutCorrectionConfig,
-    apply_correction,
     correction_metrics,
     correction_weights,
     mismatch_metrics,
     sampler_logp_tensor,
+    split_weights,
 )
+from rlx.train.correction import loss_weights
 
 DT = torch.float64
 LN = math.log
+
+
+def _weighted_token_mean(loss_mat, mask, weights):
+    """token_mean of a per-token loss under the step's loss weights, as rlx/train/update.py applies them: the
+    advantage multiplier scales the (advantage-linear) loss, the keep mask multiplies the loss mask."""
+    scaled = loss_mat if weights.advantage is None else loss_mat * weights.advantage
+    kept = mask if weights.keep is None else mask * weights.keep
+    return agg_loss(scaled, kept, "token_mean").item()
 
 
 def _batch():
@@ -41,9 +51,9 @@ def test_none_is_the_mask_exactly():
     sampler, old, mask, _ = _batch()
     w = correction_weights(sampler, old, mask, RolloutCorrectionConfig())
     assert torch.equal(w, mask)
-    loss_mat = torch.arange(20, dtype=DT).reshape(4, 5)
-    out, agg_mask = apply_correction(loss_mat, mask, w, "none")
-    assert out is loss_mat and agg_mask is mask  # mode=none leaves today's loss untouched
+    assert split_weights(w, "none") == (None, None)  # mode=none leaves today's loss untouched
+    lw = loss_weights(RolloutCorrectionConfig(), mask, None, None, None)
+    assert lw.advantage is None and lw.keep is None and lw.metrics is None
 
 
 def test_tis_truncates_at_cap():
@@ -54,9 +64,9 @@ def test_tis_truncates_at_cap():
         expected[b, : len(row)] = torch.tensor([min(r, 2.0) for r in row], dtype=DT)
     torch.testing.assert_close(w, expected)
     # tis keeps the denominator: token_mean of a loss of ones = mean weight over the 12 valid tokens
-    out, agg_mask = apply_correction(torch.ones(4, 5, dtype=DT), mask, w, "tis")
-    assert torch.equal(agg_mask, mask)
-    assert agg_loss(out, agg_mask, "token_mean").item() == pytest.approx(float(expected.sum()) / 12)
+    lw = loss_weights(RolloutCorrectionConfig(mode="tis", cap=2.0), mask, old, sampler, None)
+    assert lw.keep is None and torch.equal(lw.advantage, w)
+    assert _weighted_token_mean(torch.ones(4, 5, dtype=DT), mask, lw) == pytest.approx(float(expected.sum()) / 12)
 
 
 def test_mis_masks_tokens_outside_band():
@@ -65,9 +75,9 @@ def test_mis_masks_tokens_outside_band():
     expected = torch.tensor([[1, 0, 0, 1, 0], [1, 1, 1, 0, 0], [0, 1, 1, 0, 0], [0, 1, 0, 0, 0]], dtype=DT)
     assert torch.equal(w, expected)  # 3, 0.25, 4 and 8 leave [0.5, 2]
     # rejected tokens leave the denominator: the 8 kept tokens of a loss of ones average to 1
-    out, agg_mask = apply_correction(torch.ones(4, 5, dtype=DT), mask, w, "mis")
-    assert torch.equal(agg_mask, expected)
-    assert agg_loss(out, agg_mask, "token_mean").item() == pytest.approx(1.0)
+    lw = loss_weights(RolloutCorrectionConfig(mode="mis", cap=2.0), mask, old, sampler, None)
+    assert lw.advantage is None and torch.equal(lw.keep, expected)
+    assert _weighted_token_mean(torch.ones(4, 5, dtype=DT), mask, lw) == pytest.approx(1.0)
 
 
 def test_seq_mask_drops_whole_sequences_by_geometric_mean():
@@ -77,9 +87,13 @@ def test_seq_mask_drops_whole_sequences_by_geometric_mean():
     expected = mask.clone()
     expected[3] = 0.0
     torch.testing.assert_close(w, expected)
+    lw = loss_weights(RolloutCorrectionConfig(mode="seq_mask", cap=2.0), mask, old, sampler, None)
+    assert lw.advantage is None and torch.equal(lw.keep, w)  # the dropped row leaves the loss mask
     # a tighter cap of 1.4 drops row 1 (gm 1.5) and row 2 (gm 1.966) but keeps row 0 (gm 1.093)
     w_tight = correction_weights(sampler, old, mask, RolloutCorrectionConfig(mode="seq_mask", cap=1.4))
     assert w_tight.sum(1).tolist() == [4.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="algo.rollout_correction.mode"):
+        split_weights(w, "bogus")
 
 
 def test_mismatch_metrics_hand_computed():

@@ -227,6 +227,16 @@ def test_gcd_tower_is_screened_and_never_correct_even_without_the_screen():
     assert result.correct is False and result.status in ("ok", "timeout", "crash")
 
 
+def test_an_answer_over_the_length_cap_equal_to_its_reference_grades_correct():
+    """The exact-string comparison runs before the 1,000-character cap (and the screen): a 1,201-character
+    answer equal to its reference is correct; one character different, it is screened as too long."""
+    long = "x+" * 600 + "1"
+    with Grader(num_workers=1) as pool:
+        results = pool.grade([long, long], [f"\\boxed{{{long}}}", f"\\boxed{{{long}2}}"])
+    assert [(r.correct, r.status) for r in results] == [(True, "ok"), (False, "screened")]
+    assert (pool.stats.fast_path, pool.stats.screened) == (1, 1)
+
+
 def test_the_per_answer_limit_is_per_call():
     with Grader(num_workers=1, timeout_s=30.0, screen=None) as pool:
         pool.wait_until_ready()
