@@ -148,7 +148,8 @@ def read_run(run_dir: Path) -> Run:
     trained = [acc for step, acc, *_ in points if step >= 1]  # best over training: the step-0 eval is the base
     best = max(trained) if trained else (final_acc if final_acc is not None else None)
     steps = max((int(r.get("step", 0)) for r in rows), default=0)
-    diagnostics = {k: sum(v) / len(v) for k in DIAGNOSTIC_KEYS if (v := [float(r[k]) for r in rows if k in r])}
+    logged = DIAGNOSTIC_KEYS if tokens_branch else DIAGNOSTIC_KEYS[2:]  # knot statistics only where there are knots
+    diagnostics = {k: sum(v) / len(v) for k in logged if (v := [float(r[k]) for r in rows if k in r])}
     return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps, diagnostics)
 
 

@@ -170,11 +170,16 @@ def test_branching_diagnostics_are_averaged_over_steps_then_seeds(tmp_path):
         for row, value in zip([r for r in rows if r["step"] >= 1 and "tokens_policy" in r], agreement):
             row.update(adv_sign_agreement=value, knot_value_stderr=2 * value)
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    make_run(tmp_path, "0_grpo", ["algo=grpo", "seed=0"], evals={}, final=0.4)
+    grpo = make_run(tmp_path, "0_grpo", ["algo=grpo", "seed=0"], evals={}, final=0.4, tokens=(100, 0))
+    rows = [json.loads(line) for line in (grpo / "metrics.jsonl").read_text().splitlines()]
+    for row in (r for r in rows if "tokens_policy" in r):
+        row["knot_value_stderr"] = 0.0  # every algorithm logs a 0 there
+    (grpo / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     build_report(tmp_path, plots=False)
     table = read_csv(tmp_path / "report.csv")
     assert float(table["algo=trepo"]["adv_sign_agreement"]) == pytest.approx((0.7 + 0.8) / 2)
     assert float(table["algo=trepo"]["knot_value_stderr"]) == pytest.approx(1.5)
     assert table["algo=grpo"]["adv_sign_agreement"] == "nan"  # not logged by that run: no number invented
+    assert table["algo=grpo"]["knot_value_stderr"] == "nan"  # no branch tokens: its logged 0 is no knot statistic
     text = (tmp_path / "report.md").read_text()
     assert "| algo=trepo | 1.500 | n/a | 0.750 |" in text and "| algo=grpo | n/a" not in text
