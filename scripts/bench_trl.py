@@ -7,7 +7,8 @@ Same model (the project's tiny Qwen2, ~0.8M parameters, built/cached by rlx), sa
 plain prompts), same reward (rlx's exact-answer arith reward), same GRPO settings (group-normalised outcome
 advantages, clip 0.2, no KL, per-sequence token-mean loss, lr 5e-5, grad clip 1, one epoch, one optimizer step
 per batch), CPU, HF generation (TRL: `generate`; rlx: its HF sampler's decode loop), one torch thread in each
-process. One step = sample, score, advantages,
+process; rlx packs each update's sequences into micro-batches of <= 2,048 padded tokens (`--rlx-overrides`;
+exact gradient accumulation, so the same update with less padding computed). One step = sample, score, advantages,
 update (rlx: `Trainer.train_step` with `sampler=hf`, which also syncs weights into the sampler; TRL: the time
 between consecutive `on_step_end` callbacks). Each run makes `--steps` + 1 steps and drops the first (warm-up);
 the step time of a run is its median. rlx and TRL runs alternate, `--repeats` times per shape, each in a fresh
@@ -36,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRL_VERSION = "1.16.0"
 LR, CLIP, GRAD_CLIP = 5e-5, 0.2, 1.0
+# rlx packs each update's sequences longest first into micro-batches of <= 2,048 padded tokens (exact gradient
+# accumulation: the same update, less padding computed); TRL pads the whole batch to its longest sequence
+RLX_OVERRIDES = "train.micro_batch_tokens=2048"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="measured steps per run (after one warm-up step)")
     p.add_argument("--venv", default=str(ROOT / ".cache" / "trl-venv"))
     p.add_argument("--out", default="bench/trl.json")
+    p.add_argument("--rlx-overrides", default=RLX_OVERRIDES,
+                   help="extra Hydra overrides of the rlx run, space-separated ('' = rlx's defaults)")
     p.add_argument("--child", choices=["rlx", "trl"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--prompts", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--samples", type=int, default=4, help=argparse.SUPPRESS)
@@ -81,7 +87,7 @@ def _has_trl(python: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ rlx
-def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
+def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[str]) -> dict:
     import torch
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
@@ -93,7 +99,7 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
     overrides = ["algo=grpo", "sampler=hf", f"algo.samples_per_prompt={samples}", f"train.prompts_per_step={prompts}",
                  f"train.max_new_tokens={tokens}", f"train.steps={steps + 1}", f"train.lr={LR}",
                  f"algo.clip_eps={CLIP}", f"train.grad_clip={GRAD_CLIP}", "algo.kl.beta=0.0",
-                 "algo.loss_agg=seq_mean_token_mean", "train.progress_bar=false"]
+                 "algo.loss_agg=seq_mean_token_mean", "train.progress_bar=false", *extra]
     with tempfile.TemporaryDirectory() as tmp:
         with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
             raw = compose("train", overrides=[f"output_dir={tmp}", *overrides])
@@ -169,7 +175,7 @@ def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
 # ------------------------------------------------------------------------------------------------ parent
 def run_child(python: Path, which: str, prompts: int, samples: int, args) -> dict:
     cmd = [str(python), __file__, "--child", which, "--prompts", str(prompts), "--samples", str(samples),
-           "--tokens", str(args.tokens), "--steps", str(args.steps)]
+           "--tokens", str(args.tokens), "--steps", str(args.steps), f"--rlx-overrides={args.rlx_overrides}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -189,8 +195,11 @@ def summarise(runs: list[dict]) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.child is not None:
-        fn = rlx_steps if args.child == "rlx" else trl_steps
-        print(json.dumps(fn(args.prompts, args.samples, args.tokens, args.steps)))
+        if args.child == "rlx":
+            result = rlx_steps(args.prompts, args.samples, args.tokens, args.steps, args.rlx_overrides.split())
+        else:
+            result = trl_steps(args.prompts, args.samples, args.tokens, args.steps)
+        print(json.dumps(result))
         return {}
     trl_python = ensure_trl_venv(Path(args.venv))
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
@@ -211,7 +220,8 @@ def main(argv=None) -> dict:
                      "repeat_ratios": [a / b for a, b in zip(rlx["run_medians"], trl["run_medians"])],
                      "cpu_ratio": rlx["cpu_seconds"] / trl["cpu_seconds"]})
     result = {"rows": rows, "trl_version": TRL_VERSION, "repeats": args.repeats, "steps": args.steps,
-              "threads": 1, "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+              "threads": 1, "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+              "rlx_overrides": args.rlx_overrides}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
