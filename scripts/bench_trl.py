@@ -6,11 +6,14 @@
 Same model (the project's tiny Qwen2, ~0.8M parameters, built/cached by rlx), same prompts (the arith task's
 plain prompts), same reward (rlx's exact-answer arith reward), same GRPO settings (group-normalised outcome
 advantages, clip 0.2, no KL, per-sequence token-mean loss, lr 5e-5, grad clip 1, one epoch, one optimizer step
-per batch), CPU, HF `generate`, one torch thread in each process. One step = sample, score, advantages,
+per batch), CPU, HF generation (TRL: `generate`; rlx: its HF sampler's decode loop), one torch thread in each
+process; rlx packs each update's sequences into micro-batches of <= 2,048 padded tokens (`--rlx-overrides`;
+exact gradient accumulation, so the same update with less padding computed). One step = sample, score, advantages,
 update (rlx: `Trainer.train_step` with `sampler=hf`, which also syncs weights into the sampler; TRL: the time
 between consecutive `on_step_end` callbacks). Each run makes `--steps` + 1 steps and drops the first (warm-up);
 the step time of a run is its median. rlx and TRL runs alternate, `--repeats` times per shape, each in a fresh
-process; the reported ratio is median(rlx) / median(TRL).
+process; the reported ratio is median(rlx) / median(TRL), of wall seconds per step and (a second, load-robust
+reading on a shared machine, where wall time mostly measures the scheduler) of the process's CPU seconds per step.
 
 TRL is not a project dependency: it lives in its own virtual environment (`--venv`, created on first use with
 `pip install trl==1.16.0`), which reuses the project's torch/transformers through a .pth file, so nothing
@@ -34,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRL_VERSION = "1.16.0"
 LR, CLIP, GRAD_CLIP = 5e-5, 0.2, 1.0
+# rlx packs each update's sequences longest first into micro-batches of <= 2,048 padded tokens (exact gradient
+# accumulation: the same update, less padding computed); TRL pads the whole batch to its longest sequence
+RLX_OVERRIDES = "train.micro_batch_tokens=2048"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="measured steps per run (after one warm-up step)")
     p.add_argument("--venv", default=str(ROOT / ".cache" / "trl-venv"))
     p.add_argument("--out", default="bench/trl.json")
+    p.add_argument("--rlx-overrides", default=RLX_OVERRIDES,
+                   help="extra Hydra overrides of the rlx run, space-separated ('' = rlx's defaults)")
     p.add_argument("--child", choices=["rlx", "trl"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--prompts", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--samples", type=int, default=4, help=argparse.SUPPRESS)
@@ -79,7 +87,7 @@ def _has_trl(python: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ rlx
-def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
+def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[str]) -> dict:
     import torch
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
@@ -91,21 +99,22 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
     overrides = ["algo=grpo", "sampler=hf", f"algo.samples_per_prompt={samples}", f"train.prompts_per_step={prompts}",
                  f"train.max_new_tokens={tokens}", f"train.steps={steps + 1}", f"train.lr={LR}",
                  f"algo.clip_eps={CLIP}", f"train.grad_clip={GRAD_CLIP}", "algo.kl.beta=0.0",
-                 "algo.loss_agg=seq_mean_token_mean", "train.progress_bar=false"]
+                 "algo.loss_agg=seq_mean_token_mean", "train.progress_bar=false", *extra]
     with tempfile.TemporaryDirectory() as tmp:
         with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
             raw = compose("train", overrides=[f"output_dir={tmp}", *overrides])
         trainer = Trainer(parse_run_config(OmegaConf.to_container(raw, resolve=True)))
         one_thread()  # after the Trainer: nothing in its construction may raise the thread count again
         trainer.logger = dist.NullLogger()
-        times, completion_tokens = [], []
+        times, cpu_times, completion_tokens = [], [], []
         for step in range(1, steps + 2):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             metrics = trainer.train_step(step)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
             completion_tokens.append(metrics["tokens_policy"])
         trainer.sampler.close()
-    return {"step_seconds": times[1:], "completion_tokens": completion_tokens[1:],
+    return {"step_seconds": times[1:], "cpu_seconds": cpu_times[1:], "completion_tokens": completion_tokens[1:],
             "torch_threads": torch.get_num_threads()}
 
 
@@ -136,11 +145,12 @@ def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
     def reward(prompts, completions, idx, **_):  # TRL passes the dataset's extra columns as keywords
         return [float(r) for r in reward_fn([problems[i] for i in idx], completions)]
 
-    times, lengths, threads = [], [], []
+    times, cpu_times, lengths, threads = [], [], [], []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter())
+            cpu_times.append(time.process_time())
             threads.append(torch.get_num_threads())  # nothing in TRL/accelerate may raise it
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,19 +163,19 @@ def trl_steps(prompts: int, samples: int, tokens: int, steps: int) -> dict:
         model = AutoModelForCausalLM.from_pretrained(path)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
                               processing_class=tokenizer, callbacks=[Clock()])
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.train()
         lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    marks = [start, *times]
-    step_seconds = [b - a for a, b in zip(marks, marks[1:])]
-    return {"step_seconds": step_seconds[1:], "completion_tokens": [m * prompts * samples for m in lengths[1:]],
-            "torch_threads": max(threads)}
+    step_seconds = [b - a for a, b in zip([start, *times], times)]
+    cpu_seconds = [b - a for a, b in zip([cpu_start, *cpu_times], cpu_times)]
+    return {"step_seconds": step_seconds[1:], "cpu_seconds": cpu_seconds[1:],
+            "completion_tokens": [m * prompts * samples for m in lengths[1:]], "torch_threads": max(threads)}
 
 
 # ------------------------------------------------------------------------------------------------ parent
 def run_child(python: Path, which: str, prompts: int, samples: int, args) -> dict:
     cmd = [str(python), __file__, "--child", which, "--prompts", str(prompts), "--samples", str(samples),
-           "--tokens", str(args.tokens), "--steps", str(args.steps)]
+           "--tokens", str(args.tokens), "--steps", str(args.steps), f"--rlx-overrides={args.rlx_overrides}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -175,16 +185,21 @@ def run_child(python: Path, which: str, prompts: int, samples: int, args) -> dic
 
 def summarise(runs: list[dict]) -> dict:
     medians = [statistics.median(r["step_seconds"]) for r in runs]
+    cpu_medians = [statistics.median(r["cpu_seconds"]) for r in runs]
     tokens = [statistics.mean(r["completion_tokens"]) for r in runs if r["completion_tokens"]]
     return {"step_seconds": statistics.median(medians), "run_medians": medians,
+            "cpu_seconds": statistics.median(cpu_medians), "run_cpu_medians": cpu_medians,
             "completion_tokens": statistics.mean(tokens) if tokens else None}
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.child is not None:
-        fn = rlx_steps if args.child == "rlx" else trl_steps
-        print(json.dumps(fn(args.prompts, args.samples, args.tokens, args.steps)))
+        if args.child == "rlx":
+            result = rlx_steps(args.prompts, args.samples, args.tokens, args.steps, args.rlx_overrides.split())
+        else:
+            result = trl_steps(args.prompts, args.samples, args.tokens, args.steps)
+        print(json.dumps(result))
         return {}
     trl_python = ensure_trl_venv(Path(args.venv))
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
@@ -192,24 +207,31 @@ def main(argv=None) -> dict:
     for rep in range(args.repeats):  # interleaved: machine load drifts, so alternate the two trainers
         for p, g in shapes:
             for which, python in (("rlx", Path(sys.executable)), ("trl", trl_python)):
-                runs[(p, g)][which].append(run_child(python, which, p, g, args))
-                print(f"repeat {rep + 1} {p}x{g} {which}: {runs[(p, g)][which][-1]['step_seconds']}", flush=True)
+                run = run_child(python, which, p, g, args)
+                runs[(p, g)][which].append(run)
+                wall, cpu = ([round(x, 3) for x in run[k]] for k in ("step_seconds", "cpu_seconds"))
+                print(f"repeat {rep + 1} {p}x{g} {which}: s/step {wall}, CPU s/step {cpu}, "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     for (p, g), both in runs.items():
         rlx, trl = summarise(both["rlx"]), summarise(both["trl"])
         rows.append({"prompts": p, "samples": g, "max_new_tokens": args.tokens, "rlx": rlx, "trl": trl,
-                     "ratio": rlx["step_seconds"] / trl["step_seconds"]})
+                     "ratio": rlx["step_seconds"] / trl["step_seconds"],
+                     "repeat_ratios": [a / b for a, b in zip(rlx["run_medians"], trl["run_medians"])],
+                     "cpu_ratio": rlx["cpu_seconds"] / trl["cpu_seconds"]})
     result = {"rows": rows, "trl_version": TRL_VERSION, "repeats": args.repeats, "steps": args.steps,
-              "threads": 1, "cpus": os.cpu_count()}
+              "threads": 1, "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+              "rlx_overrides": args.rlx_overrides}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{'shape':>8} {'rlx s/step':>10} {'TRL s/step':>10} {'rlx/TRL':>8}")
+    print(f"{'shape':>8} {'rlx s/step':>10} {'TRL s/step':>10} {'rlx/TRL':>8} {'per repeat':>18} {'CPU-s ratio':>11}")
     for r in rows:
         rlx_s, trl_s = r["rlx"]["step_seconds"], r["trl"]["step_seconds"]
+        per_repeat = ", ".join(f"{x:.2f}" for x in r["repeat_ratios"])
         print(f"{r['prompts']:>4}x{r['samples']:<3} {rlx_s:>10.3f} {trl_s:>10.3f} "
-              f"{r['ratio']:>8.2f}")
-    print(f"wrote {out}")
+              f"{r['ratio']:>8.2f} {per_repeat:>18} {r['cpu_ratio']:>11.2f}")
+    print(f"load average at the end: {result['load_average']}; wrote {out}")
     return result
 
 
