@@ -30,8 +30,8 @@ import yaml
 IGNORED_KEYS = ("seed", "+seed", "++seed", "output_dir", "hydra.run.dir", "hydra.sweep.dir")
 CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc_std", "final_acc_ci95",
                "diff_vs_baseline_mean", "diff_vs_baseline_ci95", "diff_n", "best_acc_mean", "best_acc_std",
-               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "steps",
-               "knot_value_stderr", "exact_token_share", "adv_sign_agreement"]
+               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "cpu_train_s_mean",
+               "steps", "knot_value_stderr", "exact_token_share", "adv_sign_agreement"]
 # per-step metrics averaged over a run's steps, then over seeds: why prefix branching does or does not pay
 # (docs/frontier.md, "Make branching pay")
 DIAGNOSTIC_KEYS = ("knot_value_stderr", "exact_token_share", "adv_sign_agreement")
@@ -54,6 +54,7 @@ class Run:
     wall_seconds: float | None
     steps: int
     diagnostics: dict[str, float] = field(default_factory=dict)  # DIAGNOSTIC_KEYS' means over the run's steps
+    cpu_train_s: float | None = None  # the last logged cpu_train_s (training CPU seconds); None if never logged
 
 
 @dataclass
@@ -150,7 +151,9 @@ def read_run(run_dir: Path) -> Run:
     steps = max((int(r.get("step", 0)) for r in rows), default=0)
     logged = DIAGNOSTIC_KEYS if tokens_branch else DIAGNOSTIC_KEYS[2:]  # knot statistics only where there are knots
     diagnostics = {k: sum(v) / len(v) for k in logged if (v := [float(r[k]) for r in rows if k in r])}
-    return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps, diagnostics)
+    cpu = next((float(r["cpu_train_s"]) for r in reversed(rows) if "cpu_train_s" in r), None)
+    return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps, diagnostics,
+               cpu)
 
 
 def group_runs(runs: Iterable[Run]) -> list[Configuration]:
@@ -214,6 +217,7 @@ def summarize(config: Configuration, baseline: Configuration | None = None) -> d
         "tokens_policy_mean": mean_std([r.tokens_policy for r in finished])[0],
         "tokens_branch_mean": mean_std([r.tokens_branch for r in finished])[0],
         "wall_seconds_mean": mean_std(walls)[0],
+        "cpu_train_s_mean": mean_std([r.cpu_train_s for r in finished if r.cpu_train_s is not None])[0],
         "steps": max((r.steps for r in finished), default=0),
         **{k: mean_std([r.diagnostics[k] for r in finished if k in r.diagnostics])[0] for k in DIAGNOSTIC_KEYS},
     }
@@ -260,13 +264,13 @@ def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: P
              "minus the baseline's with the same seed; mean [95% interval] (pairs). Best = best evaluation after "
              "step 0. Tokens = policy + branch tokens generated over the whole run (mean over seeds).", "",
              "| configuration | seeds | final acc | 95% CI | Δ (paired) | best acc | tokens | policy tokens | "
-             "branch tokens | wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "branch tokens | wall (s) | train CPU (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['n_seeds']} | {_pm(r['final_acc_mean'], r['final_acc_std'])} | "
                      f"{_interval(r['final_acc_mean'], r['final_acc_ci95'])} | "
                      f"{_paired(r, r['configuration'] == baseline)} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
                      f"{_num(r['tokens_mean'])} | {_num(r['tokens_policy_mean'])} | {_num(r['tokens_branch_mean'])} | "
-                     f"{_num(r['wall_seconds_mean'])} |")
+                     f"{_num(r['wall_seconds_mean'])} | {_num(r['cpu_train_s_mean'])} |")
     lines += diagnostics_table(rows)
     lines += ["", "![accuracy vs step](accuracy_vs_step.png)", "", "![accuracy vs tokens](accuracy_vs_tokens.png)",
               "", "![accuracy vs training wall time](accuracy_vs_wall.png)", "",

@@ -80,6 +80,7 @@ def test_report_numbers_per_configuration(sweep):
     assert float(trepo["tokens_branch_mean"]) == 100
     assert float(trepo["wall_seconds_mean"]) == pytest.approx(11.0)
     assert int(trepo["steps"]) == 2
+    assert float(trepo["cpu_train_s_mean"]) == pytest.approx(0.5)  # the last step row's cpu_train_s, 2 x 0.25
     # ppo: the unfinished seed 1 is left out (its 0.9 must not count), so one seed and std 0
     assert int(ppo["n_seeds"]) == 1 and ppo["seeds"] == "0"
     assert float(ppo["final_acc_mean"]) == pytest.approx(0.4) and float(ppo["final_acc_std"]) == 0.0
