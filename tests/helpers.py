@@ -28,6 +28,20 @@ def signal_when(cmd: list[str], env: dict, ready: Callable[[], bool], sig: int, 
     return proc
 
 
+def run_to_end(cmd: list[str], env: dict) -> None:
+    """The uninterrupted reference run (it must succeed)."""
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=900)
+
+
+def resume_matches(cmd: list[str], env: dict, run_dir: Path, reference: Path) -> str:
+    """Runs `cmd` (a `resume=auto` of `run_dir`), asserts it succeeds and logs the reference's metrics at every
+    step; returns its stdout."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(run_dir) == metrics(reference)
+    return result.stdout
+
+
 def assert_same_accuracies(run_dir: Path, reference: Path) -> None:
     """The resumed run's summary reports the uninterrupted run's accuracies before and after training."""
     before = json.loads((reference / "summary.json").read_text())

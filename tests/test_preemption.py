@@ -13,7 +13,7 @@ import pytest
 
 from rlx.train import preemption
 from rlx.train.checkpoint import complete_checkpoints
-from tests.helpers import assert_same_accuracies, metrics, signal_when
+from tests.helpers import assert_same_accuracies, resume_matches, run_to_end, signal_when
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -46,7 +46,7 @@ def test_signal_raises_a_flag_and_exit_hands_over_to_the_previous_handler():
 def test_sigterm_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(train_cmd(reference, tiny_model_dir), env=env, check=True, capture_output=True, timeout=900)
+    run_to_end(train_cmd(reference, tiny_model_dir), env)
 
     run = tmp_path / "preempted"
     proc = signal_when(train_cmd(run, tiny_model_dir), env, lambda: len(_rows(run)) >= 2,  # step 0 (evaluation), 1
@@ -58,11 +58,8 @@ def test_sigterm_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     assert f"resumable checkpoint {saved[0]}" in stdout
     assert not (run / "summary.json").exists()
 
-    result = subprocess.run(train_cmd(run, tiny_model_dir, "resume=auto"), env=env, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resumed from {saved[0]}" in result.stdout
-    assert metrics(run) == metrics(reference)
+    stdout = resume_matches(train_cmd(run, tiny_model_dir, "resume=auto"), env, run, reference)
+    assert f"resumed from {saved[0]}" in stdout
     assert_same_accuracies(run, reference)
 
 
@@ -85,7 +82,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_after_one_step_and_resumes_exactly
                                                                                             *extra)[1:]]
 
     reference = tmp_path / "reference"
-    subprocess.run(cmd(reference), env=env, check=True, capture_output=True, timeout=900)
+    run_to_end(cmd(reference), env)
     run = tmp_path / "preempted"
     proc = signal_when(cmd(run), env, lambda: len(_rows(run)) >= 2, signal.SIGTERM, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
@@ -95,8 +92,6 @@ def test_sigterm_to_torchrun_stops_both_ranks_after_one_step_and_resumes_exactly
     assert len(saved) == 1 and f"resumable checkpoint {saved[0]}" in output, output[-3000:]
     assert output.count("received SIGTERM") == 2  # both ranks caught it, neither was killed
 
-    result = subprocess.run(cmd(run, "resume=auto"), env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert metrics(run) == metrics(reference)
+    resume_matches(cmd(run, "resume=auto"), env, run, reference)
     digests = {(d / f"rank_{r}.params.sha256").read_text() for d in (run, reference) for r in range(2)}
     assert len(digests) == 1  # resumed replicas identical to each other and to the uninterrupted run's

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlx.train.checkpoint import complete_checkpoints
-from tests.helpers import assert_same_accuracies, metrics, signal_when
+from tests.helpers import assert_same_accuracies, resume_matches, run_to_end, signal_when
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -26,7 +26,7 @@ def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
 def test_sigkill_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(train_cmd(reference, tiny_model_dir), env=env, check=True, capture_output=True, timeout=900)
+    run_to_end(train_cmd(reference, tiny_model_dir), env)
 
     killed = tmp_path / "killed"
     proc = signal_when(train_cmd(killed, tiny_model_dir), env,
@@ -36,10 +36,7 @@ def test_sigkill_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     assert complete_checkpoints(killed / "checkpoints"), "no checkpoint was written before the kill"
     assert not (killed / "summary.json").exists()
 
-    result = subprocess.run(train_cmd(killed, tiny_model_dir, "resume=auto"), env=env, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed from" in result.stdout
-    assert metrics(killed) == metrics(reference)
+    stdout = resume_matches(train_cmd(killed, tiny_model_dir, "resume=auto"), env, killed, reference)
+    assert "resumed from" in stdout
     assert_same_accuracies(killed, reference)
     assert len(complete_checkpoints(killed / "checkpoints")) <= 2  # keep_last
