@@ -230,6 +230,12 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
 
 def _check_frontier(cfg: RunConfig) -> None:
     """Options whose validity depends on another section (docs/frontier.md)."""
+    check_tree_temperature = getattr(cfg.algo, "check_train_temperature", None)
+    if check_tree_temperature is not None:  # train_on_branches: rollouts must be sampled at train.temperature
+        try:
+            check_tree_temperature(cfg.train.temperature)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     _require(not cfg.train.dynamic_sampling or cfg.algo.samples_per_prompt >= 2, "train.dynamic_sampling",
              "needs algo.samples_per_prompt >= 2 (a group of one has no reward variance); samples_per_prompt="
              f"{cfg.algo.samples_per_prompt}", cfg.train.dynamic_sampling)

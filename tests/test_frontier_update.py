@@ -17,6 +17,8 @@ from rlx.algos.cispo import CISPOConfig
 from rlx.algos.grpo import GRPOConfig
 from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.ppo import PPOConfig
+from rlx.algos.tree import TreeConfig
+from rlx.algos.tree_preset import TreeAlgoConfig
 from rlx.algos.trepo import TRePOConfig
 from rlx.config import TrainerConfig
 from rlx.models.load import load_causal_lm
@@ -82,11 +84,17 @@ def test_loss_weights_per_mode_and_the_overlong_filter():
     only_filter = loss_weights(RolloutCorrectionConfig(), mask, None, None, torch.tensor([False, True]))
     assert torch.equal(only_filter.keep, torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=DT))
     cfg = SimpleNamespace(train=SimpleNamespace(overlong_filter=False), algo=TRePOConfig())
-    trajs = [SimpleNamespace(sampler_logprobs=[-1.0, -2.0, -3.0], finished=True),
-             SimpleNamespace(sampler_logprobs=[-0.5, -0.25], finished=True)]
-    sampler_logp, weights = step_weights(cfg, trajs, mask.float(), None)
+    nodes = [SimpleNamespace(logprobs=(-1.0, -2.0, -3.0), finished=True),
+             SimpleNamespace(logprobs=(-0.5, -0.25), finished=True)]
+    advantages = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    sampler_logp, weights = step_weights(cfg, nodes, mask.float(), None, advantages)
     assert weights is None  # mode none, no filter: the update runs exactly as without this module
     assert torch.equal(sampler_logp, torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.25, 0.0]]))
+    # algo.tree.drop_zero_adv: the all-zero row 0 leaves the loss (and so its normalisers), row 1 stays whole
+    drop = SimpleNamespace(train=cfg.train, algo=TreeAlgoConfig(tree=TreeConfig(drop_zero_adv=True)))
+    _, weights = step_weights(drop, nodes, mask.float(), None, advantages)
+    assert torch.equal(weights.keep, torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    assert weights.metrics == {"rows_dropped_zero_adv": 1.0} and weights.advantage is None
 
 
 def test_mismatch_extremes_combine_by_max_and_min():

@@ -29,7 +29,10 @@ STEP_REWARDS = "step_rewards"  # one reward per reasoning step from a process re
 # per-token scores of the sampled response that `plan_branches(..., scores=[T])` reads (algo.branch_selection)
 TOKEN_ENTROPY = "token_entropy"  # H(pi_old(. | prompt, y_<t)), one no-grad trainer forward (entropy selection)
 SAMPLER_LOGPROBS = "sampler_logprobs"  # log pi_sampler(y_t), free from the sampler (low_prob selection)
-INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TOKEN_ENTROPY, SAMPLER_LOGPROBS)
+# train on every node of the rollout tree (algo.train_on_branches): every non-duplicate branch rollout sampled at
+# the training temperature is a row of its own after the responses, and `AdvantageInputs.tree_rows` says which
+TREE_ROWS = "tree_rows"
+INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TOKEN_ENTROPY, SAMPLER_LOGPROBS, TREE_ROWS)
 
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -186,6 +189,9 @@ class AdvantageInputs:
     # non-empty response always ends a step), and one reward per step (STEP_REWARDS).
     step_ends: list[list[int]] | None = None
     step_rewards: list[list[float]] | None = None
+    # TREE_ROWS: row b trains node tree_rows[b][1] of the rollout tree tree_rows[b][0] (rlx/sampling/tree.py);
+    # its columns are that node's own tokens. Rows of one tree share a group id.
+    tree_rows: list[tuple[Any, int]] | None = None
 
 
 @dataclass(frozen=True)

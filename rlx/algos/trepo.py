@@ -32,6 +32,7 @@ from rlx.algos.base import (
     BRANCH_ROLLOUTS,
     SAMPLER_LOGPROBS,
     TOKEN_ENTROPY,
+    TREE_ROWS,
     AdvantageInputs,
     Algorithm,
     ClippedAlgoConfig,
@@ -44,6 +45,7 @@ from rlx.algos.checks import check_choice, check_int, check_range
 from rlx.algos.gae import discounted_returns, knot_gae
 from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.stats import first_valid, normalize_advantages, valid_positions
+from rlx.algos.tree import TreeConfig, tree_advantages
 
 BRANCH_SELECTIONS = ("random", "uniform_grid", "step_boundaries", *SCORE_SELECTIONS)
 TEMPERATURE_SCHEDULES = ("linear", "constant")
@@ -71,6 +73,10 @@ class TRePOConfig(ClippedAlgoConfig):
     # schedule's branch tokens to the knots with the largest standard error (VinePPO arXiv 2410.01679)
     adaptive_rollouts: bool = False
     adaptive_first_round: int = 2  # M0, in [1, rollouts_per_branch]
+    # train on every branch rollout, with tree advantages (rlx/algos/tree.py; docs/algorithms.md, "Training on
+    # every branch"); false = the paper: branch rollouts only estimate the knot values
+    train_on_branches: bool = False
+    tree: TreeConfig = field(default_factory=TreeConfig)
 
     def validate(self) -> None:
         nbp = self.num_branch_points
@@ -90,12 +96,46 @@ class TRePOConfig(ClippedAlgoConfig):
         check_choice("include_self", self.include_self, (True, False))
         check_choice("interp", self.interp, INTERPS)
         super().validate()
+        self.validate_tree()
+
+    def validate_tree(self) -> None:
+        check_choice("train_on_branches", self.train_on_branches, (True, False))
+        if not isinstance(self.tree, TreeConfig):
+            raise ValueError(f"algo.tree must be a TreeConfig, got {type(self.tree).__name__}")
+        self.tree.validate()
+        if not self.train_on_branches and self.tree.changed():
+            raise ValueError(f"{self.tree.changed()[0]} acts only when branches are trained on; set "
+                             "algo.train_on_branches=true or leave it at its default")
+        if self.tree.fork_budget is not None and self.tree.fork_budget < self.rollouts_per_branch:
+            raise ValueError(f"algo.tree.fork_budget={self.tree.fork_budget} is smaller than one fork "
+                             f"(algo.rollouts_per_branch={self.rollouts_per_branch} rollouts)")
+        if self.tree.depth > 1 and self.branch_selection == "entropy":
+            raise ValueError("algo.tree.depth > 1 with algo.branch_selection=entropy: deeper forks have no trainer "
+                             "entropies; pick random | uniform_grid | step_boundaries | low_prob")
+        if self.train_on_branches and self.kl.beta > 0 and self.kl.mode != "loss":
+            raise ValueError(f"algo.train_on_branches=true values the tree by outcomes only: use algo.kl.mode=loss "
+                             f"(not {self.kl.mode!r}) or algo.kl.beta=0")
+
+    def check_train_temperature(self, tau: float) -> None:
+        """With train_on_branches, rollouts at a temperature other than train.temperature are refused unless
+        algo.tree.off_temperature=exclude takes them out of training."""
+        if not self.train_on_branches or self.tree.off_temperature == "exclude":
+            return
+        temps = temperature_schedule(self.rollouts_per_branch, self.temperature_schedule, self.tau_max)
+        off = sorted({t for t in temps if t != tau})
+        if off:
+            raise ValueError(f"algo.train_on_branches=true: branch rollouts sampled at temperatures {off} would be "
+                             f"trained as if sampled at train.temperature={tau}; set algo.temperature_schedule="
+                             f"constant algo.tau_max={tau}, or algo.tree.off_temperature=exclude to train only on "
+                             "the rollouts at the training temperature")
 
 
 def trepo_requires(cfg: TRePOConfig) -> frozenset[str]:
-    """Branch rollouts, plus the per-token scores an entropy / low_prob knot selection reads."""
+    """Branch rollouts, plus the per-token scores an entropy / low_prob knot selection reads, plus every tree
+    node as a training row with train_on_branches."""
     scores = {"entropy": TOKEN_ENTROPY, "low_prob": SAMPLER_LOGPROBS}.get(cfg.branch_selection)
-    return frozenset({BRANCH_ROLLOUTS} | ({scores} if scores else set()))
+    tree = {TREE_ROWS} if cfg.train_on_branches else set()
+    return frozenset({BRANCH_ROLLOUTS} | ({scores} if scores else set()) | tree)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,7 +306,10 @@ def _check_knots(b: int, knots: list[int], T: int, n_branches: int) -> None:
 
 
 def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
-    """Steps 3-6 (docs/algorithms.md, "TRePO") -> advantages [B, T] (0 on padding). See the module docstring."""
+    """Steps 3-6 (docs/algorithms.md, "TRePO") -> advantages [B, T] (0 on padding). See the module docstring.
+    With train_on_branches: the tree advantages of every row (rlx/algos/tree.py)."""
+    if cfg.train_on_branches:
+        return tree_advantages(inp, cfg)
     rewards = inp.token_rewards * inp.response_mask  # [B, T]
     mask = inp.response_mask  # [B, T]
     B, T = rewards.shape

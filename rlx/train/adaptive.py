@@ -29,7 +29,8 @@ def first_round(algo_cfg) -> int:
 
 def two_rounds(sampler, trajs, plans: list[list[Knot]], cfg, step: int, score_fn,
                ) -> tuple[list[rollout.Branches], dict[str, float]]:
-    """Both rounds; `score_fn(trajs, branches)` fills the branch rewards (the step's scoring)."""
+    """Both rounds; `score_fn(trajs, branches)` (the trainer's `Scorer.score`) rewards round 1, whose rewards the
+    rollout record keeps (round 2's rollouts are scored with the record's other nodes)."""
     m0 = first_round(cfg.algo)
     head = [[replace(k, temperatures=k.temperatures[:m0]) for k in knots] for knots in plans]
     branches = rollout.generate_branches(sampler, trajs, head, cfg, step)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, AdvantageInputs
+from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TREE_ROWS, AdvantageInputs
 from rlx.algos.kl import kl_token_rewards
 from rlx.algos.stats import terminal_rewards
 from rlx.models.logprobs import PackedBatch, pack
+from rlx.sampling.tree import RolloutBatch, RolloutTree
 from rlx.train import distributed as dist
 from rlx.train import rollout
 from rlx.train.forwards import Forwards
@@ -50,69 +51,88 @@ class BatchBuilder:
     def __post_init__(self) -> None:
         self.needs = self.algo.requires(self.cfg.algo)
 
-    def pack(self, trajs: list[rollout.Trajectory]) -> PackedBatch:
-        """The step's prompt + response rows, packed once: the entropy knot scores and `build` both read them."""
-        return pack([t.prompt_ids for t in trajs], [t.response_ids for t in trajs], self.pad_id)
+    def rows(self, record: RolloutBatch) -> list[tuple[RolloutTree, int]]:
+        """The step's training rows as (tree, node index): every response, in prompt then sample order; with
+        TREE_ROWS also every branch rollout that is not a duplicate and was sampled at the training temperature
+        (docs/algorithms.md, "Training on every branch"), tree by tree after the responses."""
+        rows = record.responses()
+        if TREE_ROWS not in self.needs:
+            return rows
+        tau = self.cfg.train.temperature
+        return rows + [(tree, i) for tree in record.trees for i, n in enumerate(tree.nodes)
+                       if n.parent >= 0 and not n.duplicate and n.temperature == tau]
 
-    def build(self, trajs: list[rollout.Trajectory], branches: list[rollout.Branches],
-              packed: PackedBatch) -> FrozenBatch:
-        """The frozen batch of `trajs`, packed by `self.pack(trajs)`."""
+    def pack(self, rows: list[tuple[RolloutTree, int]]) -> PackedBatch:
+        """The rows as context + own-token sequences, packed once: the entropy knot scores and `build` read them."""
+        return pack([list(tree.context(i)) for tree, i in rows], [list(tree.nodes[i].token_ids) for tree, i in rows],
+                    self.pad_id)
+
+    def build(self, rows: list[tuple[RolloutTree, int]], packed: PackedBatch) -> FrozenBatch:
+        """The frozen batch of `rows` (of one step's rollout record), packed by `self.pack(rows)`."""
         mask = packed.response_mask  # [B, T]
         old_logp = self.forwards.frozen_logprobs(self.policy, packed) if self.need_old_logp else None  # [B, T]
         ref_logp = self.forwards.frozen_logprobs(self.reference, packed) if self.reference is not None else None
         old_values = self.forwards.frozen_values(self.critic, packed) if self.critic is not None else None
-        token_rewards = terminal_rewards(torch.tensor([t.reward for t in trajs]), mask)  # [B, T]
+        nodes = [tree.nodes[i] for tree, i in rows]
+        token_rewards = terminal_rewards(torch.tensor([n.reward for n in nodes]), mask)  # [B, T]
         if self.kl_in_rewards:
             token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
-        step_ends = [rollout.step_ends(t.response_ids, self.newline_ids) for t in trajs]
+        step_ends = [rollout.step_ends(n.token_ids, self.newline_ids) for n in nodes]
         needs = self.needs
         branched = BRANCH_ROLLOUTS in needs
+        knots = [knot_children(tree, i) for tree, i in rows] if branched else None
         inputs = AdvantageInputs(
             token_rewards=token_rewards,
             response_mask=mask,
-            group_ids=torch.tensor([t.group for t in trajs]),
+            group_ids=torch.tensor([tree.group for tree, _ in rows]),
             values=old_values if CRITIC_VALUES in needs else None,
-            knots=[[k.t for k in br.knots] for br in branches] if branched else None,
-            branch_rewards=self.branch_token_rewards(trajs, branches) if branched else None,
+            knots=[[fork + 1 for fork, _ in per_row] for per_row in knots] if branched else None,
+            branch_rewards=self.branch_token_rewards(rows, knots) if branched else None,
             step_ends=step_ends,
-            step_rewards=self.step_rewards(trajs, step_ends) if STEP_REWARDS in needs else None,
+            step_rewards=self.step_rewards(rows, step_ends) if STEP_REWARDS in needs else None,
+            tree_rows=list(rows) if TREE_ROWS in needs else None,
         )
         return FrozenBatch(packed, old_logp, ref_logp, old_values, inputs)
 
-    def step_rewards(self, trajs, step_ends: list[list[int]]) -> list[list[float]]:
+    def step_rewards(self, rows, step_ends: list[list[int]]) -> list[list[float]]:
         """Per-step rewards of the process reward, one per step end."""
-        rewards = self.step_reward_fn([t.problem for t in trajs], [t.text for t in trajs])
+        rewards = self.step_reward_fn([tree.problem for tree, _ in rows], [tree.nodes[i].text for tree, i in rows])
         # one reward per step end: a tokenizer may pack two lines into one token, so align by count
         return [(row + [0.0] * len(ends))[: len(ends)] for row, ends in zip(rewards, step_ends)]
 
-    def branch_token_rewards(self, trajs, branches) -> list[list[list[torch.Tensor]]]:
-        """Per-token rewards of every branch rollout's continuation: its reward on the last token, plus the
-        KL reward of its own tokens when the KL is a reward."""
-        rewards = [[[terminal_reward(len(g.token_ids), r) for g, r in zip(gens, rs)]
-                    for gens, rs in zip(br.rollouts, br.rewards)] for br in branches]
+    def branch_token_rewards(self, rows, knots) -> list[list[list[torch.Tensor]]]:
+        """Per-token rewards of every branch rollout's continuation (knots[b][i] = (fork, child node indices)):
+        its reward on the last token, plus the KL reward of its own tokens when the KL is a reward."""
+        rewards = [[[terminal_reward(len(tree.nodes[c].token_ids), tree.nodes[c].reward) for c in children]
+                    for _, children in per_row] for (tree, _), per_row in zip(rows, knots)]
         if not self.kl_in_rewards:
             return rewards
-        where, prefixes, continuations = [], [], []
-        for b, (tr, br) in enumerate(zip(trajs, branches)):
-            for i, (knot, gens) in enumerate(zip(br.knots, br.rollouts)):
-                for m, gen in enumerate(gens):
-                    where.append((b, i, m))
-                    prefixes.append(tr.prompt_ids + tr.response_ids[: knot.t - 1])
-                    continuations.append(gen.token_ids)
+        where = [(b, i, m, tree, c) for b, ((tree, _), per_row) in enumerate(zip(rows, knots))
+                 for i, (_, children) in enumerate(per_row) for m, c in enumerate(children)]
         if not where:
             if dist.world_size() > 1:  # the other ranks' reference forwards may be collectives (FSDP2): join
                 self.forwards.frozen_logprobs(self.reference, None)
             return rewards
-        packed = pack(prefixes, continuations, self.pad_id)
+        packed = pack([list(tree.context(c)) for *_, tree, c in where],
+                      [list(tree.nodes[c].token_ids) for *_, tree, c in where], self.pad_id)
         old_logp = torch.zeros_like(packed.response_mask)  # [N, L] the sampler's log-probs are pi_old's
-        for row, (b, i, m) in enumerate(where):
-            logprobs = branches[b].rollouts[i][m].logprobs
+        for row, (*_, tree, c) in enumerate(where):
+            logprobs = tree.nodes[c].logprobs
             old_logp[row, : len(logprobs)] = torch.tensor(logprobs)
         ref_logp = self.forwards.frozen_logprobs(self.reference, packed)  # [N, L]
         kl = kl_token_rewards(old_logp, ref_logp, packed.response_mask, self.cfg.algo.kl)  # [N, L]
-        for row, (b, i, m) in enumerate(where):
-            rewards[b][i][m] = rewards[b][i][m] + kl[row, : len(continuations[row])]
+        for row, (b, i, m, tree, c) in enumerate(where):
+            rewards[b][i][m] = rewards[b][i][m] + kl[row, : len(tree.nodes[c].token_ids)]
         return rewards
+
+
+def knot_children(tree: RolloutTree, i: int) -> list[tuple[int, list[int]]]:
+    """The direct branch rollouts of node i grouped by fork position, in order: [(fork, child indices)]. For a
+    TRePO response these are its knots t = fork + 1 with their M rollouts in schedule order."""
+    forks: dict[int, list[int]] = {}
+    for c in tree.children(i):
+        forks.setdefault(tree.nodes[c].fork, []).append(c)
+    return list(forks.items())
 
 
 def terminal_reward(length: int, reward: float) -> torch.Tensor:

@@ -60,15 +60,22 @@ def loss_weights(rc_cfg, mask: torch.Tensor, old_logp: torch.Tensor | None, samp
     return out
 
 
-def step_weights(cfg, trajs, mask: torch.Tensor, old_logp: torch.Tensor | None
+def step_weights(cfg, nodes, mask: torch.Tensor, old_logp: torch.Tensor | None, advantages: torch.Tensor,
                  ) -> tuple[torch.Tensor, LossWeights | None]:
-    """(the sampler's log-probs [B, T] of the step's responses, the loss weights or None when neither rollout
-    correction nor the overlong filter is on: then the update runs exactly as without them)."""
-    sampler_logp = sampler_logp_tensor([t.sampler_logprobs for t in trajs], mask)  # [B, T]
-    finished = torch.tensor([t.finished for t in trajs]) if cfg.train.overlong_filter else None  # [B]
-    if finished is None and cfg.algo.rollout_correction.mode == "none":
+    """(the sampler's log-probs [B, T] of the step's rows, the loss weights or None when neither rollout
+    correction, the overlong filter nor `algo.tree.drop_zero_adv` is on: then the update runs exactly as
+    without them). `nodes` are the rows' rollout-record nodes; `advantages` [B, T] the step's."""
+    sampler_logp = sampler_logp_tensor([list(n.logprobs) for n in nodes], mask)  # [B, T]
+    finished = torch.tensor([n.finished for n in nodes]) if cfg.train.overlong_filter else None  # [B]
+    drop_zero = getattr(getattr(cfg.algo, "tree", None), "drop_zero_adv", False)
+    if finished is None and cfg.algo.rollout_correction.mode == "none" and not drop_zero:
         return sampler_logp, None
-    return sampler_logp, loss_weights(cfg.algo.rollout_correction, mask, old_logp, sampler_logp, finished)
+    weights = loss_weights(cfg.algo.rollout_correction, mask, old_logp, sampler_logp, finished)
+    if drop_zero:  # SPO-tree: rows whose every advantage is zero carry no gradient and leave the normalisers
+        live = ((advantages != 0) & (mask > 0)).any(dim=1, keepdim=True).to(mask.dtype)  # [B, 1]
+        weights.keep = live.expand_as(mask).clone() if weights.keep is None else weights.keep * live
+        weights.metrics = {**(weights.metrics or {}), "rows_dropped_zero_adv": float((live == 0).sum())}
+    return sampler_logp, weights
 
 
 def mismatch(sampler_logp: torch.Tensor | None, old_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:

@@ -6,8 +6,8 @@ for at most `train.max_refill_rounds` rounds; the batch is then trimmed to `trai
 trains on fewer when the rounds ran out). Deterministic under the seed, and independent of the run's history
 (so a resumed run refills identically): round r of step s draws its prompts from the training stream with a
 generator seeded by (seed, s, r), and samples with the request seeds of phase `refill/r`. Dropped (and trimmed)
-groups still count as generated tokens (`tokens_dropped`), since the budgets measure compute. The responses
-are scored again with their branch rollouts later in the step (rewards are deterministic functions of text).
+groups still count as generated tokens (`tokens_dropped`), since the budgets measure compute. The kept
+responses carry their rewards into the step's rollout record (rlx/train/record.py): no response is scored twice.
 Single process only for now: with several ranks each would refill on its own, so a torchrun job with
 `train.dynamic_sampling` stops at its first step with an error naming the key.
 """
@@ -48,7 +48,7 @@ def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, score
                        ) -> tuple[list[rollout.Trajectory], dict[str, float]]:
     """The step's trajectories with only informative groups (renumbered 0..n-1), and the dynamic-sampling
     metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped. Each round is
-    scored by `score_fn(trajs, branches)` (the trainer's `score`: the run's reward and overlong shape)."""
+    scored by `score_fn(trajs, branches)` (the trainer's `Scorer.score`: the run's reward and overlong shape)."""
     if dist.world_size() > 1:
         raise ValueError("train.dynamic_sampling: not supported under torchrun yet (each rank would refill its own "
                          "groups); run one process or set train.dynamic_sampling=false")

@@ -14,18 +14,18 @@ from __future__ import annotations
 import torch
 
 from rlx.algos.base import SAMPLER_LOGPROBS, TOKEN_ENTROPY
-from rlx.models.logprobs import PackedBatch
+from rlx.models.logprobs import pack
 from rlx.train.forwards import Forwards
 from rlx.train.rollout import Trajectory
 
 
-def knot_scores(needs: frozenset[str], trajs: list[Trajectory], packed: PackedBatch, forwards: Forwards,
+def knot_scores(needs: frozenset[str], trajs: list[Trajectory], pad_id: int, forwards: Forwards,
                 policy) -> list[torch.Tensor] | None:
-    """One [T_b] score row per trajectory (T_b = its response length), or None when none is declared.
-    `packed` holds `trajs` (prompt + response rows, as `BatchBuilder.pack` lays them out)."""
+    """One [T_b] score row per trajectory (T_b = its response length), or None when none is declared."""
     if SAMPLER_LOGPROBS in needs:
         return [torch.tensor(tr.sampler_logprobs, dtype=torch.float64) for tr in trajs]  # [T_b]
     if TOKEN_ENTROPY in needs:
+        packed = pack([tr.prompt_ids for tr in trajs], [tr.response_ids for tr in trajs], pad_id)
         entropy = forwards.frozen_entropy(policy, packed)  # [B, T]; response token j at column j
         return [entropy[b, : len(tr.response_ids)] for b, tr in enumerate(trajs)]
     return None

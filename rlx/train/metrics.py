@@ -16,6 +16,7 @@ from rlx.data.tasks import Task
 from rlx.logger import knot_stats
 from rlx.sampling.base import GenRequest
 from rlx.train import distributed as dist
+from rlx.train.batch import knot_children
 
 
 def seed_everything(seed: int) -> None:
@@ -24,14 +25,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def sample_rows(tokenizer, trajs, branches, advantages: torch.Tensor) -> list[dict]:
-    """Completions with their per-token advantages, knots and knot values, for the logger and `rlx inspect`."""
+def sample_rows(tokenizer, record, advantages: torch.Tensor) -> list[dict]:
+    """Responses with their per-token advantages, knots and knot values, for the logger and `rlx inspect`
+    (the responses are the first rows of the step's batch, in record order)."""
     decode = tokenizer.decode
-    return [{"prompt": decode(tr.prompt_ids), "completion": tr.text, "reward": tr.reward,
-             "advantages": advantages[i, : len(tr.response_ids)].tolist(),  # response token j sits at column j
-             "tokens": [decode([tok]) for tok in tr.response_ids], "knots": [k.t for k in br.knots],
-             **knot_stats(br.rewards)}
-            for i, (tr, br) in enumerate(zip(trajs, branches))]
+    rows = []
+    for b, (tree, i) in enumerate(record.responses()):
+        node = tree.nodes[i]
+        knots = knot_children(tree, i)
+        rows.append({"prompt": decode(list(tree.prompt_ids)), "completion": node.text, "reward": node.reward,
+                     "advantages": advantages[b, : len(node.token_ids)].tolist(),  # token j sits at column j
+                     "tokens": [decode([tok]) for tok in node.token_ids], "knots": [fork + 1 for fork, _ in knots],
+                     **knot_stats([[tree.nodes[c].reward for c in children] for _, children in knots])})
+    return rows
 
 
 def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: int) -> float:
@@ -41,23 +47,34 @@ def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: in
     return sum(correct) / max(1, len(correct))
 
 
-def step_metrics(trajs, branches, advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def step_metrics(record, rows, advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The step's row of metrics from its rollout record and trained rows. Every generated token counts once
+    (`tokens_policy` + `tokens_branch`: a shared greedy generation once, a tree never regenerates a prefix);
+    `tokens_trained` are the tokens of the trained rows."""
+    responses = record.response_nodes()
+    branch_nodes = [n for tree in record.trees for n in tree.nodes if n.parent >= 0]
+    knots = [[[tree.nodes[c].reward for c in children] for _, children in knot_children(tree, i)]
+             for tree, i in record.responses()]
+    response_tokens = sum(len(n.token_ids) for n in responses)
     valid = advantages[mask.bool()]
-    knots = sum(len(b.knots) for b in branches)
-    stderr = [float(np.std(r, ddof=1) / np.sqrt(len(r))) for b in branches for r in b.rewards if len(r) > 1]
+    stderr = [float(np.std(r, ddof=1) / np.sqrt(len(r))) for per in knots for r in per if len(r) > 1]
+    nodes = [tree.nodes[i] for tree, i in rows]
     return {
-        "reward_mean": float(np.mean([t.reward for t in trajs])),
-        "train_accuracy": float(np.mean([t.correct for t in trajs])),
+        "reward_mean": float(np.mean([n.reward for n in responses])),
+        "train_accuracy": float(np.mean([n.correct for n in responses])),
         "adv_mean": float(valid.mean()) if valid.numel() else 0.0,
         "adv_std": float(valid.std()) if valid.numel() > 1 else 0.0,
-        "tokens_policy": int(mask.sum()),
-        "tokens_branch": sum(len(g.token_ids) for b in branches for gens in b.rollouts for g in gens),
-        "response_length": float(mask.sum(-1).mean()),
-        "num_knots": knots,
-        "num_branch_rollouts": sum(b.num_rollouts() for b in branches),
+        "tokens_policy": response_tokens,
+        "tokens_branch": sum(len(n.token_ids) for n in branch_nodes if not n.duplicate),
+        "tokens_trained": int(mask.sum()),
+        "response_length": float(torch.tensor([float(len(n.token_ids)) for n in responses]).mean()),
+        "num_knots": sum(len(per) for per in knots),
+        "num_branch_rollouts": len(branch_nodes),
+        "leaves_per_prompt": sum(len(tree.nodes) for tree in record.trees) / max(1, len(record.trees)),
+        "tree_depth": float(max((n.depth for tree in record.trees for n in tree.nodes), default=0)),
         "knot_value_stderr": float(np.mean(stderr)) if stderr else 0.0,
-        "exact_token_share": knots / max(1.0, float(mask.sum())),
-        "adv_sign_agreement": sign_agreement(advantages, mask, [t.correct for t in trajs]),
+        "exact_token_share": sum(len(per) for per in knots) / max(1.0, float(response_tokens)),
+        "adv_sign_agreement": sign_agreement(advantages, mask, [n.correct for n in nodes]),
     }
 
 

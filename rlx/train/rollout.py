@@ -31,6 +31,7 @@ class Trajectory:
     correct: bool = False
     # the sampler's raw log-probs of response_ids (Generation.logprobs), for rollout correction's mismatch
     sampler_logprobs: list[float] = field(default_factory=list)
+    scored: bool = False  # reward, verdict and text set (by `scoring.Scorer.score`)
 
 
 @dataclass
