@@ -2,9 +2,9 @@
 sandboxed, time-limited worker processes.
 
 The lowest layer that reads answers: `rlx.data` (task correctness), `rlx.rewards` (math rewards) and
-`rlx.eval` use it; it imports nothing else from rlx. Modules: `extract` (styles, normalisation), `screen`
-(cheap pre-screen), `verify` (math-verify, worker side), `worker` (the worker process), `grader` (the pool),
-`arith` (the built-in arithmetic task's exact integer check).
+`rlx.eval` use it; it imports nothing else from rlx. Modules: `extract` (styles, normalisation), `hedge`
+(hedged answers, decorations), `screen` (cheap pre-screen), `verify` (math-verify, worker side), `worker`
+(the worker process), `grader` (the pool), `arith` (the built-in arithmetic task's exact integer check).
 """
 
 from rlx.grading.extract import extract_answer, normalize_answer, quick_decision, resolve_styles

@@ -1,10 +1,17 @@
 """Final-answer extraction and cheap normalisation. Pure string scanning, linear in the text: runs in the
 caller's process on untrusted model output and never evaluates it.
 
-Styles: `boxed` (the last balanced `\\boxed{}`/`\\fbox{}`), `gsm8k` (the text after the last `####`),
-`last_number` (the final answer-shaped expression at the end: the last number, widened to the LaTeX
-expression, inline math or `a/b` fraction it belongs to, so `The answer is $\\frac{3}{4}$.` gives
-`\\frac{3}{4}` and not `4`), and `auto` (= boxed, then gsm8k, then last_number).
+Styles: `boxed` (every balanced `\\boxed{}`/`\\fbox{}`), `gsm8k` (the text after the last `####`),
+`last_number` (the value after the last "the answer is"/"answer:" cue, else the final answer-shaped
+expression at the end: the last number, widened to the LaTeX expression, inline math or `a/b` fraction it
+belongs to, so `The answer is $\\frac{3}{4}$.` gives `\\frac{3}{4}` and not `4`), and `auto` (= boxed, then
+gsm8k, then last_number).
+
+What a reader cannot see is not read: HTML comments (`<!-- ... -->`, an unclosed one hides the rest) and
+`\\phantom{}` groups are dropped first. An answer is every value the completion offers: several boxes, or
+values joined by "or", are one answer, the set `\\{a, b\\}` (math-verify's reading of `a, b` and of several
+boxes), so a hedge never matches a single-valued reference; the same value boxed twice stays one value.
+See docs/pending/grader.md.
 """
 
 from __future__ import annotations
@@ -34,6 +41,22 @@ _MATH_SPAN = re.compile(r"\$\$([^$]+)\$\$|\$([^$]+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\
 _LATEX_HEAD = re.compile(r"(?:-\s*)?\d*\\(?:[dt]?frac|sqrt)(?![A-Za-z])")
 # `3/4`, `-12 / 5`, `2.5/7`.
 _SLASH_FRACTION = re.compile(r"-?\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?")
+# Text a reader never sees: an HTML comment (an unclosed one hides the rest) and a LaTeX \phantom group.
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_PHANTOM = re.compile(r"\\[hv]?phantom\s*(?=\{)")
+# A value offered as an alternative to the one before it: "7 or 42", "$7$ or $x = 42$", "7 \lor 42".
+_OR_JOINER = re.compile(r"\s*,?\s*(?:\bor\b|\\text\{\s*or\s*\}|\\lor\b|\\vee\b)\s*(?:[A-Za-z]\s*=\s*)?")
+# "The answer is 204", "Final answer: $\frac{3}{4}$", "**Answer:** 7" (markdown bold around the cue).
+_ANSWER_CUE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\b\s*:?|:|=)[\s*]*", re.IGNORECASE)
+_CUE_WINDOW = 300  # the answer after a cue starts right after it: look no further
+_MAX_CUES = 8
+# What may stand between a cue and its value: spaces, markdown bold, dollar signs (`$\$18$`, `\$18`, `$18`).
+_CUE_GAP = re.compile(r"[\s*]*\$?\s*(?:\\\$)?\s*")
+# The end of the sentence that holds a cue's answer (a period followed by a space or the end, not "3.5").
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|[!?;\n]")
+# A cue's answer that starts as plain arithmetic, "5 + 3 = 8 apples": the last side, 8, is the value.
+_ARITHMETIC = re.compile(r"(?:[\d\s.+\-*/^()=]|\\times|\\cdot|\\div)*")
+_ALPHANUMERIC = re.compile(r"[0-9A-Za-z]")
 # Two words in a row that are not LaTeX commands: a "$...$" holding them is prose between two currency signs
 # ("$5 for apples and $3"), not math.
 _PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}")
@@ -54,28 +77,69 @@ def matching_braces(text: str, start: int) -> dict[int, int]:
     return partner
 
 
-def _extract_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}`/`\\fbox{...}` whose braces balance (or `\\boxed 5`)."""
+def strip_hidden(text: str) -> str:
+    """`text` without what a reader never sees: HTML comments and `\\phantom{}`/`\\hphantom{}`/`\\vphantom{}`
+    groups (each replaced by a space). `\\boxed{41} <!-- \\boxed{42} -->` answers 41."""
+    if "<!--" in text:
+        text = _HTML_COMMENT.sub(" ", text)
+    heads = list(_PHANTOM.finditer(text))
+    if not heads:
+        return text
+    partner = matching_braces(text, heads[0].end())
+    pieces, pos = [], 0
+    for head in heads:
+        if head.start() < pos or head.end() not in partner:
+            continue  # inside a phantom already dropped, or unclosed
+        pieces.append(text[pos : head.start()])
+        pos = partner[head.end()] + 1
+    return " ".join(pieces + [text[pos:]])
+
+
+def one_answer(values: Sequence[str]) -> str | None:
+    """The answer a list of offered values gives: the last spelling when they are all the same value after
+    normalisation (`\\boxed{42} ... \\boxed{42.0}`), else the set `\\{a, b\\}` of the distinct ones, which
+    math-verify compares as a set (so `7 or 42` never matches the reference 42)."""
+    distinct: dict[str, str] = {}
+    for value in values:
+        distinct[normalize_answer(value)] = value  # first occurrence's place, last spelling
+    if len(distinct) <= 1:
+        return values[-1] if values else None
+    return "\\{" + ", ".join(distinct.values()) + "\\}"
+
+
+def _boxed_contents(text: str) -> list[str]:
+    """The non-empty contents of every outermost balanced `\\boxed{...}`/`\\fbox{...}` (or `\\boxed 5`), in
+    order. A box inside a box is only braces of the outer one's content; an unclosed box is skipped."""
     commands = list(_BOX_COMMAND.finditer(text))
     if not commands:
-        return None
+        return []
     partner = matching_braces(text, commands[0].end())
-    for command in reversed(commands):
+    found, inside_until = [], -1
+    for command in commands:
+        if command.start() < inside_until:
+            continue
         pos = command.end()
         while pos < len(text) and text[pos] == " ":
             pos += 1
         if pos < len(text) and text[pos] == "{":
-            if pos in partner:  # a truncated box (no closing brace) falls back to the one before it
-                return text[pos + 1 : partner[pos]].strip()
+            if pos in partner:
+                found.append(_BOX_COMMAND.sub("", text[pos + 1 : partner[pos]]).strip())
+                inside_until = partner[pos]
         elif command.end() < pos < len(text):  # `\boxed 5`: the argument is one token
             token = re.match(r"[^\s$]+", text[pos : pos + 200])
             if token:
-                return token.group()
-    return None
+                found.append(token.group())
+    return [content for content in found if content]
+
+
+def _extract_boxed(text: str) -> str | None:
+    """Every box's content as one answer (`one_answer`): one value, or the set of the different ones."""
+    return one_answer(_boxed_contents(text))
 
 
 def _extract_gsm8k(text: str) -> str | None:
-    """The answer after the last `####`: its leading number when there is one, else the rest of the line."""
+    """The answer after the last `####`: its leading number (with any values joined to it by "or") when there
+    is one, else the rest of the line."""
     marker = text.rfind("####")
     if marker < 0:
         return None
@@ -83,7 +147,8 @@ def _extract_gsm8k(text: str) -> str | None:
     line = rest.split("\n", 1)[0].strip()
     number = _LEADING_NUMBER.match(line)
     if number:
-        return number.group(1)
+        first = (number.start(1), number.end(1), number.group(1))
+        return one_answer(_or_chain(line, _candidates(line), first))
     return line or None
 
 
@@ -96,8 +161,8 @@ def _math_span_candidates(tail: str) -> list[Candidate]:
     found = []
     for match in _MATH_SPAN.finditer(tail):
         content = next(group for group in match.groups() if group is not None).strip()
-        if not content or _PROSE.search(content):
-            continue  # "$5 for apples and $" is prose between dollar signs
+        if not _ALPHANUMERIC.search(content) or _PROSE.search(content):
+            continue  # "$5 for apples and $" is prose between dollar signs, "$\$" an escaped dollar
         found.append((match.start(), match.end(), _right_hand_side(content)))
     return found
 
@@ -130,16 +195,77 @@ def _latex_candidates(tail: str) -> list[Candidate]:
     return found
 
 
+def _candidates(text: str) -> list[Candidate]:
+    """Every answer-shaped expression in `text`: inline math, bare LaTeX fractions/roots, `a/b`, numbers."""
+    found = _math_span_candidates(text) + _latex_candidates(text)
+    found += [(m.start(), m.end(), m.group()) for m in _SLASH_FRACTION.finditer(text)]
+    return found + [(m.start(), m.end(), m.group()) for m in _NUMBER.finditer(text)]
+
+
+def _widest_by(candidates: list[Candidate], edge: int) -> dict[int, Candidate]:
+    """The widest candidate starting (`edge` 0) or ending (`edge` 1) at each position: `3/4` over its `3`."""
+    widest: dict[int, Candidate] = {}
+    for candidate in candidates:
+        held = widest.get(candidate[edge])
+        if held is None or candidate[1] - candidate[0] > held[1] - held[0]:
+            widest[candidate[edge]] = candidate
+    return widest
+
+
+def _or_chain(text: str, candidates: list[Candidate], chosen: Candidate) -> list[str]:
+    """`chosen` with the values joined to it by "or" on either side ("7 or 42" offers both)."""
+    starts, ends = _widest_by(candidates, 0), _widest_by(candidates, 1)
+    chain = [chosen]
+    while (joiner := _OR_JOINER.match(text, chain[-1][1])) and starts.get(joiner.end()) not in (None, *chain):
+        chain.append(starts[joiner.end()])
+    while True:
+        start = chain[0][0]
+        before = (ends.get(end) for end in range(start - 1, max(-1, start - 40), -1))
+        previous = next((c for c in before if c and c not in chain and _OR_JOINER.fullmatch(text, c[1], start)),
+                        None)
+        if previous is None:
+            return [value for _, _, value in chain]
+        chain.insert(0, previous)
+
+
+def _starts_a_value(text: str, pos: int) -> bool:
+    """Whether a value (a digit, a sign, math or a LaTeX command) starts right after a cue ending at `pos`."""
+    gap = _CUE_GAP.match(text, pos, pos + 40)
+    return gap is not None and text[gap.end() : gap.end() + 1] in tuple("0123456789-$\\.")
+
+
+def _after_answer_cue(text: str) -> str | None:
+    """The value right after the last "the answer is"/"answer:" cue that is followed by one: plain arithmetic
+    up to the end of its sentence gives its last side ("5 + 3 = 8" -> 8), otherwise the expression there
+    with any values joined to it by "or". None when no cue is followed by a value."""
+    cues = [cue for cue in _ANSWER_CUE.finditer(text) if _starts_a_value(text, cue.end())]
+    for cue in reversed(cues[-_MAX_CUES:]):  # a bounded number: hostile text may repeat the cue
+        window = text[cue.end() : cue.end() + _CUE_WINDOW]
+        candidates = _candidates(window)
+        at_cue = [c for c in candidates if _CUE_GAP.fullmatch(window, 0, c[0])]
+        if not at_cue:
+            continue
+        first = min(at_cue, key=lambda c: (c[0], -c[1]))
+        end = _SENTENCE_END.search(window, first[0])
+        arithmetic = _ARITHMETIC.match(window, first[0], end.start() if end else len(window)).group()
+        if "=" in arithmetic and arithmetic.rsplit("=", 1)[1].strip():
+            return arithmetic.rsplit("=", 1)[1].strip()
+        return one_answer(_or_chain(window, candidates, first))
+    return None
+
+
 def _extract_last_number(text: str) -> str | None:
-    """The answer-shaped expression that ends last: a number, `a/b`, a bare LaTeX fraction/root or an inline
-    math span that is not prose (ties go to the longer one, so `$\\frac{3}{4}$` beats its `4`)."""
+    """The value after the last answer cue (`_after_answer_cue`), else the answer-shaped expression that ends
+    last: a number, `a/b`, a bare LaTeX fraction/root or an inline math span that is not prose (ties go to
+    the longer one, so `$\\frac{3}{4}$` beats its `4`), with any values joined to it by "or"."""
+    cued = _after_answer_cue(text)
+    if cued:
+        return cued
     offset = max(0, len(text) - _TAIL_CHARS)
     tail = text[offset:]
-    candidates = _math_span_candidates(tail) + _latex_candidates(tail)
-    candidates += [(m.start(), m.end(), m.group()) for m in _SLASH_FRACTION.finditer(tail)]
-    candidates += [(m.start(), m.end(), m.group()) for m in _NUMBER.finditer(tail)]
+    candidates = _candidates(tail)
     if candidates:
-        return max(candidates, key=lambda c: (c[1], -c[0]))[2]
+        return one_answer(_or_chain(tail, candidates, max(candidates, key=lambda c: (c[1], -c[0]))))
     last = None
     for last in _NUMBER.finditer(text, 0, offset):  # noqa: B007 - no candidate in the tail: the last number
         pass
@@ -173,6 +299,7 @@ def extract_answer(text: str, style: str | Sequence[str] = "auto") -> str | None
     order (auto = boxed, then ####, then the final expression). Linear time in len(text)."""
     if not isinstance(text, str):
         return None
+    text = strip_hidden(text)
     for name in resolve_styles(style):
         answer = _EXTRACTORS[name](text)
         if answer:
@@ -197,6 +324,11 @@ def strip_percent(answer: str) -> str:
     return _PERCENT.sub("", answer)
 
 
+def has_percent(answer: str) -> bool:
+    """Whether `answer` ends in a percent sign (`25\\%`, `25%`, `25\\text{ percent}`)."""
+    return _PERCENT.search(answer) is not None
+
+
 def normalize_answer(answer: str) -> str:
     """A cheap canonical form for string comparison (never a math decision on its own for non-numbers)."""
     text = strip_percent(answer.strip()).replace("\\$", "").replace("$", "").replace("\\!", "")
@@ -210,14 +342,24 @@ def normalize_answer(answer: str) -> str:
     return text
 
 
+def _decimal_values(answer: str) -> list[Decimal]:
+    """The values a plain decimal answer can mean: itself, and for a percentage also its fraction
+    (`42\\%` -> 42 and 0.42). Empty when the answer is not a plain decimal."""
+    text = normalize_answer(answer)
+    if not _PLAIN_DECIMAL.fullmatch(text):
+        return []
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+        return []
+    return [value, value / 100] if has_percent(answer.strip()) else [value]
+
+
 def quick_decision(reference: str, answer: str) -> bool | None:
     """True/False when normalisation alone decides, None when a CAS is needed."""
-    ref, ans = normalize_answer(reference), normalize_answer(answer)
-    if ref == ans:
+    if normalize_answer(reference) == normalize_answer(answer):
         return True
-    if _PLAIN_DECIMAL.fullmatch(ref) and _PLAIN_DECIMAL.fullmatch(ans):
-        try:
-            return Decimal(ref) == Decimal(ans)
-        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
-            return None
+    references, answers = _decimal_values(reference), _decimal_values(answer)
+    if references and answers:  # decimals have one exact value (a percentage two readings): no CAS needed
+        return any(ref == ans for ref in references for ans in answers)
     return None

@@ -14,6 +14,8 @@ Cheap decisions come first, in the caller's process:
   * nothing to extract -> "no_answer";
   * string-identical to the reference (up to surrounding whitespace), whatever its length -> correct;
   * longer than `max_answer_chars` -> incorrect, status "screened";
+  * a hedge (`rlx.grading.hedge`: `42 \\approx 41.99`, a number in a text remark beside the answer)
+    -> incorrect, status "hedged" (several boxes or "7 or 42" are extracted as a set and left to math-verify);
   * equal after `normalize_answer` (strip, drop `$`, thousands commas, trailing `.0`) -> correct;
   * both plain decimal numbers but different -> incorrect (decimals have one exact value, no CAS needed);
   * pathological (`rlx.grading.screen`: length, digits, nesting, exponent towers, huge factorials)
@@ -43,12 +45,13 @@ from multiprocessing.connection import Connection, wait
 from typing import Literal
 
 from rlx.grading.extract import extract_answer, quick_decision, resolve_styles
+from rlx.grading.hedge import hedge_reason
 from rlx.grading.screen import ScreenLimits, screen_answer
 from rlx.grading.verify import check_equivalence
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "timeout", "crash", "no_answer", "screened"]
+Status = Literal["ok", "timeout", "crash", "no_answer", "screened", "hedged"]
 
 EVAL_TIMEOUT_S = 2.0  # per-answer limit of evaluation (Task.verdicts); the training reward sets its own, shorter
 TRAIN_TIMEOUT_S = 0.5  # default per-answer limit of the math rewards (reward_model.timeout_s)
@@ -72,6 +75,7 @@ class GraderStats:
     no_answer: int = 0  # completions with nothing to extract
     fast_path: int = 0  # decided by normalisation alone, without math-verify
     screened: int = 0  # pathological answers scored 0 by the pre-screen, without math-verify
+    hedged: int = 0  # answers offering a second value math-verify would not see, scored 0 (rlx.grading.hedge)
     workers_replaced: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -270,6 +274,10 @@ class Grader:
             if len(answer) > self.max_answer_chars:  # no real answer is this long: not worth any CPU
                 results[index] = GradeResult(False, answer, "screened")
                 self.stats.screened += 1
+                continue
+            if hedge_reason(answer) is not None:  # not a fast path: math-verify would grade it correct
+                results[index] = GradeResult(False, answer, "hedged")
+                self.stats.hedged += 1
                 continue
             decision = quick_decision(str(reference), answer) if self.fast_path else None
             if decision is not None:

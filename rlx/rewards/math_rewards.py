@@ -1,7 +1,8 @@
 """Verifiable math rewards: `math_verify` (MATH-style), `gsm8k`, and the `format` bonus.
 
 `math_verify` and `gsm8k` score 1.0 for a correct final answer and 0.0 otherwise (also for a grader timeout,
-crash or a pathological answer). By default they share one process-wide grader pool with evaluation (see
+crash, a pathological answer or a hedge: several different boxed answers, "7 or 42", `42 \\approx 41.99`;
+docs/pending/grader.md). By default they share one process-wide grader pool with evaluation (see
 `rlx.grading.shared_grader`), so a composite of both does not start two pools. Their per-answer limit
 (`timeout_s`, default 0.5 s) is shorter than evaluation's (2 s): a training batch must not wait seconds on
 one hostile sample, while evaluation can afford to give a slow honest answer more time.

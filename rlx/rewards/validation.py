@@ -72,6 +72,8 @@ def _reason(answer: str, extracted: str | None, status: str) -> str:
         return f"grader {status}"
     if status == "screened":
         return f"pre-screen: extracted {extracted!r} looks pathological (rlx.grading.screen)"
+    if status == "hedged":
+        return f"hedge: extracted {extracted!r} offers a second value (rlx.grading.hedge)"
     return f"math-verify: extracted {extracted!r} not equivalent to answer {answer!r}"
 
 

@@ -17,7 +17,7 @@ from rlx.grading.screen import screen_answer
     ("text", "style", "expected"),
     [
         ("so \\boxed{\\frac{1}{2}} done", "boxed", "\\frac{1}{2}"),
-        ("\\boxed{1} then \\boxed{\\sqrt{x^{2}}}", "boxed", "\\sqrt{x^{2}}"),  # the last box
+        ("\\boxed{1} then \\boxed{\\sqrt{x^{2}}}", "boxed", "\\{1, \\sqrt{x^{2}}\\}"),  # every box: a set
         ("\\fbox{7}", "boxed", "7"),
         ("\\boxed{\\{1,2\\}}", "boxed", "\\{1,2\\}"),  # escaped braces do not close the box
         ("\\boxed{3} and a cut-off \\boxed{4", "boxed", "3"),  # unbalanced last box -> previous one
@@ -27,7 +27,8 @@ from rlx.grading.screen import screen_answer
         ("#### $18.", "gsm8k", "18"),
         ("#### one #### 42 apples", "gsm8k", "42"),
         ("#### \\frac{1}{2}", "gsm8k", "\\frac{1}{2}"),
-        ("about 3 or 4.5 or -1,000.", "last_number", "-1,000"),
+        ("about 3, 4.5 and -1,000.", "last_number", "-1,000"),
+        ("about 3 or 4.5 or -1,000.", "last_number", "\\{3, 4.5, -1,000\\}"),  # a hedge offers all three
         ("1,2,3", "last_number", "3"),
         ("no digits", "last_number", None),
         ("\\boxed{2} #### 3 then 4", "auto", "2"),
