@@ -24,7 +24,7 @@ from tests.algos.test_tree import hand_tree
 from tests.helpers import resume_matches, run_to_end, signal_when
 from tests.test_train_e2e import rlx
 
-TREE = ("algo=tree", "algo.tree.depth=2", "algo.tree.fork_budget=10", "algo.samples_per_prompt=2",
+TREE = ("algo=tree", "algo.tree.depth=2", "algo.tree.fork_budget=16", "algo.samples_per_prompt=2",
         "algo.num_branch_points=3", "algo.rollouts_per_branch=2")
 
 
@@ -51,7 +51,7 @@ def test_three_step_tree_run(sampler, tiny_model_dir, tmp_path):
     for r in rows:
         # every node is sampled at train.temperature and none is a duplicate: every generated token is trained
         assert r["tokens_trained"] == r["tokens_policy"] + r["tokens_branch"]
-        assert r["num_branch_rollouts"] <= 3 * 10  # the fork budget, per prompt
+        assert r["num_branch_rollouts"] <= 3 * 16  # the fork budget, per prompt (12 on the first level)
         assert r["leaves_per_prompt"] == 2 + r["num_branch_rollouts"] / 3
         assert r["tree_depth"] == 3.0  # forks of forks were made within the budget
         total += r["tokens_policy"] + r["tokens_branch"]
