@@ -41,6 +41,7 @@ OPTIONS = {
     "seq_mask": ("rloo", "algo.rollout_correction.mode=seq_mask", "algo.optimization_num=2"),
     "clip_higher": ("ppo", "algo.clip_eps_low=0.1", "algo.clip_eps_high=0.28", "algo.optimization_num=2"),
     "cispo": ("cispo", "algo.samples_per_prompt=2"),
+    "tempo": ("grpo", "algo.samples_per_prompt=4", "algo.tempo=true"),
     "dynamic_sampling": ("grpo", "algo.samples_per_prompt=4", "train.dynamic_sampling=true",
                          "train.max_refill_rounds=2"),
     "overlong_filter": ("grpo", "algo.samples_per_prompt=2", "train.overlong_filter=true", "train.max_new_tokens=8"),

@@ -29,11 +29,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import STEP_REWARDS, AdvantageInputs, Algorithm, ClippedAlgoConfig, KLConfig, LossInputs, register
+from rlx.algos.base import (
+    STEP_REWARDS,
+    TREE_ROWS,
+    AdvantageInputs,
+    Algorithm,
+    ClippedAlgoConfig,
+    KLConfig,
+    LossInputs,
+    register,
+)
 from rlx.algos.checks import check_choice, check_int, check_range
 from rlx.algos.kl import kl_loss_term
 from rlx.algos.losses import agg_loss, clipped_objective, clipped_policy_loss, entropy_bonus, ratio_metrics
 from rlx.algos.stats import group_stats, sequence_scores, valid_positions
+from rlx.algos.tempo import prefix_td, row_tokens
 
 SUPERVISIONS = ("outcome", "process", "sentence")
 RATIO_LEVELS = ("token", "sequence", "sentence")
@@ -53,6 +63,7 @@ class GRPOConfig(ClippedAlgoConfig):
     w_corr: float = 1.0  # sentence reward weights, sum to 1 (named w_* to avoid GAE's lam)
     w_logic: float = 0.0
     w_fmt: float = 0.0
+    tempo: bool = False  # + TD terms at the group's branching tokens (rlx/algos/tempo.py; outcome supervision)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k3", mode="loss"))
 
     def validate(self) -> None:
@@ -67,13 +78,19 @@ class GRPOConfig(ClippedAlgoConfig):
             check_range(key, getattr(self, key), lo=0.0, hi=1.0)
         if abs(self.w_corr + self.w_logic + self.w_fmt - 1.0) > 1e-6:
             raise ValueError("algo.w_corr + algo.w_logic + algo.w_fmt must sum to 1")
+        check_choice("tempo", self.tempo, (True, False))
+        if self.tempo and self.supervision != "outcome":
+            raise ValueError(f"algo.tempo=true adds TD terms to outcome advantages; algo.supervision="
+                             f"{self.supervision!r} has step-level advantages of its own")
 
     def group_baseline(self) -> str | None:
         return "GRPO's group-normalised advantage"
 
 
 def grpo_requires(cfg: GRPOConfig) -> frozenset[str]:
-    return frozenset({STEP_REWARDS}) if cfg.supervision in ("process", "sentence") else frozenset()
+    """Step rewards for process / sentence supervision; the rollout record's token ids for TEMPO's prefix tree."""
+    steps = {STEP_REWARDS} if cfg.supervision in ("process", "sentence") else set()
+    return frozenset(steps | ({TREE_ROWS} if cfg.tempo else set()))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -98,6 +115,8 @@ def outcome_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
     mask = inp.response_mask  # [B, T]
     scores = sequence_scores(inp.token_rewards, mask)  # [B]
     adv = group_normalize(scores, inp.group_ids, cfg.scale_by_std, cfg.ddof, cfg.std_eps)  # [B]
+    if cfg.tempo:  # TEMPO: V(prefix) = mean group-normalised reward of the responses through it
+        return adv.unsqueeze(1) * mask + prefix_td(row_tokens(inp), adv, inp.group_ids, mask)  # [B, T]
     return adv.unsqueeze(1) * mask  # [B, T]
 
 

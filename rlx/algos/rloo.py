@@ -16,19 +16,31 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AdvantageInputs, AlgoConfig, Algorithm, KLConfig, register
+from rlx.algos.base import TREE_ROWS, AdvantageInputs, AlgoConfig, Algorithm, KLConfig, register
+from rlx.algos.checks import check_choice
 from rlx.algos.losses import plain_policy_loss
 from rlx.algos.stats import group_stats, sequence_scores
+from rlx.algos.tempo import prefix_td, row_tokens
 
 
 @dataclass(frozen=True)
 class RLOOConfig(AlgoConfig):
     name: str = "rloo"
     samples_per_prompt: int = 4  # K >= 2
+    tempo: bool = False  # + TD terms at the group's branching tokens (rlx/algos/tempo.py)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_response"))
 
     def group_baseline(self) -> str | None:
         return "RLOO's leave-one-out baseline"
+
+    def validate(self) -> None:
+        check_choice("tempo", self.tempo, (True, False))
+        super().validate()
+
+
+def rloo_requires(cfg: RLOOConfig) -> frozenset[str]:
+    """The rollout record's token ids for TEMPO's prefix tree."""
+    return frozenset({TREE_ROWS}) if cfg.tempo else frozenset()
 
 
 def leave_one_out(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
@@ -42,7 +54,10 @@ def leave_one_out(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor
 
 def rloo_advantages(inp: AdvantageInputs, cfg: RLOOConfig) -> torch.Tensor:
     scores = sequence_scores(inp.token_rewards, inp.response_mask)  # [B]
-    return leave_one_out(scores, inp.group_ids).unsqueeze(1) * inp.response_mask  # [B, T]
+    adv = leave_one_out(scores, inp.group_ids).unsqueeze(1) * inp.response_mask  # [B, T]
+    if cfg.tempo:  # TEMPO on RLOO: V(prefix) = mean raw reward of the responses through it
+        return adv + prefix_td(row_tokens(inp), scores, inp.group_ids, inp.response_mask)
+    return adv
 
 
 RLOO = register(
@@ -51,6 +66,7 @@ RLOO = register(
         config_cls=RLOOConfig,
         advantages=rloo_advantages,
         policy_loss=plain_policy_loss,
+        requires=rloo_requires,
         citation="RLOO arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37 (leave-one-out erratum fixed)",
     )
 )

@@ -9,7 +9,10 @@ import math
 import pytest
 import torch
 
-from rlx.algos.base import AdvantageInputs
+from rlx.algos import get
+from rlx.algos.base import TREE_ROWS, AdvantageInputs
+from rlx.algos.grpo import GRPOConfig, grpo_advantages
+from rlx.algos.rloo import RLOOConfig, rloo_advantages
 from rlx.algos.tree import ROOT, TreeConfig, TreeValues, node_advantages, sibling_std, tree_advantages
 from rlx.algos.tree_preset import TreeAlgoConfig
 from rlx.algos.trepo import TRePOConfig
@@ -145,3 +148,47 @@ def test_record_is_immutable():
         batch.trees[0].nodes[0].reward = 2.0  # type: ignore[misc]
     assert batch.trees[0].prefix(5) == (10, 11, 10) and batch.trees[0].context(5) == (1, 2, 10, 11, 10)
     assert batch.trees[0].generated_tokens() == 4 + 3 + 2 + 3 + 3 + 2
+
+
+# ------------------------------------------------------------------------------------------------ TEMPO
+
+
+def tempo_inputs(groups: list[list[tuple[tuple[int, ...], float]]]) -> tuple[AdvantageInputs, list[list[int]]]:
+    """Rows of responses (tokens, reward), one tree per group, right-padded."""
+    trees = [RolloutTree(None, g, (1,), tuple(node(-1, 0, len(t), r, tokens=t) for t, r in members))
+             for g, members in enumerate(groups)]
+    rows = [(tree, i) for tree in trees for i in range(len(tree.nodes))]
+    lengths = [len(tree.nodes[i].token_ids) for tree, i in rows]
+    T, cols = layout_columns(lengths, "left")
+    mask = mask_of(cols, T)
+    rewards = torch.zeros_like(mask)
+    for b, (tree, i) in enumerate(rows):
+        rewards[b, cols[b][-1]] = tree.nodes[i].reward
+    group_ids = torch.tensor([tree.group for tree, _ in rows])
+    return AdvantageInputs(token_rewards=rewards, response_mask=mask, group_ids=group_ids, tree_rows=rows), cols
+
+
+def test_tempo_adds_td_terms_at_branching_tokens_only():
+    """Group 0: (5,6,7) -> 1, (5,6,8) -> 0, (5,9) -> 0: V(5) = 1/3, V(5,6) = 1/2, V(5,6,7) = 1, V(5,6,8) = 0,
+    V(5,9) = 0; branching after (5,) and after (5,6). Group 1: (3,4) -> 1, (2,) -> 0 branch at the first token."""
+    inp, cols = tempo_inputs([[((5, 6, 7), 1.0), ((5, 6, 8), 0.0), ((5, 9), 0.0)], [((3, 4), 1.0), ((2,), 0.0)]])
+    loo = [1 - 0.0, 0 - 0.5, 0 - 0.5, 1.0, -1.0]  # RLOO's leave-one-out advantages
+    td = [[0, 1 / 6, 1 / 2], [0, 1 / 6, -1 / 2], [0, -1 / 3], [1 / 2, 0], [-1 / 2]]
+    out = unpack(rloo_advantages(inp, RLOOConfig(tempo=True)), cols)
+    for got, a, terms in zip(out, loo, td):
+        assert got == pytest.approx([a + t for t in terms], abs=1e-12)
+    plain = unpack(rloo_advantages(inp, RLOOConfig()), cols)
+    assert [row[0] for row in plain] == pytest.approx(loo, abs=1e-12)
+    # GRPO: V averages the group-normalised rewards (population std): group 0 scores (1, 0, 0) -> A = (2, -1, -1)/sqrt2
+    a0 = [2 / math.sqrt(2) / (1 + 1e-6 * 3 / math.sqrt(2)), -1 / math.sqrt(2) / (1 + 1e-6 * 3 / math.sqrt(2))]
+    grpo = unpack(grpo_advantages(inp, GRPOConfig(tempo=True, samples_per_prompt=2)), cols)
+    v5, v56 = (a0[0] + 2 * a0[1]) / 3, (a0[0] + a0[1]) / 2
+    assert grpo[0] == pytest.approx([a0[0], a0[0] + v56 - v5, a0[0] + a0[0] - v56], rel=1e-5)
+    assert grpo[2] == pytest.approx([a0[1], a0[1] + a0[1] - v5], rel=1e-5)
+
+
+def test_tempo_declares_the_record_rows():
+    assert TREE_ROWS in get("grpo").requires(GRPOConfig(tempo=True))
+    assert TREE_ROWS not in get("rloo").requires(RLOOConfig())
+    with pytest.raises(ValueError, match="algo.tempo=true adds TD terms to outcome advantages"):
+        GRPOConfig(tempo=True, supervision="process").validate()
