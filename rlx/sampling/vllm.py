@@ -107,6 +107,7 @@ class VLLMSampler:
         kwargs: dict[str, Any] = dict(
             model=self.model_path, dtype=self.dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
             max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="raw_logprobs",
+            disable_log_stats=False,  # the prefix-cache counters (`prefix_cache_counts`); logs go to the log file
             use_tqdm_on_load=console.verbose(),  # a loading bar per engine start only under `rlx -v`
         )
         if _under_torchrun():
@@ -151,6 +152,12 @@ class VLLMSampler:
                     f"e.g. sampler.kv_cache_gib={max(1, 2 * self.kv_cache_gib):g}")
         return ValueError(f"vLLM's KV cache is too small for one sequence of the model's maximum length: {knob}, "
                           f"or lower sampler.max_model_len. vLLM said: {text}")
+
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """(queried, hit) prompt tokens of vLLM's prefix cache since the engine started (its Prometheus counters)."""
+        counts = {m.name: getattr(m, "value", 0) for m in self.llm.get_metrics()
+                  if m.name in ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits")}
+        return int(counts.get("vllm:prefix_cache_queries", 0)), int(counts.get("vllm:prefix_cache_hits", 0))
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

@@ -78,6 +78,14 @@ def step_metrics(record, rows, advantages: torch.Tensor, mask: torch.Tensor) -> 
     }
 
 
+def prefix_cache_rate(before: tuple[int, int] | None, after: tuple[int, int] | None) -> dict[str, float]:
+    """`prefix_cache_hit_rate`: the share of the step's queried prompt tokens that vLLM's prefix cache served
+    (branch rollouts re-read their response's prefix); {} where the sampler has no such counters."""
+    if before is None or after is None or after[0] <= before[0]:
+        return {}
+    return {"prefix_cache_hit_rate": (after[1] - before[1]) / (after[0] - before[0])}
+
+
 def sign_agreement(advantages: torch.Tensor, mask: torch.Tensor, correct: list[bool]) -> float:
     """Share of response tokens with a nonzero advantage whose sign is the outcome's: + in a correct response,
     - in an incorrect one. 1.0 for outcome-only group baselines without whitening; prefix-value estimators
