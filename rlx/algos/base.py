@@ -263,7 +263,6 @@ class Algorithm:
     # value_targets(adv_inputs, cfg) -> [B, T] critic regression targets (PPO: lambda-returns A + V_old,
     # computed from the UN-normalised advantages). With CRITIC_VALUES.
     value_targets: AdvantageFn | None = None
-    citation: str = ""
 
     def needs(self, cfg: Any, what: str) -> bool:
         return what in self.requires(cfg)

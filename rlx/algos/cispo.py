@@ -101,6 +101,5 @@ CISPO = register(
         config_cls=CISPOConfig,
         advantages=outcome_advantages,  # GRPO's: CISPOConfig has its fields
         policy_loss=cispo_policy_loss,
-        citation="MiniMax-M1 arXiv 2506.13585 Eqs. 4-5; GRPO arXiv 2402.03300 §4.1.2 advantages",
     )
 )

@@ -51,6 +51,5 @@ RLOO = register(
         config_cls=RLOOConfig,
         advantages=rloo_advantages,
         policy_loss=plain_policy_loss,
-        citation="RLOO arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37 (leave-one-out erratum fixed)",
     )
 )

@@ -34,6 +34,5 @@ VINEPPO = register(
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
         requires=trepo_requires,
-        citation="VinePPO arXiv 2410.01679; TRePO arXiv 2506.02553 Remark 8, Thm 2 (Eq. 28), Eq. 31, Eq. 33",
     )
 )
