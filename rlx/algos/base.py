@@ -137,7 +137,7 @@ class ClippedAlgoConfig(AlgoConfig):
 class CriticConfig:
     """`algo.critic`: the learned value model of algorithms that need one (PPO)."""
 
-    lr: float = 1e-5  # its own AdamW learning rate
+    lr: float = 1e-4  # its own AdamW learning rate
     vf_coef: float = 0.5  # c1 of PPO's objective (arXiv 1707.06347 Eq. 9)
     vf_clip: float = 0.0  # 0 = off; > 0: clip V to V_old +- vf_clip (PPO2 practice)
 

@@ -54,9 +54,10 @@ INTERPS = ("advantage", "value", "constant")
 @dataclass(frozen=True)
 class TRePOConfig(ClippedAlgoConfig):
     name: str = "trepo"
+    samples_per_prompt: int = 4  # siblings are W^(1) rollouts of the t=1 pool ("Siblings join the first pool")
     num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position
     # random | uniform_grid | step_boundaries ("Random knots") | entropy | low_prob (rlx/algos/branching.py)
-    branch_selection: str = "uniform_grid"
+    branch_selection: str = "step_boundaries"
     rollouts_per_branch: int = 4  # M
     temperature_schedule: str = "linear"  # linear: tau_m = tau_max (m-1)/(M-1) | constant: tau_max
     tau_max: float = 1.0
