@@ -333,7 +333,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
                 return _convert(option, value, path)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {args}")
+        kinds = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: expected {kinds}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: must be one of {list(args)}, got {value!r}")
