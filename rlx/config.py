@@ -21,18 +21,19 @@ from rlx import algos
 from rlx.algos.base import AlgoConfig
 from rlx.data.configs import DATASETS, ConfigError, _require  # noqa: F401  (ConfigError is re-exported)
 from rlx.models.config import QWEN2_LINEAR_PROJECTIONS, LoRAConfig, ModelConfig  # noqa: F401  (re-exported)
+from rlx.sampling.config import SAMPLERS, HFSamplerConfig, VLLMSamplerConfig  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int = 40
-    prompts_per_step: int = 64  # responses per step = prompts_per_step x algo.samples_per_prompt
-    lr: float = 3e-5
+    steps: int = 200
+    prompts_per_step: int = 32  # responses per step = prompts_per_step x algo.samples_per_prompt
+    lr: float = 5e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     temperature: float = 1.0
     max_new_tokens: int = 56
-    eval_every: int = 10
+    eval_every: int = 50
     eval_size: int = 500
     train_size: int = 20000
     progress_bar: bool = True
@@ -80,41 +81,6 @@ class TrainerConfig:
         _require(self.eval_every_tokens >= 0, "train.eval_every_tokens", "must be >= 0 (0 = off)",
                  self.eval_every_tokens)
         _require(self.max_refill_rounds >= 0, "train.max_refill_rounds", "must be >= 0", self.max_refill_rounds)
-
-
-@dataclass(frozen=True)
-class HFSamplerConfig:
-    name: Literal["hf"] = "hf"
-    max_batch_size: int = 1024
-    num_threads: int = 1  # CPU: torch threads while generating; 0 = keep the process's
-
-    def validate(self) -> None:
-        _require(self.max_batch_size >= 1, "sampler.max_batch_size", "must be >= 1", self.max_batch_size)
-        _require(self.num_threads >= 0, "sampler.num_threads", "must be >= 0", self.num_threads)
-
-
-@dataclass(frozen=True)
-class VLLMSamplerConfig:
-    name: Literal["vllm"] = "vllm"
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # null = model.dtype
-    kv_cache_gib: float = 1.0  # CPU: KV-cache size (VLLM_CPU_KVCACHE_SPACE)
-    gpu_memory_utilization: float = 0.5  # GPU: share of memory for weights + KV cache (colocated trainer)
-    enable_prefix_caching: bool = True  # branch rollouts share their prefixes' KV blocks
-    max_model_len: int | None = None  # null = the model's max_position_embeddings
-    block_size: int | None = None  # KV block size in tokens (prefix caching reuses whole blocks)
-    enforce_eager: bool = True
-    num_threads: int = 1  # CPU: torch threads inside the engine (1 avoids OpenMP spin-waits)
-    canary_tolerance: float | None = None  # max |logp_vllm - logp_trainer| after a sync; null = by dtype
-    canary_every: int | None = None  # check the 1st and every N-th weight sync (0 = never; null = 1 GPU, 10 CPU)
-
-    def validate(self) -> None:
-        _require(self.kv_cache_gib > 0, "sampler.kv_cache_gib", "must be > 0", self.kv_cache_gib)
-        _require(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]",
-                 self.gpu_memory_utilization)
-        _require(self.canary_every is None or self.canary_every >= 0, "sampler.canary_every", "must be >= 0 or null",
-                 self.canary_every)
-        _require(self.canary_tolerance is None or self.canary_tolerance > 0, "sampler.canary_tolerance",
-                 "must be > 0", self.canary_tolerance)
 
 
 @dataclass(frozen=True)
@@ -202,14 +168,9 @@ class EvalConfig:
     data: Any  # the selected option's dataclass from DATASETS
 
 
-SAMPLERS: dict[str, type] = {"hf": HFSamplerConfig, "vllm": VLLMSamplerConfig}
-
-
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     """Convert a resolved, plain-dict job config (from Hydra) into a validated RunConfig."""
     raw = dict(raw)
-    if "samples_per_prompt" in (raw.get("train") or {}):  # the group size's one owner is the algorithm
-        raise ConfigError("train.samples_per_prompt: moved; set the group size with algo.samples_per_prompt=N")
     algo_cls = _algorithm_config_class(raw.get("algo", {}))
     cfg = RunConfig(
         seed=_convert(int, raw.get("seed"), "seed"),
@@ -317,11 +278,35 @@ def to_dataclass(cls: type, raw: Any, path: str):
 
 def _check_unknown(raw: Mapping[str, Any], names: set[str], path: str, owner: str = "") -> None:
     unknown = sorted(set(raw) - names)
+    for key in unknown:
+        moved = moved_key_error(f"{path}.{key}" if path else key, raw[key])
+        if moved is not None:
+            raise moved
     if unknown:
         key = f"{path}.{unknown[0]}" if path else unknown[0]
         where = f" (the {raw.get('name')!r} option of '{path}' has no such key)" if "name" in raw else ""
         hint = did_you_mean(unknown[0], names, path)
         raise ConfigError(f"{key}: unknown key{where}{hint}; valid keys: {sorted(names)}")
+
+
+# Keys that moved: the old spelling fails naming the new home, whether it came with `+` (then here) or without
+# (then Hydra rejects it and the sweep guard words the error with `moved_key_error` too).
+MOVED_KEYS: dict[str, tuple[str, str]] = {  # old key -> (new key, why it lives there)
+    "train.samples_per_prompt": ("algo.samples_per_prompt", "the group size's one owner is the algorithm"),
+    "algo.critic_lr": ("algo.critic.lr", "PPO's critic has its own section"),
+    "algo.vf_coef": ("algo.critic.vf_coef", "PPO's critic has its own section"),
+    "algo.vf_clip": ("algo.critic.vf_clip", "PPO's critic has its own section"),
+}
+
+
+def moved_key_error(key: str, value: Any = "...") -> ConfigError | None:
+    """'train.samples_per_prompt: moved to algo.samples_per_prompt (...); set algo.samples_per_prompt=4' for a
+    key of MOVED_KEYS (`key` may carry Hydra's +/++/~ prefix), else None."""
+    old = key.lstrip("+~")
+    if old not in MOVED_KEYS:
+        return None
+    new, why = MOVED_KEYS[old]
+    return ConfigError(f"{old}: moved to {new} ({why}); set {new}={value} instead")
 
 
 def did_you_mean(key: str, valid: Any, path: str = "", sep: str = ".") -> str:
@@ -354,7 +339,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
                 return _convert(option, value, path)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {args}")
+        kinds = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: expected {kinds}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: must be one of {list(args)}, got {value!r}")

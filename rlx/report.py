@@ -33,7 +33,7 @@ CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc
                "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "cpu_train_s_mean",
                "steps", "knot_value_stderr", "exact_token_share", "adv_sign_agreement"]
 # per-step metrics averaged over a run's steps, then over seeds: why prefix branching does or does not pay
-# (docs/frontier.md, "Make branching pay")
+# (docs/frontier.md, "The compute-matched comparison")
 DIAGNOSTIC_KEYS = ("knot_value_stderr", "exact_token_share", "adv_sign_agreement")
 # Student t quantiles t(0.975, df) for df = 1..30 (beyond: the normal's 1.96); no scipy dependency for a table
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import OmegaConf
 
-from rlx.config import ConfigError, did_you_mean
+from rlx.config import ConfigError, did_you_mean, moved_key_error
 
 MAX_JOBS = 5000  # beyond this a sweep is validated on its first MAX_JOBS combinations only
 
@@ -76,6 +76,9 @@ def _explain(message: str, overrides: list[str], config_name: str) -> str:
     """Hydra says "Key 'lam' is not in struct"; say which algorithm lacks it and suggest the closest key."""
     if "not in struct" in message and "Could not override '" in message:
         key = message.split("Could not override '", 1)[1].split("'", 1)[0]
+        moved = moved_key_error(key, _value_of(key, overrides))
+        if moved is not None:
+            return str(moved)
         parent, _, leaf = key.rpartition(".")
         hint = did_you_mean(leaf, _sibling_keys(config_name, overrides, key, parent), parent)
         if parent == "algo":
@@ -90,6 +93,11 @@ def _explain(message: str, overrides: list[str], config_name: str) -> str:
         return (f"{group.replace('/', '.')}={option}: no such option. Available options in '{group}': "
                 f"{', '.join(valid)}{hint}")
     return message.split(" Key '")[0].strip()  # Hydra's own text (it lists an option group's valid options)
+
+
+def _value_of(key: str, overrides: list[str]) -> str:
+    """The value the job's overrides give `key` ('...' when none does)."""
+    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), "...")
 
 
 def _sibling_keys(config_name: str, overrides: list[str], key: str, parent: str) -> list[str]:

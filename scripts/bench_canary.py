@@ -26,11 +26,12 @@ MARK = "RESULT "
 def worker(dtype: str, repeats: int) -> dict:
     from rlx.models.load import load_causal_lm, load_tokenizer
     from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model
+    from rlx.sampling.config import VLLMSamplerConfig
     from rlx.sampling.vllm import VLLMSampler
 
     path = str(ensure_tiny_model(TinyModelSpec()))
     model = load_causal_lm(path, "float32")
-    sampler = VLLMSampler(path, load_tokenizer(path).eos_token_id, dtype=dtype, canary_every=1)
+    sampler = VLLMSampler(path, load_tokenizer(path).eos_token_id, VLLMSamplerConfig(dtype=dtype, canary_every=1))
     torch.set_num_threads(1)
     rows = []
     for _ in range(repeats):

@@ -112,9 +112,10 @@ def make_sampler(backend: str, model_dir: Path, options: dict):
         if options.get("threads"):
             torch.set_num_threads(options["threads"])
         return HFSampler(model, tokenizer.eos_token_id, tokenizer.pad_token_id, max_batch_size=1024), model, tokenizer
+    from rlx.sampling.config import VLLMSamplerConfig
     from rlx.sampling.vllm import VLLMSampler
 
-    sampler = VLLMSampler(str(model_dir), tokenizer.eos_token_id, dtype="float32", kv_cache_gib=1, **options)
+    sampler = VLLMSampler(str(model_dir), tokenizer.eos_token_id, VLLMSamplerConfig(dtype="float32", **options))
     return sampler, model, tokenizer
 
 

@@ -113,7 +113,7 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[s
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
             completion_tokens.append(metrics["tokens_policy"])
-        trainer.sampler.close()
+        trainer.close()
     return {"step_seconds": times[1:], "cpu_seconds": cpu_times[1:], "completion_tokens": completion_tokens[1:],
             "torch_threads": torch.get_num_threads()}
 

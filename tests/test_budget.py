@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rlx.config import ConfigError, TrainerConfig, to_dataclass
 from rlx.train.budget import Budget, BudgetCounters
 
 
@@ -62,5 +63,6 @@ def test_counters_round_trip_through_a_checkpoint():
     ({"steps": 1, "eval_every_tokens": -5}, "train.eval_every_tokens"),
 ])
 def test_bad_values_name_the_key(kwargs, key):
-    with pytest.raises(ValueError, match=key):
-        Budget(**kwargs).validate()
+    """The budgets are `train.*` keys: the typed config rejects bad ones before a run starts."""
+    with pytest.raises(ConfigError, match=rf"^{key}\b"):
+        to_dataclass(TrainerConfig, kwargs, "train")

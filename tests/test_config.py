@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from rlx.config import ConfigError, parse_eval_config, parse_run_config
 from rlx.helptext import GROUPS, group_options
+from rlx.sweep_guard import validate_jobs
 
 
 def compose_train(*overrides: str) -> dict:
@@ -89,9 +90,29 @@ def test_group_baseline_with_one_sample_per_prompt_is_rejected_naming_both_keys(
         parse_run_config(compose_train(f"algo={algo}", "algo.samples_per_prompt=1", *extra))
 
 
-def test_train_samples_per_prompt_points_at_the_group_size_owner():
-    with pytest.raises(ConfigError, match=r"train\.samples_per_prompt.*algo\.samples_per_prompt"):
-        parse_run_config(compose_train("+train.samples_per_prompt=2"))
+MOVED = ("train.samples_per_prompt: moved to algo.samples_per_prompt (the group size's one owner is the algorithm); "
+         "set algo.samples_per_prompt=2 instead")
+
+
+@pytest.mark.parametrize("prefix", ["", "+", "++"])
+def test_train_samples_per_prompt_names_its_new_home_in_the_first_error(prefix):
+    """Without `+` Hydra rejects the key (the sweep guard words that error); with `+` the parser does: both say
+    where the key lives now, with the value to set there."""
+    with pytest.raises(ConfigError) as err:
+        validate_jobs("train", [f"{prefix}train.samples_per_prompt=2"], parse_run_config)
+    assert str(err.value) == f"{MOVED} (in the job {prefix}train.samples_per_prompt=2)"
+    if prefix:
+        with pytest.raises(ConfigError) as err:
+            parse_run_config(compose_train(f"{prefix}train.samples_per_prompt=2"))
+        assert str(err.value) == MOVED
+
+
+@pytest.mark.parametrize(("old", "new"), [("critic_lr", "critic.lr"), ("vf_coef", "critic.vf_coef"),
+                                          ("vf_clip", "critic.vf_clip")])
+def test_ppo_critic_keys_name_their_section(old, new):
+    for override in (f"algo.{old}=0.5", f"+algo.{old}=0.5"):
+        with pytest.raises(ConfigError, match=rf"^algo\.{old}: moved to algo\.{new} .*; set algo\.{new}=0\.5 instead"):
+            validate_jobs("train", ["algo=ppo", override], parse_run_config)
 
 
 def test_key_unknown_to_the_algorithm_is_rejected_with_its_name():

@@ -86,6 +86,16 @@ def test_unwritable_run_directory_fails_in_one_line(tmp_path, key):
     assert "Traceback" not in run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("override", ["train.samples_per_prompt=4", "+train.samples_per_prompt=4"])
+def test_the_cli_names_a_moved_keys_new_home_in_one_line(override):
+    run = subprocess.run([sys.executable, "-m", "rlx.cli", "train", "sampler=hf", override],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr
+    assert run.stderr.strip() == ("rlx train: bad config: train.samples_per_prompt: moved to algo.samples_per_prompt "
+                                  "(the group size's one owner is the algorithm); set algo.samples_per_prompt=4 "
+                                  f"instead (in the job sampler=hf {override})")
+
+
 def test_unknown_group_option_suggests_the_closest_one():
     with pytest.raises(ConfigError) as err:
         validate_jobs("train", ["data=gsm8kk"], parse_run_config)

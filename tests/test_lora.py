@@ -157,10 +157,11 @@ def test_two_step_lora_run_end_to_end(tiny_model_dir, tmp_path):
 def test_vllm_receives_merged_lora_weights_and_the_canary_passes(tiny_model_dir):
     assert importlib.util.find_spec("vllm") is not None, "vLLM is not installed: run `make install`"
     from rlx.sampling.canary import WeightSyncCanary, WeightSyncError, default_probe
+    from rlx.sampling.config import VLLMSamplerConfig
     from rlx.sampling.vllm import VLLMSampler
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    sampler = VLLMSampler(str(tiny_model_dir), tokenizer.eos_token_id, dtype="float32", kv_cache_gib=1, seed=0)
+    sampler = VLLMSampler(str(tiny_model_dir), tokenizer.eos_token_id, VLLMSamplerConfig(dtype="float32"), seed=0)
     try:
         policy = lora_policy(tiny_model_dir)  # merged weights differ from the engine's base weights
         canary = WeightSyncCanary(default_probe(len(tokenizer)), tolerance=1e-3)

@@ -42,6 +42,26 @@ def test_signal_raises_a_flag_and_exit_hands_over_to_the_previous_handler():
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_a_preempted_run_checkpoints_then_tears_down_through_the_trainer_once():
+    """The end of a run is one function, `Trainer.close` (sampler, logger, process group), for a preempted run as
+    for a finished one; a recording stand-in for the trainer shows the order (pure control flow)."""
+    calls = []
+
+    class Trainer:
+        def checkpoint(self, step, extra):
+            calls.append(("checkpoint", step, extra))
+            return Path("run/checkpoints/step_000003")
+
+        def close(self):
+            calls.append(("close",))
+
+    progress = type("Progress", (), {"close": lambda self: calls.append(("progress",))})()
+    with pytest.raises(SystemExit) as exit_info:
+        preemption.checkpoint_and_exit(Trainer(), 3, {"elapsed": 1.0}, progress)
+    assert exit_info.value.code == preemption.EXIT_CODE
+    assert calls == [("progress",), ("checkpoint", 3, {"elapsed": 1.0}), ("close",)]
+
+
 @pytest.mark.slow
 def test_sigterm_then_resume_reproduces_every_step(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

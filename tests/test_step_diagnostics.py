@@ -1,4 +1,4 @@
-"""The step diagnostics of docs/frontier.md ("Make branching pay") against hand-computed values."""
+"""The step diagnostics of docs/frontier.md ("The compute-matched comparison") against hand-computed values."""
 
 import torch
 

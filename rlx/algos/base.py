@@ -140,7 +140,7 @@ class ClippedAlgoConfig(AlgoConfig):
 class CriticConfig:
     """`algo.critic`: the learned value model of algorithms that need one (PPO)."""
 
-    lr: float = 1e-5  # its own AdamW learning rate
+    lr: float = 1e-4  # its own AdamW learning rate
     vf_coef: float = 0.5  # c1 of PPO's objective (arXiv 1707.06347 Eq. 9)
     vf_clip: float = 0.0  # 0 = off; > 0: clip V to V_old +- vf_clip (PPO2 practice)
 
@@ -269,7 +269,6 @@ class Algorithm:
     # value_targets(adv_inputs, cfg) -> [B, T] critic regression targets (PPO: lambda-returns A + V_old,
     # computed from the UN-normalised advantages). With CRITIC_VALUES.
     value_targets: AdvantageFn | None = None
-    citation: str = ""
 
     def needs(self, cfg: Any, what: str) -> bool:
         return what in self.requires(cfg)

@@ -17,11 +17,11 @@ policy gradient, as for PPO.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import AggScale, Algorithm, ClippedAlgoConfig, LossInputs, register
+from rlx.algos.base import AggScale, Algorithm, ClippedAlgoConfig, KLConfig, LossInputs, register
 from rlx.algos.checks import check_choice, check_int, check_range
 from rlx.algos.grpo import outcome_advantages
 from rlx.algos.losses import add_regularisers, agg_loss, ratio_metrics
@@ -75,6 +75,7 @@ class CISPOConfig(ClippedAlgoConfig):
     scale_by_std: bool = True  # GRPO's (r - mean) / std; False: r - mean
     ddof: int = 0
     std_eps: float = 1e-6
+    kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k3", mode="loss"))  # as GRPO
 
     def validate(self) -> None:
         super().validate()
@@ -101,6 +102,5 @@ CISPO = register(
         config_cls=CISPOConfig,
         advantages=outcome_advantages,  # GRPO's: CISPOConfig has its fields
         policy_loss=cispo_policy_loss,
-        citation="MiniMax-M1 arXiv 2506.13585 Eqs. 4-5; GRPO arXiv 2402.03300 §4.1.2 advantages",
     )
 )

@@ -277,6 +277,5 @@ GRPO = register(
         advantages=grpo_advantages,
         policy_loss=grpo_policy_loss,
         requires=grpo_requires,
-        citation="GRPO arXiv 2402.03300 Eqs. 3-4; TRePO arXiv 2506.02553 Eqs. 34-35; docs/algorithms.md, \"GRPO\"",
     )
 )

@@ -2,7 +2,8 @@
 
 `agg_loss` reduces a per-token loss to a scalar. When the update splits an optimizer step's batch into
 micro-batches it passes an `AggScale` holding the counts of the WHOLE optimizer-step batch, so that the sum
-of the micro-batch losses equals the loss of the unsplit batch exactly (docs/algorithms.md, "Micro-batches").
+of the micro-batch losses equals the loss of the unsplit batch exactly
+(docs/algorithms.md, "Micro-batches and mini-batches").
 `clipped_surrogate` is the one clipped-ratio objective (PPO, arXiv 1707.06347 Eq. 7; TRePO Eq. 33); GRPO's
 sequence and sentence ratios reuse it on segment-level tensors.
 """

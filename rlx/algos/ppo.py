@@ -90,6 +90,5 @@ PPO = register(
         requires=ppo_requires,
         value_loss=value_loss,
         value_targets=ppo_value_targets,
-        citation="PPO arXiv 1707.06347 Eqs. 7, 9; GAE arXiv 1506.02438 Eq. 16; docs/algorithms.md, \"PPO\"",
     )
 )

@@ -67,6 +67,5 @@ REINFORCE = register(
         config_cls=REINFORCEConfig,
         advantages=reinforce_advantages,
         policy_loss=plain_policy_loss,
-        citation="TRePO arXiv 2506.02553 Corollary 1, Eq. 27; docs/algorithms.md, \"REINFORCE\"",
     )
 )

@@ -56,6 +56,5 @@ REMAX = register(
         policy_loss=plain_policy_loss,
         plan_branches=remax_plan_branches,
         requires=needs_branches,
-        citation="ReMax arXiv 2310.10505; TRePO arXiv 2506.02553 Eqs. 38-39; docs/algorithms.md, \"ReMax\"",
     )
 )

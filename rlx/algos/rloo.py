@@ -67,6 +67,5 @@ RLOO = register(
         advantages=rloo_advantages,
         policy_loss=plain_policy_loss,
         requires=rloo_requires,
-        citation="RLOO arXiv 2402.14740; TRePO arXiv 2506.02553 Eqs. 36-37 (leave-one-out erratum fixed)",
     )
 )

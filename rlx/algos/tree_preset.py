@@ -38,6 +38,5 @@ TREE = register(
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
         requires=trepo_requires,
-        citation="TreeRL arXiv 2506.11902 Eq. 5-7; TreePO arXiv 2508.17445; SPO arXiv 2505.23564; TRePO Eq. 28/33",
     )
 )

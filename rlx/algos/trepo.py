@@ -56,9 +56,10 @@ INTERPS = ("advantage", "value", "constant")
 @dataclass(frozen=True)
 class TRePOConfig(ClippedAlgoConfig):
     name: str = "trepo"
+    samples_per_prompt: int = 4  # siblings are W^(1) rollouts of the t=1 pool ("Siblings join the first pool")
     num_branch_points: int | str = 4  # |D| incl. t = 1, clamped to T; "all" = every position
     # random | uniform_grid | step_boundaries ("Random knots") | entropy | low_prob (rlx/algos/branching.py)
-    branch_selection: str = "uniform_grid"
+    branch_selection: str = "step_boundaries"
     rollouts_per_branch: int = 4  # M
     temperature_schedule: str = "linear"  # linear: tau_m = tau_max (m-1)/(M-1) | constant: tau_max
     tau_max: float = 1.0
@@ -143,8 +144,8 @@ def trepo_requires(cfg: TRePOConfig) -> frozenset[str]:
 
 
 def temperature_schedule(M: int, schedule: str, tau_max: float) -> tuple[float, ...]:
-    """docs/algorithms.md, "Temperature schedule": linear tau_m = tau_max (m-1)/(M-1), m = 1..M (tau_1 = 0 =
-    greedy; M = 1 -> (0.0,)); constant."""
+    """docs/algorithms.md, "TRePO readings" (temperature schedule): linear tau_m = tau_max (m-1)/(M-1),
+    m = 1..M (tau_1 = 0 = greedy; M = 1 -> (0.0,)); constant."""
     if schedule == "constant":
         return (float(tau_max),) * M
     if schedule == "linear":
@@ -169,7 +170,8 @@ def select_knots(
     rng: torch.Generator | None = None,
     scores: Sequence[float] | torch.Tensor | None = None,
 ) -> list[int]:
-    """Sorted 1-based knots D with t = 1 always included and counted (docs/algorithms.md, "Anchors"); [] when T = 0.
+    """Sorted 1-based knots D, t = 1 always included and counted (docs/algorithms.md, "TRePO readings": anchors);
+    [] when T = 0.
 
     random         1 plus n-1 positions drawn uniformly without replacement from {2..T} with `rng`
     uniform_grid   t_i = 1 + floor(i T / n), i = 0..n-1: segments [t_i, t_{i+1}) of near-equal length
@@ -270,8 +272,8 @@ def knot_values(
 
 
 def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> torch.Tensor:
-    """Step 5 (Algorithm 1 line 7; docs/algorithms.md, "Interpolation"): per-token advantages [T] from
-    knot advantages [n].
+    """Step 5 (Algorithm 1 line 7; docs/algorithms.md, "TRePO readings": interpolation): per-token advantages
+    [T] from knot advantages [n].
 
     advantage  linear blend of the two neighbouring knot advantages; constant after the last knot
     value      linear interpolation of the values: every token of [t_i, t_{i+1}) gets A_{t_i} / (t_{i+1}-t_i)
@@ -298,7 +300,8 @@ def interpolate(knot_adv: torch.Tensor, knots: list[int], T: int, mode: str) -> 
 
 def _check_knots(b: int, knots: list[int], T: int, n_branches: int) -> None:
     if not knots or knots[0] != 1:
-        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (docs/algorithms.md, 'Anchors'), got {knots}")
+        raise ValueError(f"TRePO: trajectory {b} needs knot t=1 first (docs/algorithms.md, 'TRePO readings': anchors), "
+                         f"got {knots}")
     if any(k2 <= k1 for k1, k2 in zip(knots, knots[1:])) or knots[-1] > T:
         raise ValueError(f"TRePO: knots of trajectory {b} must be strictly increasing in 1..{T}, got {knots}")
     if n_branches != len(knots):
@@ -357,6 +360,5 @@ TREPO = register(
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
         requires=trepo_requires,
-        citation="TRePO arXiv 2506.02553 Thm 2 (Eq. 28), Eq. 31, Eq. 33, Alg. 1; docs/algorithms.md, \"TRePO\"",
     )
 )

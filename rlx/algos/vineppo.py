@@ -17,6 +17,7 @@ from rlx.algos.trepo import TRePOConfig, plan_branches, trepo_advantages, trepo_
 @dataclass(frozen=True)
 class VinePPOConfig(TRePOConfig):
     name: str = "vineppo"
+    samples_per_prompt: int = 1  # values come from the K rollouts per step, not from siblings
     branch_selection: str = "step_boundaries"
     rollouts_per_branch: int = 9
     num_branch_points: int | str = "all"
@@ -34,6 +35,5 @@ VINEPPO = register(
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
         requires=trepo_requires,
-        citation="VinePPO arXiv 2410.01679; TRePO arXiv 2506.02553 Remark 8, Thm 2 (Eq. 28), Eq. 31, Eq. 33",
     )
 )

@@ -14,7 +14,6 @@ def build_sampler(cfg, policy, tokenizer, model_path: str, dtype: str, seed: int
     if cfg.name == "vllm":
         from rlx.sampling.vllm import VLLMSampler
 
-        options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
-        options["dtype"] = options["dtype"] or dtype
-        return VLLMSampler(model_path, tokenizer.eos_token_id, seed=seed, **options)
+        resolved = dataclasses.replace(cfg, dtype=cfg.dtype or dtype)  # sampler.dtype null = model.dtype
+        return VLLMSampler(model_path, tokenizer.eos_token_id, resolved, seed=seed)
     raise ValueError(f"sampler.name: unknown sampler {cfg.name!r}")

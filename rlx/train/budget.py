@@ -23,15 +23,6 @@ class Budget:
     time_budget_s: float = 0.0  # stop once wall_train_s >= time_budget_s (0 = no time budget)
     eval_every_tokens: int = 0  # evaluate each time tokens_total crosses a multiple of this (0 = off)
 
-    def validate(self) -> None:
-        for key, value in (("steps", self.steps), ("token_budget", self.token_budget),
-                           ("eval_every_tokens", self.eval_every_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "steps" else 0):
-                raise ValueError(f"train.{key} must be an integer >= {1 if key == 'steps' else 0}, got {value!r}")
-        if isinstance(self.time_budget_s, bool) or not isinstance(self.time_budget_s, (int, float)) \
-                or self.time_budget_s < 0:
-            raise ValueError(f"train.time_budget_s must be a number >= 0, got {self.time_budget_s!r}")
-
     def should_stop(self, step: int, tokens: int, seconds: float) -> str | None:
         """After finishing `step` with `tokens` generated and `seconds` of training so far (cumulative): the name
         of the budget that is spent ("steps", "token_budget", "time_budget_s"), or None to go on."""

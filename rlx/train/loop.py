@@ -72,8 +72,8 @@ class Trainer:
             self.critic = setup.load_critic(self.model_path, cfg.model, self.device)
         dist.broadcast_parameters([self.policy, self.critic])  # identical replicas on every rank
         self.train_policy, self.train_critic, self.reference = setup.wrap_for_strategy(
-            cfg, self.policy, self.critic, self.reference)  # then the optimizers, on what the strategy left
-        self.optimizers = setup.build_optimizers(cfg, self.policy, self.critic)
+            cfg, self.policy, self.critic, self.reference)
+        self.optimizers = setup.build_optimizers(cfg, self.policy, self.critic)  # after the wrap: FSDP2's shards
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         if cfg.train.num_threads > 0:  # after the sampler: a vLLM engine start may change the count
@@ -82,11 +82,12 @@ class Trainer:
                                      if "\n" in self.tokenizer.decode([i]))
         self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
         self._build_step_parts()
-        self.logger = None  # opened by train(), after a resume has truncated metrics.jsonl
+        self.logger = None  # opened by _train(), after a resume has truncated metrics.jsonl
 
     def _build_step_parts(self) -> None:
         cfg = self.cfg
-        self.needs = self.algo.requires(cfg.algo)  # functions of the config alone: computed once, not per step
+        # these two are functions of the config alone: computed once, not per step
+        self.needs = self.algo.requires(cfg.algo)
         self.scorer = Scorer(self.reward_fn, self.task, self.tokenizer, overlong_shape(cfg))
         self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
                                  self.device, cfg.model.logprob_chunk)
@@ -192,6 +193,14 @@ class Trainer:
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
         return checkpoint.save_resumable(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
                                          self.critic, extra, self.cfg.train.keep_last, rundir.checkpoint_meta(self.cfg))
+
+    def close(self) -> None:
+        """The end of every run, finished or preempted, on every rank: the sampler's engine, the logger (a no-op
+        one on ranks > 0), then the process group (a barrier first: no rank leaves while another needs it)."""
+        self.sampler.close()
+        if self.logger is not None:
+            self.logger.close()
+        dist.close()
 
 
 def train(cfg: RunConfig, resolved_config: str = "") -> dict:

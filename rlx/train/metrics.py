@@ -90,7 +90,8 @@ def sign_agreement(advantages: torch.Tensor, mask: torch.Tensor, correct: list[b
     """Share of response tokens with a nonzero advantage whose sign is the outcome's: + in a correct response,
     - in an incorrect one. 1.0 for outcome-only group baselines without whitening; prefix-value estimators
     (TRePO, VinePPO, PPO) credit individual steps, so the gap to 1.0 is how often they disagree with the
-    final answer (a diagnostic of docs/frontier.md, "Make branching pay"). nan-free: 0.0 with no such token."""
+    final answer (a diagnostic of docs/frontier.md, "The compute-matched comparison"). nan-free: 0.0 with no
+    such token."""
     signs = [1.0 if c else -1.0 for c in correct]
     outcome = torch.tensor(signs, dtype=advantages.dtype, device=advantages.device)[:, None]  # [B, 1]
     counted = mask.bool() & (advantages != 0)  # [B, T]

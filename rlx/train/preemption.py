@@ -68,9 +68,7 @@ def checkpoint_and_exit(trainer, step: int, extra: dict, progress) -> None:
     if dist.is_main():
         print(f"[rlx] preempted after step {step}: resumable checkpoint {path}; continue with resume=auto "
               f"(same run directory); exit code {EXIT_CODE}", flush=True)
-        trainer.logger.close()
-    trainer.sampler.close()
-    dist.close()
+    trainer.close()
     exit()
 
 

@@ -31,17 +31,14 @@ def finish(trainer, resolved_config: str, accuracy_before: float, started: float
     reshard(trainer.train_policy)
     ckpt = checkpoint.save_final(trainer.run_dir, trainer.policy, trainer.tokenizer)
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
-        trainer.sampler.close()
-        dist.close()
+        trainer.close()
         return {"accuracy_after": accuracy_after}
     trainer.logger.log(last_step, {"test_accuracy": accuracy_after, "final": True})
     (ckpt / "rlx_config.yaml").write_text(resolved_config)
     summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started,
                             last_step, counters.state())
     trainer.logger.log_summary(summary)
-    trainer.sampler.close()
-    trainer.logger.close()
-    dist.close()
+    trainer.close()
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
           f"({summary['wall_seconds']:.0f}s); run directory {trainer.run_dir}")
     return summary

@@ -125,19 +125,21 @@ class Updater:
         mask = batch.packed.response_mask[rows]  # [b, T], the step's full padded width
         whole = len(rows) == mask.shape[0] == batch.packed.response_mask.shape[0]
         plan = self.forwards.synced_plan(batch.packed, rows)  # torchrun: as many micro-batches on every rank
-        keep = batch.weights.keep if batch.weights is not None else None  # [B, T] rejected tokens leave the counts
+        keep = batch.weights.keep if batch.weights is not None else None  # [B, T] 0 on rejected tokens
+        # the optimizer step's counts, rejected tokens left out; None: the unsplit batch's own counts
         scale = None if whole and len(plan) == 1 and keep is None else AggScale.of(
-            mask if keep is None else mask * keep[rows])  # None: the unsplit batch's own counts
+            mask if keep is None else mask * keep[rows])
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         parts = []
         for i, micro in enumerate(plan):
-            is_last = i == len(plan) - 1  # DDP/FSDP2 average the gradients over ranks in this backward only
+            is_last = i == len(plan) - 1  # DDP/FSDP2 average the gradients over ranks in the last backward only
             with parallel.no_sync(self.train_policy, is_last), parallel.no_sync(self.train_critic, is_last):
                 loss, metrics = self.micro_batch_loss(batch, micro, scale) if micro else self.dummy_loss()
                 loss.backward()
             parts.append((metrics, float(batch.packed.response_mask[micro].sum())))
-        metrics = {"loss": 0.0, **combine(parts)}  # DDP: the gradients are now the mean over ranks
+        metrics = {"loss": 0.0, **combine(parts)}  # a rank whose micro-batches were all dummies reports 0
+        # the gradients are now the mean over ranks (DDP/FSDP2): clipping and the step act on that mean
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
         if self.critic is not None:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.train.grad_clip)

@@ -181,7 +181,7 @@ def test_b5_temperature_schedule():
 
 
 def test_b5_plan_branches_carries_schedule():
-    cfg = TRePOConfig(num_branch_points=3, rollouts_per_branch=3)
+    cfg = TRePOConfig(num_branch_points=3, rollouts_per_branch=3, branch_selection="uniform_grid")
     knots = plan_branches(list(range(12)), [], cfg, torch.Generator().manual_seed(0))
     assert [k.t for k in knots] == [1, 5, 9]
     assert all(k.temperatures == pytest.approx((0.0, 0.5, 1.0)) for k in knots)

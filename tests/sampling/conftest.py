@@ -47,9 +47,10 @@ def hf_model(tiny_model_dir):
 def vllm_sampler(tiny_model_dir, tokenizer):
     # a core dependency (`make install`): missing, the vLLM tests fail rather than skip
     assert importlib.util.find_spec("vllm") is not None, "vLLM is not installed: run `make install`"
+    from rlx.sampling.config import VLLMSamplerConfig
     from rlx.sampling.vllm import VLLMSampler
 
-    sampler = VLLMSampler(str(tiny_model_dir), tokenizer.eos_token_id, dtype="float32", kv_cache_gib=1, seed=0)
+    sampler = VLLMSampler(str(tiny_model_dir), tokenizer.eos_token_id, VLLMSamplerConfig(dtype="float32"), seed=0)
     yield sampler
     sampler.close()
 

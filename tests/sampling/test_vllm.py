@@ -210,9 +210,11 @@ def test_prompt_longer_than_context_names_the_knob(vllm_sampler):
 def test_too_small_kv_cache_fails_at_start_with_the_knob(tiny_model_dir, tokenizer):
     """A real engine start with a KV cache too small for one sequence (own process: one engine each)."""
     code = textwrap.dedent(f"""
+        from rlx.sampling.config import VLLMSamplerConfig
         from rlx.sampling.vllm import VLLMSampler
         try:
-            VLLMSampler({str(tiny_model_dir)!r}, {tokenizer.eos_token_id}, kv_cache_gib=0.0001)
+            VLLMSampler({str(tiny_model_dir)!r}, {tokenizer.eos_token_id},
+                        VLLMSamplerConfig(dtype="float32", kv_cache_gib=0.0001))
         except ValueError as err:
             print("ERROR:", err)
     """)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -28,20 +29,32 @@ def test_missing_vllm_says_make_install(monkeypatch):
         vllm_module.import_vllm()
 
 
-def test_from_config_passes_every_key_and_falls_back_to_the_model_dtype(monkeypatch):
+def test_build_sampler_hands_over_the_whole_config_with_a_null_dtype_resolved(monkeypatch):
     from types import SimpleNamespace
 
     from rlx.sampling import vllm as vllm_module
+    from rlx.sampling.config import VLLMSamplerConfig
+    from rlx.sampling.factory import build_sampler
 
-    seen = {}
+    seen = []
     monkeypatch.setattr(vllm_module.VLLMSampler, "__init__",
-                        lambda self, path, eos, **options: seen.update(path=path, eos=eos, **options))
-    cfg = SimpleNamespace(name="vllm", dtype=None, kv_cache_gib=2.0, gpu_memory_utilization=0.4,
-                          enable_prefix_caching=False, max_model_len=512, block_size=32, seed=7, enforce_eager=True,
-                          num_threads=1, canary_tolerance=None, canary_every=2)
-    vllm_module.VLLMSampler.from_config(cfg, "/models/x", 1, "bfloat16")
-    assert seen["dtype"] == "bfloat16" and seen["block_size"] == 32 and seen["canary_every"] == 2
-    assert set(seen) == set(vllm_module.CONFIG_KEYS) | {"path", "eos"}
+                        lambda self, path, eos, cfg, seed=0: seen.append((path, eos, cfg, seed)))
+    tokenizer = SimpleNamespace(eos_token_id=1, pad_token_id=0)
+    cfg = VLLMSamplerConfig(kv_cache_gib=2.0, enable_prefix_caching=False, max_model_len=512, block_size=32,
+                            canary_every=2)
+    build_sampler(cfg, None, tokenizer, "/models/x", "bfloat16", seed=7)
+    build_sampler(VLLMSamplerConfig(dtype="float32"), None, tokenizer, "/models/x", "bfloat16")
+    assert seen == [("/models/x", 1, dataclasses.replace(cfg, dtype="bfloat16"), 7),  # null: model.dtype
+                    ("/models/x", 1, VLLMSamplerConfig(dtype="float32"), 0)]  # an explicit sampler.dtype wins
+
+
+def test_unresolved_dtype_fails_before_any_engine_starts(monkeypatch):
+    from rlx.sampling import vllm as vllm_module
+    from rlx.sampling.config import VLLMSamplerConfig
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # an engine start would raise ImportError instead
+    with pytest.raises(ValueError, match="sampler.dtype null means model.dtype"):
+        vllm_module.VLLMSampler("/models/x", 1, VLLMSamplerConfig())
 
 
 def test_kv_cache_larger_than_free_memory_says_lower_it(monkeypatch):
