@@ -74,8 +74,8 @@ class TRePOConfig(ClippedAlgoConfig):
     # schedule's branch tokens to the knots with the largest standard error (VinePPO arXiv 2410.01679)
     adaptive_rollouts: bool = False
     adaptive_first_round: int = 2  # M0, in [1, rollouts_per_branch]
-    # train on every branch rollout, with tree advantages (rlx/algos/tree.py; docs/algorithms.md, "Training on
-    # every branch"); false = the paper: branch rollouts only estimate the knot values
+    # train on every branch rollout, with tree advantages (rlx/algos/tree.py and docs/algorithms.md,
+    # "Training on every branch"); false = the paper: branch rollouts only estimate the knot values
     train_on_branches: bool = False
     tree: TreeConfig = field(default_factory=TreeConfig)
 
