@@ -138,7 +138,7 @@ def test_vineppo_is_a_trepo_preset():
 
 
 def test_registry_contents():
-    assert set(REGISTRY) == {"trepo", "grpo", "ppo", "rloo", "remax", "reinforce", "vineppo", "cispo"}
+    assert set(REGISTRY) == {"trepo", "grpo", "ppo", "rloo", "remax", "reinforce", "vineppo", "cispo", "tree"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
