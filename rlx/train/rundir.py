@@ -108,13 +108,16 @@ class RunLock:
     owner: dict
 
     @classmethod
+    def held(cls, run_dir: Path) -> RunLock | None:
+        """The lock of `run_dir` this process took (`rlx train` takes it before Hydra starts), if it still holds it."""
+        lock = _HELD.get(os.path.abspath(run_dir / LOCK_FILE))
+        return lock if lock is not None and read_owner(lock.path) == lock.owner else None
+
+    @classmethod
     def acquire(cls, run_dir: Path, key: str = "output_dir") -> RunLock:
-        """Take `run_dir`'s lock, or keep the one this process already holds; `key` names the setting of
+        """Take `run_dir`'s lock (a second acquire fails, in this process too); `key` names the setting of
         `run_dir` in the error of an unwritable directory."""
         path = run_dir / LOCK_FILE
-        held = _HELD.get(os.path.abspath(path))
-        if held is not None and read_owner(held.path) == held.owner:
-            return held
         me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
@@ -293,7 +296,7 @@ def open_run(cfg: Any, resolved_config: str) -> RunStart:
     main = _is_main_process()
     if main:
         make_run_dir(run_dir)
-    start = RunStart(run_dir, lock=RunLock.acquire(run_dir) if main else None)
+    start = RunStart(run_dir, lock=(RunLock.held(run_dir) or RunLock.acquire(run_dir)) if main else None)
     try:
         if cfg.resume == RESTART and main:
             set_aside_earlier_attempt(run_dir)
