@@ -257,11 +257,11 @@ def test_simultaneous_starts_on_one_directory_leave_the_winner_s_files_alone(tin
         assert loser.returncode == 1
         assert (tmp_path / f"{1 - winner_seed}.err").read_text().startswith(
             f"rlx train: {run_dir} is in use by another rlx run (pid {winner.pid} on {socket.gethostname()}, since ")
-        assert json.loads((run_dir / "rlx.lock").read_text())["pid"] == winner.pid
         overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
         assert f"seed={winner_seed}" in overrides and f"seed={1 - winner_seed}" not in overrides
         for config in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"):
             assert f"\nseed: {winner_seed}\n" in config.read_text(), config
+        assert json.loads((run_dir / "rlx.lock").read_text())["pid"] == winner.pid
     finally:
         winner.send_signal(signal.SIGTERM)
         assert winner.wait(timeout=600) == preemption.EXIT_CODE
