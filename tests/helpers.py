@@ -60,7 +60,7 @@ def paused_in(cmd: list[str], env: dict, phase: str, log: Path) -> subprocess.Po
     return proc
 
 
-def wait_for(ready: Callable[[], bool], seconds: float = 600) -> None:
+def wait_for(ready: Callable[[], bool], seconds: float = 600, interval: float = 0.1) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline and not ready():
-        time.sleep(0.1)
+        time.sleep(interval)

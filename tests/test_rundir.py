@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -235,33 +234,48 @@ def test_every_checkpoint_corrupt_stops_listing_each_and_resume_restart_starts_a
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.5, 0.0])
-def test_simultaneous_starts_on_one_directory_leave_the_winner_s_files_alone(tiny_model_dir, tmp_path, delay):
-    """Two runs started at once on one directory (seeds 0 and 1): one takes the lock, the other fails in one
-    line having written nothing: `.hydra/` and `config.yaml` are the winner's. With the second start 0.5 s behind
-    (the loser's Hydra used to write its `.hydra/` over the winner's, then lose the lock), and together."""
+def test_simultaneous_starts_on_one_directory_leave_the_winner_s_files_alone(tiny_model_dir, tmp_path):
+    """Three runs started at once on one directory (seeds 0, 1, 2): one takes the lock, the others fail in one
+    line having written nothing: `.hydra/` and `config.yaml` are the winner's (the losers' Hydra used to write
+    their `.hydra/` over the winner's, then lose the lock)."""
     from rlx.train.preemption import PAUSE_ENV
 
-    run_dir, procs = tmp_path / "run", []
-    for seed in (0, 1):  # the winner waits in its model load (RLX_PAUSE_AT), holding the lock
+    run_dir, seeds = tmp_path / "run", (0, 1, 2)
+    procs = []
+    for seed in seeds:  # the winner waits in its model load (RLX_PAUSE_AT), holding the lock
         with (tmp_path / f"{seed}.out").open("w") as out, (tmp_path / f"{seed}.err").open("w") as err:
             procs.append(subprocess.Popen(train_cmd(run_dir, tiny_model_dir, f"seed={seed}"), stdout=out, stderr=err,
                                           env={**ENV, PAUSE_ENV: "model_load"}))
-        time.sleep(delay)
-    wait_for(lambda: any(p.poll() is not None for p in procs))
-    [loser] = [p for p in procs if p.poll() is not None]
-    winner_seed = 1 - procs.index(loser)
+    wait_for(lambda: sum(p.poll() is not None for p in procs) >= 2)
+    [winner_seed] = [seed for seed, p in zip(seeds, procs, strict=True) if p.poll() is None]
     winner = procs[winner_seed]
     wait_for(lambda: winner.poll() is not None or "paused in model" in (tmp_path / f"{winner_seed}.out").read_text())
     try:
-        assert loser.returncode == 1
-        assert (tmp_path / f"{1 - winner_seed}.err").read_text().startswith(
-            f"rlx train: {run_dir} is in use by another rlx run (pid {winner.pid} on {socket.gethostname()}, since ")
         overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
-        assert f"seed={winner_seed}" in overrides and f"seed={1 - winner_seed}" not in overrides
+        assert [line for line in overrides.splitlines() if "seed=" in line] == [f"- seed={winner_seed}"]
         for config in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"):
             assert f"\nseed: {winner_seed}\n" in config.read_text(), config
+        for seed in set(seeds) - {winner_seed}:
+            assert procs[seed].returncode == 1
+            assert (tmp_path / f"{seed}.err").read_text().startswith(f"rlx train: {run_dir} is in use by another "
+                                                                     f"rlx run (pid {winner.pid} on ")
         assert json.loads((run_dir / "rlx.lock").read_text())["pid"] == winner.pid
     finally:
         winner.send_signal(signal.SIGTERM)
         assert winner.wait(timeout=600) == preemption.EXIT_CODE
+
+
+@pytest.mark.slow
+def test_the_lock_is_taken_before_hydra_writes_into_the_run_directory(tiny_model_dir, tmp_path):
+    """The deterministic half of the race above: when Hydra's `.hydra/` appears, `rlx.lock` is already there."""
+    from rlx.train.preemption import PAUSE_ENV
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(run_dir, tiny_model_dir), env={**ENV, PAUSE_ENV: "model_load"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is not None or (run_dir / ".hydra").exists(), interval=0.002)
+        assert (run_dir / "rlx.lock").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=600)
