@@ -164,8 +164,8 @@ class Trainer:
             raise preemption.Preempted(phase)
         accuracy = self._greedy_accuracy(phase) if dist.is_main() else 0.0
         accuracy = dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
-        if accuracy == PREEMPTED:
-            raise preemption.Preempted(phase or "training")
+        if phase is not None and accuracy == PREEMPTED:
+            raise preemption.Preempted(phase)
         return accuracy
 
     def _greedy_accuracy(self, phase: str | None) -> float:
