@@ -132,7 +132,7 @@ class LoggerConfig:
 class RunConfig:
     seed: int
     output_dir: str
-    resume: str | None  # null | auto (newest complete checkpoint in the run directory) | a checkpoint path
+    resume: str | None  # null | auto (newest valid checkpoint in the run directory) | restart | a checkpoint path
     train: TrainerConfig
     algo: AlgoConfig  # the registered algorithm's own config dataclass (a subclass)
     model: ModelConfig
@@ -318,10 +318,12 @@ def did_you_mean(key: str, valid: Any, path: str = "", sep: str = ".") -> str:
 
 
 def check_resume(resume: str | None) -> str | None:
-    """`resume` is null, `auto`, or an existing checkpoint directory: a typo fails now, not after model loading."""
-    if resume is not None and resume != "auto" and not Path(resume).is_dir():
+    """`resume` is null, `auto`, `restart` or an existing checkpoint directory: a typo fails now, not after model
+    loading."""
+    if resume not in (None, "auto", "restart") and not Path(resume).is_dir():
         raise ConfigError(f"resume: no checkpoint directory at {resume!r}; use resume=auto (the newest checkpoint "
-                          "of the run directory), resume=null, or the path of a checkpoints/step_<n> directory")
+                          "of the run directory), resume=restart (start again at step 1 in the run directory), "
+                          "resume=null, or the path of a checkpoints/step_<n> directory")
     return resume
 
 

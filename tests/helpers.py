@@ -47,3 +47,20 @@ def assert_same_accuracies(run_dir: Path, reference: Path) -> None:
     before = json.loads((reference / "summary.json").read_text())
     after = json.loads((run_dir / "summary.json").read_text())
     assert (after["accuracy_before"], after["accuracy_after"]) == (before["accuracy_before"], before["accuracy_after"])
+
+
+def paused_in(cmd: list[str], env: dict, phase: str, log: Path) -> subprocess.Popen:
+    """Starts `cmd` with RLX_PAUSE_AT=`phase` (rlx/train/preemption.py), its stdout and stderr to `log`.out and
+    `log`.err, and returns once it says it paused there (ready for a signal), or has exited."""
+    from rlx.train.preemption import PAUSE_ENV
+
+    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
+        proc = subprocess.Popen(cmd, env={**env, PAUSE_ENV: phase}, stdout=out, stderr=err, text=True)
+    wait_for(lambda: proc.poll() is not None or f"{PAUSE_ENV}: paused in" in log.with_suffix(".out").read_text())
+    return proc
+
+
+def wait_for(ready: Callable[[], bool], seconds: float = 600, interval: float = 0.1) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not ready():
+        time.sleep(interval)

@@ -1,5 +1,8 @@
-"""Preemption: a SIGTERM mid-run finishes the step, writes a resumable checkpoint and exits with EXIT_CODE;
-`resume=auto` then logs the same metrics at every step as an uninterrupted run (CPU, the real tiny model)."""
+"""Preemption in every phase: a SIGTERM/SIGUSR1 during start-up, model load or the first evaluation exits with
+EXIT_CODE having nothing to save; mid-run it finishes the step, writes a resumable checkpoint and exits; during the
+final evaluation it checkpoints the last step and `resume=auto` goes straight back into the evaluation. Every
+resumed run logs the same metrics at every step as an uninterrupted run (CPU, the real tiny model, real signals;
+RLX_PAUSE_AT holds a run inside a phase so that the signal lands there)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import pytest
 
 from rlx.train import preemption
 from rlx.train.checkpoint import complete_checkpoints
-from tests.helpers import assert_same_accuracies, resume_matches, run_to_end, signal_when
+from tests.helpers import assert_same_accuracies, metrics, paused_in, resume_matches, run_to_end, signal_when
 
 
 def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -60,6 +63,25 @@ def test_a_preempted_run_checkpoints_then_tears_down_through_the_trainer_once():
         preemption.checkpoint_and_exit(Trainer(), 3, {"elapsed": 1.0}, progress)
     assert exit_info.value.code == preemption.EXIT_CODE
     assert calls == [("progress",), ("checkpoint", 3, {"elapsed": 1.0}), ("close",)]
+
+
+def test_a_signal_in_an_interruptible_phase_raises_at_once_and_one_before_it_on_entry():
+    try:
+        preemption.install()
+        with preemption.within("training"):
+            os.kill(os.getpid(), signal.SIGTERM)  # a step in progress: only the flag
+            assert preemption.requested()
+        with pytest.raises(preemption.Preempted) as stopped, preemption.within("final_eval"):
+            pytest.fail("entered the final evaluation after a signal")  # the signal came before: stopped on entry
+        assert stopped.value.phase == "final_eval"
+        preemption.uninstall()
+        preemption.install()
+        with pytest.raises(preemption.Preempted) as stopped, preemption.within("model_load"):
+            os.kill(os.getpid(), signal.SIGUSR1)  # the handler raises here, mid-phase
+            pytest.fail("the model load went on after a signal")
+        assert stopped.value.phase == "model_load" and preemption._STATE["phase"] == "start-up"
+    finally:
+        preemption.uninstall()
 
 
 @pytest.mark.slow
@@ -115,3 +137,77 @@ def test_sigterm_to_torchrun_stops_both_ranks_after_one_step_and_resumes_exactly
     resume_matches(cmd(run, "resume=auto"), env, run, reference)
     digests = {(d / f"rank_{r}.params.sha256").read_text() for d in (run, reference) for r in range(2)}
     assert len(digests) == 1  # resumed replicas identical to each other and to the uninterrupted run's
+
+
+# --------------------------------------------------------------------------------------- every phase
+def phase_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
+    return train_cmd(run_dir, model_dir, "train.steps=2", *extra)  # the later train.steps wins
+
+
+@pytest.fixture(scope="module")
+def two_step_reference(tiny_model_dir, tmp_path_factory) -> Path:
+    reference = tmp_path_factory.mktemp("phases") / "reference"
+    run_to_end(phase_cmd(reference, tiny_model_dir), {**os.environ, "OMP_NUM_THREADS": "1"})
+    return reference
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_exits_with_the_preemption_code_before_any_model_loads(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"  # the lock is the first thing `rlx train` writes: Hydra and the imports are to come
+    proc = signal_when(phase_cmd(run, tiny_model_dir), {**os.environ, "OMP_NUM_THREADS": "1"},
+                       lambda: (run / "rlx.lock").exists(), signal.SIGTERM, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == preemption.EXIT_CODE, stderr[-3000:]
+    assert ("[rlx] preempted during start-up: no step finished, nothing to save; resume=auto (same run directory) "
+            f"starts again from step 1; exit code {preemption.EXIT_CODE}") in stdout
+    assert "received SIGTERM during start-up: stopping before any model loads" in stderr
+    assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
+    assert not (run / "rlx.lock").exists()
+
+
+@pytest.mark.slow
+def test_sigusr1_during_the_first_evaluation_exits_then_resume_runs_the_whole_run(tiny_model_dir, tmp_path,
+                                                                                  two_step_reference):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = paused_in(phase_cmd(run, tiny_model_dir), env, "first_eval", tmp_path / "first")
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "first.err").read_text()[-3000:]
+    assert ("[rlx] preempted during the first evaluation: no step finished, nothing to save"
+            in (tmp_path / "first.out").read_text())
+    assert not (run / "checkpoints").exists() and _rows(run) == []  # no step 0 row: the evaluation was cut short
+
+    stdout = resume_matches(phase_cmd(run, tiny_model_dir, "resume=auto"), env, run, two_step_reference)
+    assert "resumed from" not in stdout
+    assert_same_accuracies(run, two_step_reference)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_final_evaluation_checkpoints_the_last_step_and_resumes_into_the_evaluation(
+        tiny_model_dir, tmp_path, two_step_reference):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = paused_in(phase_cmd(run, tiny_model_dir), env, "final_eval", tmp_path / "final")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "final.err").read_text()[-3000:]
+    step_2 = run / "checkpoints" / "step_2"
+    assert complete_checkpoints(run / "checkpoints") == [step_2]  # the last step, though no save_every
+    assert (f"[rlx] preempted after step 2 (stopped during the final evaluation): resumable checkpoint {step_2}"
+            in (tmp_path / "final.out").read_text())
+    assert not (run / "summary.json").exists()
+    trained = metrics(two_step_reference)[:3]  # steps 0, 1, 2 without the final evaluation's row
+    assert metrics(run) == trained
+
+    # a signal during the resumed run's model load: its checkpoint stays the one to resume
+    proc = paused_in(phase_cmd(run, tiny_model_dir, "resume=auto"), env, "model_load", tmp_path / "load")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "load.err").read_text()[-3000:]
+    assert (f"[rlx] preempted during model load: no step finished, nothing to save; resume=auto (same run "
+            f"directory) starts again from its checkpoint {step_2}") in (tmp_path / "load.out").read_text()
+    assert complete_checkpoints(run / "checkpoints") == [step_2] and metrics(run) == trained
+
+    stdout = resume_matches(phase_cmd(run, tiny_model_dir, "resume=auto"), env, run, two_step_reference)
+    assert f"resumed from {step_2} (step 2)" in stdout
+    assert "train.steps was spent at step 2: no step to run, on to the final evaluation" in stdout  # none redone
+    assert_same_accuracies(run, two_step_reference)

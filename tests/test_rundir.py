@@ -1,12 +1,14 @@
 """Safe and honest resume, one run per directory (issue 12 items 3 and 4), with the real tiny model, the real
-HF sampler and the real CLI: checkpoint manifests, corrupt-checkpoint fallback, refusal of another run's
-checkpoint, changed settings recorded, weights-only loading, no duplicate metric rows, finished runs left
-alone, the run-directory lock and stale-lock takeover."""
+HF sampler and the real CLI: checkpoint manifests, corrupt-checkpoint fallback, a stop when every checkpoint is
+corrupt (and resume=restart), refusal of another run's checkpoint, changed settings recorded, weights-only
+loading, no duplicate metric rows, finished runs left alone, the run-directory lock (taken before Hydra writes
+into the directory: two simultaneous starts) and stale-lock takeover."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,18 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from rlx.train import checkpoint
+from rlx.train import checkpoint, preemption
+from tests.helpers import wait_for
 
 TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds",
                "wall_train_s", "cpu_train_s"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def train_cmd(run_dir: Path, model_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rlx.cli", "train", "sampler=hf", f"model.path={model_dir}", "train.steps=3",
+            "train.prompts_per_step=4", "train.eval_size=8", "train.eval_every=0", "train.progress_bar=false",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
 def train(run_dir: Path, model_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "rlx.cli", "train", "sampler=hf", f"model.path={model_dir}", "train.steps=3",
-           "train.prompts_per_step=4", "train.eval_size=8", "train.eval_every=0", "train.progress_bar=false",
-           f"hydra.run.dir={run_dir}", *extra]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+    return subprocess.run(train_cmd(run_dir, model_dir, *extra), env=ENV, capture_output=True, text=True, timeout=900)
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -182,3 +188,94 @@ def test_lock_of_a_reused_pid_is_stale(tmp_path, capsys):
     (tmp_path / "rlx.lock").write_text(json.dumps(stale))
     RunLock.acquire(tmp_path).release()
     assert "taking over the stale lock" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_every_checkpoint_corrupt_stops_listing_each_and_resume_restart_starts_again(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    root = run_dir / "checkpoints"
+    for step in (1, 2, 3):
+        folder = root / f"step_{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.pt").write_bytes(b"state")
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if step > 1:
+            checkpoint.write_manifest(folder, step, {})
+    (root / "step_2" / "model.safetensors").write_bytes(b"bit rot")
+    (root / "step_3" / "manifest.json").write_text("{")
+    earlier_rows = '{"step": 0, "test_accuracy": 0.5}\n'
+    (run_dir / "metrics.jsonl").write_text(earlier_rows)
+
+    stopped = train(run_dir, tiny_model_dir, "resume=auto")
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+    assert stopped.stderr.strip() == (
+        f"rlx train: resume=auto: none of the 3 checkpoints in {root} can be resumed, and it will not restart from "
+        "step 1 on its own:\n"
+        f"  skipped {root}/step_3: unreadable manifest.json (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))\n"
+        f"  skipped {root}/step_2: model.safetensors does not match its sha256 in manifest.json (corrupt or "
+        "modified)\n"
+        f"  skipped {root}/step_1: no manifest.json (incomplete, or written by an older rlx)\n"
+        "To train again from step 1 in this run directory use resume=restart (the earlier attempt's files are "
+        "moved aside, not deleted); to resume a checkpoint of your choice, resume=<its path>.")
+    assert "test accuracy" not in stopped.stdout  # stopped before any model loaded
+    assert (run_dir / "metrics.jsonl").read_text() == earlier_rows and not (run_dir / "rlx.lock").exists()
+
+    restarted = train(run_dir, tiny_model_dir, "resume=restart", "train.steps=1")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    [moved] = [p for p in run_dir.iterdir() if p.name.startswith("replaced-")]
+    assert (f"[rlx] resume=restart: starting again at step 1; the earlier attempt's checkpoints, metrics.jsonl "
+            f"moved to {moved}") in restarted.stdout
+    assert sorted(p.name for p in moved.iterdir()) == ["checkpoints", "metrics.jsonl"]
+    assert (moved / "checkpoints" / "step_2" / "model.safetensors").read_bytes() == b"bit rot"
+    assert (moved / "metrics.jsonl").read_text() == earlier_rows
+    assert [row["step"] for row in metrics(run_dir)] == [0, 1, 1] and not root.exists()
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 1
+
+
+@pytest.mark.slow
+def test_simultaneous_starts_on_one_directory_leave_the_winner_s_files_alone(tiny_model_dir, tmp_path):
+    """Three runs started at once on one directory (seeds 0, 1, 2): one takes the lock, the others fail in one
+    line having written nothing: `.hydra/` and `config.yaml` are the winner's (the losers' Hydra used to write
+    their `.hydra/` over the winner's, then lose the lock)."""
+    from rlx.train.preemption import PAUSE_ENV
+
+    run_dir, seeds = tmp_path / "run", (0, 1, 2)
+    procs = []
+    for seed in seeds:  # the winner waits in its model load (RLX_PAUSE_AT), holding the lock
+        with (tmp_path / f"{seed}.out").open("w") as out, (tmp_path / f"{seed}.err").open("w") as err:
+            procs.append(subprocess.Popen(train_cmd(run_dir, tiny_model_dir, f"seed={seed}"), stdout=out, stderr=err,
+                                          env={**ENV, PAUSE_ENV: "model_load"}))
+    wait_for(lambda: sum(p.poll() is not None for p in procs) >= 2)
+    [winner_seed] = [seed for seed, p in zip(seeds, procs, strict=True) if p.poll() is None]
+    winner = procs[winner_seed]
+    wait_for(lambda: winner.poll() is not None or "paused in model" in (tmp_path / f"{winner_seed}.out").read_text())
+    try:
+        overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        assert [line for line in overrides.splitlines() if "seed=" in line] == [f"- seed={winner_seed}"]
+        for config in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"):
+            assert f"\nseed: {winner_seed}\n" in config.read_text(), config
+        for seed in set(seeds) - {winner_seed}:
+            assert procs[seed].returncode == 1
+            assert (tmp_path / f"{seed}.err").read_text().startswith(f"rlx train: {run_dir} is in use by another "
+                                                                     f"rlx run (pid {winner.pid} on ")
+        assert json.loads((run_dir / "rlx.lock").read_text())["pid"] == winner.pid
+    finally:
+        winner.send_signal(signal.SIGTERM)
+        assert winner.wait(timeout=600) == preemption.EXIT_CODE
+
+
+@pytest.mark.slow
+def test_the_lock_is_taken_before_hydra_writes_into_the_run_directory(tiny_model_dir, tmp_path):
+    """The deterministic half of the race above: when Hydra's `.hydra/` appears, `rlx.lock` is already there."""
+    from rlx.train.preemption import PAUSE_ENV
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(run_dir, tiny_model_dir), env={**ENV, PAUSE_ENV: "model_load"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is not None or (run_dir / ".hydra").exists(), interval=0.002)
+        assert (run_dir / "rlx.lock").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=600)

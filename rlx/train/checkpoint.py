@@ -215,4 +215,6 @@ def truncate_metrics(metrics_path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError):  # a line cut short by the kill
             continue
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(metrics_path)  # atomic: a preemption signal during the model load never leaves the file half-written

@@ -27,7 +27,7 @@ from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
 from rlx.sampling.tree import RolloutBatch
-from rlx.train import adaptive, checkpoint, correction, dynamic, record, rollout, rundir, schedule, setup
+from rlx.train import adaptive, checkpoint, correction, dynamic, preemption, record, rollout, rundir, schedule, setup
 from rlx.train import distributed as dist
 from rlx.train.batch import BatchBuilder
 from rlx.train.forwards import Forwards
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from rlx.config import RunConfig
 
 __all__ = ["Trainer", "train"]
+
+PREEMPTED = -1.0  # what `Trainer.evaluate` broadcasts for an evaluation a signal stopped (no accuracy is negative)
 
 
 class Trainer:
@@ -170,11 +172,31 @@ class Trainer:
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
         self.sampler.sync_weights(self.policy, weights=iter_full_parameters(self.policy))  # LoRA: W + BA
 
-    def evaluate(self) -> float:
+    def evaluate(self, phase: str | None = None) -> float:
+        """Greedy test accuracy on `train.eval_size` test problems: rank 0 measures, every rank gets it. With
+        `phase` ("first_eval", "final_eval": no step in progress) a preemption signal cuts it short: when any rank
+        was signalled before it, or rank 0 during it, every rank raises `preemption.Preempted`. Without (an
+        evaluation due at a step), a signal waits for the end of the step."""
+        if phase is not None and preemption.should_stop():
+            raise preemption.Preempted(phase)
+        accuracy = self._greedy_accuracy(phase) if dist.is_main() else 0.0
+        accuracy = dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
+        if phase is not None and accuracy == PREEMPTED:
+            raise preemption.Preempted(phase)
+        return accuracy
+
+    def _greedy_accuracy(self, phase: str | None) -> float:
+        """Rank 0's measurement for `evaluate`: PREEMPTED when a signal stopped it."""
         problems = self.task.test[: self.cfg.train.eval_size]
-        accuracy = greedy_accuracy(self.sampler, self.tokenizer, self.task, problems,
-                                   self.cfg.train.max_new_tokens) if dist.is_main() else 0.0
-        return dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
+        if phase is None:
+            return greedy_accuracy(self.sampler, self.tokenizer, self.task, problems, self.cfg.train.max_new_tokens)
+        try:
+            with preemption.within(phase):  # the signal handler raises Preempted in here
+                preemption.pause_point(phase)
+                return greedy_accuracy(self.sampler, self.tokenizer, self.task, problems,
+                                       self.cfg.train.max_new_tokens)
+        except preemption.Preempted:
+            return PREEMPTED
 
     def resume(self, path: Path | None) -> tuple[int, dict]:
         """(first step to run, saved extra state) from `path`, a checkpoint `rundir.open_run` verified;
@@ -204,21 +226,47 @@ class Trainer:
 
 
 def train(cfg: RunConfig, resolved_config: str = "") -> dict:
-    with rundir.open_run(cfg, resolved_config) as run:  # lock, verified resume, config history: before any model
-        return run.finished or _train(cfg, resolved_config, run.resume_from)
+    """Train `cfg` in its run directory; a preemption signal in any phase stops the run with
+    `preemption.EXIT_CODE`, nothing lost (rlx/train/preemption.py)."""
+    installed = preemption.install()  # `rlx train` installed it at start-up already
+    try:
+        with rundir.open_run(cfg, resolved_config) as run:  # lock, verified resume, config history: before any model
+            return run.finished or _train(cfg, resolved_config, run.resume_from)
+    finally:
+        if installed:
+            preemption.uninstall()
 
 
 def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> dict:
     started = time.time()
-    trainer = Trainer(cfg)
-    first_step, state = trainer.resume(resume_from)
+    if preemption.requested():  # a signal during start-up: leave before any model loads
+        preemption.leave_unsaved("start-up", resume_from)
+    try:
+        with preemption.within("model_load"):  # the handler raises Preempted in here: nothing to save yet
+            preemption.pause_point("model_load")
+            trainer = Trainer(cfg)
+            first_step, state = trainer.resume(resume_from)
+    except preemption.Preempted as stop:
+        preemption.leave_unsaved(stop.phase, resume_from)
     started -= state.get("elapsed", 0.0)
     trainer.logger = (build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config) if dist.is_main()
                       else dist.NullLogger())  # one metrics.jsonl per run
-    if first_step == 1:
-        state["accuracy_before"] = trainer.evaluate()
-        trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
-    accuracy_before = state["accuracy_before"]
+    try:
+        accuracy_before = _accuracy_before(trainer, first_step, state)
+    except preemption.Preempted as stop:
+        preemption.leave_unsaved(stop.phase, resume_from, trainer.close)
     print(f"[rlx] test accuracy before training: {accuracy_before:.3f} on {cfg.train.eval_size} problems")
     last_step, counters = schedule.run_steps(trainer, cfg, first_step, state, started)
     return schedule.finish(trainer, resolved_config, accuracy_before, started, last_step, counters)
+
+
+def _accuracy_before(trainer: Trainer, first_step: int, state: dict) -> float:
+    """The test accuracy before training: measured (step 0 of metrics.jsonl) on a start from step 1, the
+    checkpoint's on a resume. Raises `preemption.Preempted` for a signal since start-up or in this evaluation."""
+    if first_step > 1:
+        if preemption.should_stop():  # every rank: a signal since the model load
+            raise preemption.Preempted("start-up")
+        return state["accuracy_before"]
+    state["accuracy_before"] = trainer.evaluate("first_eval")
+    trainer.logger.log(0, {"test_accuracy": state["accuracy_before"]})
+    return state["accuracy_before"]

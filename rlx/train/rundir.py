@@ -2,9 +2,12 @@
 
 - One run per directory: `rlx.lock` holds the owner's PID, host and process start time; a second run on the
   directory fails at once naming the owner; a lock whose owner is gone (a killed run on this host) is taken
-  over with a message.
+  over with a message. `rlx train` takes it before Hydra writes anything into the directory (rlx/train/app.py);
+  `open_run` then keeps the lock this process holds.
 - `resume=auto` verifies every checkpoint's manifest (sha256 of its files), newest first, and resumes from the
-  newest valid one, saying which it skipped and why; `resume=<path>` must verify. A checkpoint of another
+  newest valid one, saying which it skipped and why; when there are checkpoints but none is valid it stops,
+  listing each with its reason (`resume=restart` starts again at step 1, the earlier attempt's files moved
+  aside); `resume=<path>` must verify. A checkpoint of another
   algorithm, model or LoRA shape is refused naming the differing keys. Changed settings are listed in a
   warning and appended to `config_history.jsonl`; `config.yaml` keeps the run's first configuration.
 - `resume=auto` on a finished run (summary.json for the configured steps) does nothing and says so.
@@ -32,6 +35,10 @@ HISTORY_FILE = "config_history.jsonl"
 IDENTITY_KEYS = ("algo.name", "model.name", "model.path", "model.hub_id", "model.lora.r",
                  "model.lora.target_modules")
 NOT_SETTINGS = ("output_dir", "resume")  # where the run lives, not how it trains
+RESTART = "restart"  # resume=restart: start again at step 1, the earlier attempt's files moved aside
+# What a start from step 1 with resume=restart moves into replaced-<time>/: all a resume or a reader of the run
+# would take for the new attempt's (summary.json would make resume=auto call the new attempt finished)
+EARLIER_ATTEMPT = ("checkpoints", "checkpoint", "summary.json", "metrics.jsonl", "config.yaml", HISTORY_FILE, "samples")
 
 
 class RunDirError(CheckpointError):
@@ -54,15 +61,13 @@ def check_writable(path: Path, key: str = "output_dir") -> None:
         raise RunDirError(f"{key}: cannot write the run directory {path}: no write permission on {probe}")
 
 
-def make_run_dir(path: Path) -> None:
-    check_writable(path)
+def make_run_dir(path: Path, key: str = "output_dir") -> None:
+    """Create the run directory (writing into it is tried by taking its lock, which writes nothing else)."""
+    check_writable(path, key)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".rlx-write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
     except OSError as err:
-        raise RunDirError(f"output_dir: cannot write the run directory {path}: {err.strerror or err}") from None
+        raise RunDirError(f"{key}: cannot write the run directory {path}: {err.strerror or err}") from None
 
 
 # ---------------------------------------------------------------------- lock
@@ -94,13 +99,24 @@ def _describe(owner: dict) -> str:
     return f"pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('since', '?')}"
 
 
+_HELD: dict[str, RunLock] = {}  # absolute lock path -> the lock this process holds (`rlx train` takes it early)
+
+
 @dataclass
 class RunLock:
     path: Path
     owner: dict
 
     @classmethod
-    def acquire(cls, run_dir: Path) -> RunLock:
+    def held(cls, run_dir: Path) -> RunLock | None:
+        """The lock of `run_dir` this process took (`rlx train` takes it before Hydra starts), if it still holds it."""
+        lock = _HELD.get(os.path.abspath(run_dir / LOCK_FILE))
+        return lock if lock is not None and read_owner(lock.path) == lock.owner else None
+
+    @classmethod
+    def acquire(cls, run_dir: Path, key: str = "output_dir") -> RunLock:
+        """Take `run_dir`'s lock (a second acquire fails, in this process too); `key` names the setting of
+        `run_dir` in the error of an unwritable directory."""
         path = run_dir / LOCK_FILE
         me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -110,14 +126,18 @@ class RunLock:
             except FileExistsError:
                 _take_over_if_stale(path)
                 continue
+            except OSError as err:
+                raise RunDirError(f"{key}: cannot write the run directory {run_dir}: {err.strerror or err}") from None
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            lock = cls(path, me)
+            lock = _HELD[os.path.abspath(path)] = cls(path, me)
             atexit.register(lock.release)  # also on errors and Ctrl-C; SIGKILL leaves a stale lock
             return lock
         raise RunDirError(f"{run_dir}: could not take {LOCK_FILE} (another run keeps taking it)")
 
     def release(self) -> None:
+        if _HELD.get(os.path.abspath(self.path)) is self:
+            del _HELD[os.path.abspath(self.path)]
         if read_owner(self.path) == self.owner:  # still ours: nobody took it over
             self.path.unlink(missing_ok=True)
 
@@ -197,8 +217,8 @@ def changed_settings(manifest: dict, cfg: Any) -> dict[str, list]:
 
 
 def resolve_resume(cfg: Any, run_dir: Path, say=print) -> tuple[Path | None, dict | None]:
-    """(checkpoint to resume from, its manifest): verified and compatible, or (None, None) to start fresh."""
-    if cfg.resume is None:
+    """(checkpoint to resume from, its manifest): verified and compatible, or (None, None) to start at step 1."""
+    if cfg.resume in (None, RESTART):
         return None, None
     if cfg.resume != "auto":
         path = Path(cfg.resume)
@@ -217,11 +237,26 @@ def resolve_resume(cfg: Any, run_dir: Path, say=print) -> tuple[Path | None, dic
 
 
 def _newest_valid(run_dir: Path, say) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint that verifies, saying which newer ones it skipped and why; (None, None) when the
+    run directory has none. Checkpoints that all fail verification stop the run (a CheckpointError listing
+    them): starting again at step 1 would silently throw the run's progress away."""
+    skipped = []
     for path in reversed(checkpoint.step_directories(checkpoint.checkpoint_root(run_dir))):
         try:
-            return path, checkpoint.read_manifest(path)
+            manifest = checkpoint.read_manifest(path)
         except CheckpointError as err:
-            say(f"[rlx] resume=auto: skipping {err}")
+            skipped.append(str(err))
+            continue
+        for reason in skipped:
+            say(f"[rlx] resume=auto: skipping {reason}")
+        return path, manifest
+    if skipped:
+        listed = "".join(f"\n  skipped {reason}" for reason in skipped)
+        raise CheckpointError(
+            f"resume=auto: none of the {len(skipped)} checkpoints in {checkpoint.checkpoint_root(run_dir)} can be "
+            f"resumed, and it will not restart from step 1 on its own:{listed}\n"
+            f"To train again from step 1 in this run directory use resume={RESTART} (the earlier attempt's files "
+            "are moved aside, not deleted); to resume a checkpoint of your choice, resume=<its path>.")
     return None, None
 
 
@@ -261,8 +296,10 @@ def open_run(cfg: Any, resolved_config: str) -> RunStart:
     main = _is_main_process()
     if main:
         make_run_dir(run_dir)
-    start = RunStart(run_dir, lock=RunLock.acquire(run_dir) if main else None)
+    start = RunStart(run_dir, lock=(RunLock.held(run_dir) or RunLock.acquire(run_dir)) if main else None)
     try:
+        if cfg.resume == RESTART and main:
+            set_aside_earlier_attempt(run_dir)
         start.finished = finished_summary(run_dir, cfg) if cfg.resume == "auto" else None
         if start.finished is not None:
             if main:
@@ -276,6 +313,22 @@ def open_run(cfg: Any, resolved_config: str) -> RunStart:
         start.__exit__()
         raise
     return start
+
+
+def set_aside_earlier_attempt(run_dir: Path) -> Path | None:
+    """resume=restart: move the files of an earlier attempt (EARLIER_ATTEMPT) into `replaced-<time>/` of the
+    run directory, where no resume looks; returns that folder, or None when there was nothing to move."""
+    found = [run_dir / name for name in EARLIER_ATTEMPT if (run_dir / name).exists()]
+    if not found:
+        return None
+    folder = run_dir / time.strftime("replaced-%Y-%m-%d_%H-%M-%S")
+    folder = folder if not folder.exists() else folder.with_name(f"{folder.name}_{os.getpid()}")
+    folder.mkdir()
+    for path in found:
+        path.rename(folder / path.name)
+    print(f"[rlx] resume={RESTART}: starting again at step 1; the earlier attempt's "
+          f"{', '.join(p.name for p in found)} moved to {folder}")
+    return folder
 
 
 def record_start(run_dir: Path, cfg: Any, resolved_config: str, resume_from: Path | None,

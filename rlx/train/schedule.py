@@ -3,8 +3,9 @@
 It owns the stopping rule (`train.steps`, `train.token_budget`, `train.time_budget_s`, whichever comes first;
 `rlx.train.budget`), the evaluation cadence (every `train.eval_every` steps and every `train.eval_every_tokens`
 generated tokens), resumable checkpoints every `train.save_every` steps, preemption (a SIGTERM/SIGUSR1 flag
-checked after each step; `rlx.train.preemption`), and the end of a run: the final evaluation, the gathered HF
-checkpoint and summary.json. `trainer` is the loop's `Trainer` (duck-typed, so this module imports no upward).
+checked after each step; a signal in the final evaluation checkpoints the last step; `rlx.train.preemption`), and
+the end of a run: the final evaluation, the gathered HF checkpoint and summary.json. `trainer` is the loop's
+`Trainer` (duck-typed, so this module imports no upward).
 """
 
 from __future__ import annotations
@@ -22,11 +23,23 @@ if TYPE_CHECKING:
     from rlx.config import RunConfig
 
 
+def resume_state(accuracy_before: float, started: float, counters: BudgetCounters) -> dict:
+    """The `extra` of a resumable checkpoint: what a resumed run needs beyond weights, optimizers and RNG states."""
+    return {"accuracy_before": accuracy_before, "elapsed": time.time() - started, **counters.state()}
+
+
 def finish(trainer, resolved_config: str, accuracy_before: float, started: float, last_step: int,
-            counters: BudgetCounters) -> dict:
-    """The final evaluation, HF checkpoint (gathered on every rank) and summary.json (rank 0)."""
+           counters: BudgetCounters) -> dict:
+    """The final evaluation, HF checkpoint (gathered on every rank) and summary.json (rank 0). A preemption
+    signal before or during the evaluation writes the last step's resumable checkpoint instead and exits:
+    `resume=auto` then comes straight back here (`run_steps` finds the budget spent)."""
     cfg = trainer.cfg
-    accuracy_after = trainer.evaluate()
+    try:
+        accuracy_after = trainer.evaluate("final_eval")
+    except preemption.Preempted:
+        preemption.checkpoint_and_exit(trainer, last_step, resume_state(accuracy_before, started, counters),
+                                       phase="final_eval")
+    preemption.enter("end")  # seconds from here: a signal lets the run complete (exit 0, nothing to resume)
     dist.write_parameter_digest(trainer.run_dir, trainer.policy)
     reshard(trainer.train_policy)
     ckpt = checkpoint.save_final(trainer.run_dir, trainer.policy, trainer.tokenizer)
@@ -48,29 +61,20 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
               ) -> tuple[int, BudgetCounters]:
     """Train until `train.steps`, `train.token_budget` or `train.time_budget_s` is spent (rlx/train/budget.py),
     evaluating every `train.eval_every` steps and every `train.eval_every_tokens` generated tokens; logs the
-    cumulative `tokens_total` and `wall_train_s` every step. Returns the last step run and the counters."""
+    cumulative `tokens_total` and `wall_train_s` every step. Returns the last step run and the counters.
+    A resumed run whose checkpoint already spent the budget (preempted in the final evaluation) runs no step."""
     t = cfg.train
     budget = Budget(t.steps, t.token_budget, t.time_budget_s, t.eval_every_tokens)
     counters = BudgetCounters.from_state(state)
-    last_step = first_step - 1
+    preemption.enter("training")  # a preemption signal now only raises a flag, checked after each step
+    spent = budget.should_stop(first_step - 1, counters.tokens_total, counters.wall_train_s) if first_step > 1 else None
+    if spent is not None:
+        print(f"[rlx] train.{spent} was spent at step {first_step - 1}: no step to run, on to the final evaluation")
+        return first_step - 1, counters
     progress = progress_bar(cfg, first_step - 1)
-    preemption.install()  # a preemption signal now only raises a flag, checked after each step
     for step in range(first_step, t.steps + 1):
-        step_started, cpu_started = time.time(), time.process_time()
-        metrics = trainer.train_step(step)
-        generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
-        seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
-        before, after = counters.add(round(generated * dist.world_size()), seconds,  # tokens of all ranks
-                                     time.process_time() - cpu_started)  # this rank's CPU time
-        stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
-        metrics.update(counters.state())
-        by_steps = bool(t.eval_every) and step % t.eval_every == 0
-        if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
-            metrics["test_accuracy"] = trainer.evaluate()
-        metrics["wall_seconds"] = time.time() - started
-        trainer.logger.log(step, metrics)
-        last_step = step
-        extra = {"accuracy_before": state["accuracy_before"], "elapsed": time.time() - started, **counters.state()}
+        metrics, stop = _step(trainer, cfg, step, budget, counters, started)
+        extra = resume_state(state["accuracy_before"], started, counters)
         if t.save_every and step % t.save_every == 0 and stop is None:
             trainer.checkpoint(step, extra)
         progress.update(1)
@@ -83,5 +87,25 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
                       f"{counters.wall_train_s:.0f}s of training")
             break
     progress.close()
-    preemption.uninstall()
-    return last_step, counters
+    return step, counters
+
+
+def _step(trainer, cfg: RunConfig, step: int, budget: Budget, counters: BudgetCounters, started: float,
+          ) -> tuple[dict, str | None]:
+    """One training step, its budget bookkeeping, any evaluation due and its metrics row; returns (the step's
+    metrics, the spent budget's name or None to go on)."""
+    t = cfg.train
+    step_started, cpu_started = time.time(), time.process_time()
+    metrics = trainer.train_step(step)
+    generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
+    seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
+    before, after = counters.add(round(generated * dist.world_size()), seconds,  # tokens of all ranks
+                                 time.process_time() - cpu_started)  # this rank's CPU time
+    stop = budget.should_stop(step, counters.tokens_total, counters.wall_train_s)
+    metrics.update(counters.state())
+    by_steps = bool(t.eval_every) and step % t.eval_every == 0
+    if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
+        metrics["test_accuracy"] = trainer.evaluate()
+    metrics["wall_seconds"] = time.time() - started
+    trainer.logger.log(step, metrics)
+    return metrics, stop
