@@ -1,10 +1,11 @@
-"""The step driver: sample -> branch -> score -> freeze the batch -> advantages -> update -> sync -> log.
+"""The step driver: the rollout phase (sample -> branch -> score -> the immutable rollout record), then the
+learning phase (rows of the record -> frozen batch -> advantages -> update), sync, log.
 
 It serves every registered algorithm and never branches on an algorithm's name: the algorithm says which
 inputs it needs (`requires`, checked once at start-up by `setup`), which branch rollouts it wants
 (`plan_branches`), turns the frozen batch into advantages (`advantages`) and defines the losses. Where each
-tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), rewards in
-`scoring`, the frozen batch (token rewards, KL rewards, pi_old / pi_ref / critic values) in `batch`, the
+tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), deeper forks and the
+record in `record` (rlx/sampling/tree.py's types), rewards in `scoring`, the frozen batch (token rewards, KL rewards, pi_old / pi_ref / critic values) in `batch`, the
 optimizer steps in `update`, every model forward's micro-batching in `forwards`.
 """
 
@@ -111,9 +112,9 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         timer = PhaseTimer()
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
-        record, extra = self.rollouts(problems, step, timer)
+        rollout_batch, extra = self.rollouts(problems, step, timer)  # the step's immutable rollout record
         with timer("train"):
-            rows = self.batches.rows(record)  # what is trained: the responses, with train_on_branches every node
+            rows = self.batches.rows(rollout_batch)  # what is trained: the responses, with train_on_branches every node
             batch = self.batches.build(rows, self.batches.pack(rows))
             advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
             returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
@@ -124,10 +125,10 @@ class Trainer:
                                                    batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
                                                    batch.old_values, returns, sampler_logp, weights), step)
         if self.logger.wants_samples(step):
-            self.logger.log_samples(step, sample_rows(self.tokenizer, record, advantages))
+            self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
-        return dist.mean_metrics({**step_metrics(record, rows, advantages, batch.packed.response_mask), **metrics,
+        return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed.response_mask), **metrics,
                                   **extra, **timer.seconds})
 
     def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
