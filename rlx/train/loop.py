@@ -5,8 +5,8 @@ It serves every registered algorithm and never branches on an algorithm's name: 
 inputs it needs (`requires`, checked once at start-up by `setup`), which branch rollouts it wants
 (`plan_branches`), turns the frozen batch into advantages (`advantages`) and defines the losses. Where each
 tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), deeper forks and the
-record in `record` (rlx/sampling/tree.py's types), rewards in `scoring`, the frozen batch (token rewards, KL rewards, pi_old / pi_ref / critic values) in `batch`, the
-optimizer steps in `update`, every model forward's micro-batching in `forwards`.
+record in `record` (rlx/sampling/tree.py's types), rewards in `scoring`, the frozen batch (token rewards, KL
+rewards, pi_old / pi_ref / critic values) in `batch`, the optimizer steps in `update`, every model forward's micro-batching in `forwards`.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ class Trainer:
             self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
-        return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed.response_mask), **metrics,
-                                  **extra, **timer.seconds})
+        return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed.response_mask),
+                                  **metrics, **extra, **timer.seconds})
 
     def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
         """The rollout phase: responses, branch rollouts (and deeper forks), every node scored once, frozen into
