@@ -6,7 +6,8 @@ inputs it needs (`requires`, checked once at start-up by `setup`), which branch 
 (`plan_branches`), turns the frozen batch into advantages (`advantages`) and defines the losses. Where each
 tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), deeper forks and the
 record in `record` (rlx/sampling/tree.py's types), rewards in `scoring`, the frozen batch (token rewards, KL
-rewards, pi_old / pi_ref / critic values) in `batch`, the optimizer steps in `update`, every model forward's micro-batching in `forwards`.
+rewards, pi_old / pi_ref / critic values) in `batch`, the optimizer steps in `update`, every model forward's
+micro-batching in `forwards`.
 """
 
 from __future__ import annotations
