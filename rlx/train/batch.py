@@ -52,15 +52,8 @@ class BatchBuilder:
         self.needs = self.algo.requires(self.cfg.algo)
 
     def rows(self, record: RolloutBatch) -> list[tuple[RolloutTree, int]]:
-        """The step's training rows as (tree, node index): every response, in prompt then sample order; with
-        TREE_ROWS also every branch rollout that is not a duplicate and was sampled at the training temperature
-        (docs/algorithms.md, "Training on every branch"), tree by tree after the responses."""
-        rows = record.responses()
-        if TREE_ROWS not in self.needs:
-            return rows
-        tau = self.cfg.train.temperature
-        return rows + [(tree, i) for tree in record.trees for i, n in enumerate(tree.nodes)
-                       if n.parent >= 0 and not n.duplicate and n.temperature == tau]
+        """The step's training rows (`training_rows`), by the algorithm's declared inputs."""
+        return training_rows(record, TREE_ROWS in self.needs, self.cfg.train.temperature)
 
     def pack(self, rows: list[tuple[RolloutTree, int]]) -> PackedBatch:
         """The rows as context + own-token sequences, packed once: the entropy knot scores and `build` read them."""
@@ -124,6 +117,18 @@ class BatchBuilder:
         for row, (b, i, m, tree, c) in enumerate(where):
             rewards[b][i][m] = rewards[b][i][m] + kl[row, : len(tree.nodes[c].token_ids)]
         return rewards
+
+
+def training_rows(record: RolloutBatch, every_node: bool, temperature: float) -> list[tuple[RolloutTree, int]]:
+    """(tree, node index) of every response, in prompt then sample order; with `every_node` (TREE_ROWS) also
+    every branch rollout that is not a duplicate and was sampled at the training `temperature`, tree by tree after
+    the responses (docs/algorithms.md, "Training on every branch"). Rows of one tree share its group id, so
+    mini-batches (`update.mini_batch_rows`) keep a tree whole."""
+    rows = record.responses()
+    if not every_node:
+        return rows
+    return rows + [(tree, i) for tree in record.trees for i, n in enumerate(tree.nodes)
+                   if n.parent >= 0 and not n.duplicate and n.temperature == temperature]
 
 
 def knot_children(tree: RolloutTree, i: int) -> list[tuple[int, list[int]]]:

@@ -192,3 +192,25 @@ def test_tempo_declares_the_record_rows():
     assert TREE_ROWS not in get("rloo").requires(RLOOConfig())
     with pytest.raises(ValueError, match="algo.tempo=true adds TD terms to outcome advantages"):
         GRPOConfig(tempo=True, supervision="process").validate()
+
+
+def test_training_rows_and_mini_batches_keep_a_tree_whole():
+    """Responses first (prompt then sample order), then each tree's trainable branch nodes: a duplicate (shared
+    greedy generation) and a rollout off the training temperature are not rows; a tree's rows share its group."""
+    from dataclasses import replace
+
+    from rlx.train.batch import training_rows
+    from rlx.train.update import mini_batch_rows
+
+    tree = hand_tree()
+    nodes = list(tree.nodes)
+    nodes[3] = replace(nodes[3], temperature=0.0)  # greedy: not at train.temperature 1.0
+    nodes[4] = replace(nodes[4], duplicate=True)
+    other = RolloutTree(None, 1, (3,), (node(-1, 0, 2, 1.0), node(0, 1, 1, 0.0, 2)))
+    batch = RolloutBatch((replace(tree, nodes=tuple(nodes)), other), policy_version=0)
+    rows = training_rows(batch, True, 1.0)
+    assert [(t.group, i) for t, i in rows] == [(0, 0), (0, 1), (1, 0), (0, 2), (0, 5), (1, 1)]
+    assert [(t.group, i) for t, i in training_rows(batch, False, 1.0)] == [(0, 0), (0, 1), (1, 0)]
+    groups = torch.tensor([t.group for t, _ in rows])
+    parts = mini_batch_rows(groups, 2, torch.Generator().manual_seed(0))
+    assert sorted(sorted(p) for p in parts) == [[0, 1, 3, 4], [2, 5]]
