@@ -1,4 +1,4 @@
-"""TRePO: Trajectory-level Policy Optimisation (arXiv 2506.02553, §3; docs/algorithms.md, "TRePO").
+"""TRePO: Token-Reinforced Policy Optimization (arXiv 2506.02553, §3; docs/algorithms.md, "TRePO").
 
 Per token t of a sampled response W, Theorem 2 (Eq. 28) gives the advantage
     A_t = E RM(W^(t+1)) - E RM(W^(t)),
