@@ -112,12 +112,19 @@ def group_normalize(
 
 def outcome_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
     """Outcome: every token of response i gets A_i (TRePO Corollary 1 form) -> [B, T]."""
-    mask = inp.response_mask  # [B, T]
-    scores = sequence_scores(inp.token_rewards, mask)  # [B]
-    adv = group_normalize(scores, inp.group_ids, cfg.scale_by_std, cfg.ddof, cfg.std_eps)  # [B]
-    if cfg.tempo:  # TEMPO: V(prefix) = mean group-normalised reward of the responses through it
-        return adv.unsqueeze(1) * mask + prefix_td(row_tokens(inp), adv, inp.group_ids, mask)  # [B, T]
-    return adv.unsqueeze(1) * mask  # [B, T]
+    return outcome_scores(inp, cfg).unsqueeze(1) * inp.response_mask  # [B, T]
+
+
+def outcome_scores(inp: AdvantageInputs, cfg) -> torch.Tensor:
+    """A_i = the group-normalised outcome of each response -> [B]."""
+    scores = sequence_scores(inp.token_rewards, inp.response_mask)  # [B]
+    return group_normalize(scores, inp.group_ids, cfg.scale_by_std, cfg.ddof, cfg.std_eps)  # [B]
+
+
+def tempo_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
+    """TEMPO: A_i + the TD terms of the group's prefix tree, V(prefix) = the mean A_i through it -> [B, T]."""
+    adv = outcome_scores(inp, cfg)  # [B]
+    return adv.unsqueeze(1) * inp.response_mask + prefix_td(row_tokens(inp), adv, inp.group_ids, inp.response_mask)
 
 
 def _combine_step_reward(r, cfg: GRPOConfig) -> float:
@@ -189,7 +196,7 @@ def sentence_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
 
 def grpo_advantages(inp: AdvantageInputs, cfg: GRPOConfig) -> torch.Tensor:
     if cfg.supervision == "outcome":
-        return outcome_advantages(inp, cfg)
+        return tempo_advantages(inp, cfg) if cfg.tempo else outcome_advantages(inp, cfg)
     if cfg.supervision == "process":
         return process_advantages(inp, cfg)
     if cfg.supervision == "sentence":
