@@ -52,13 +52,30 @@ class TinyModelSpec:
     target_accuracy: float = 0.3  # stop SFT once greedy dev accuracy reaches this
     dev_size: int = 256
     max_new_tokens: int = 56
+    task: arith.ArithSpec = arith.ArithSpec()  # the task the warm start learns (train stream) and is tested on
+
+    def architecture(self) -> dict:
+        """Every field but the task: the spec as the cache digest and build_info.json have always written it."""
+        fields = dataclasses.asdict(self)
+        del fields["task"]
+        return fields
 
     def digest(self) -> str:
-        """Names the cache directory: any change to the spec, the task or the recipe is a new model."""
-        recipe = {"spec": dataclasses.asdict(self), "task": dataclasses.asdict(arith.ArithSpec()),
+        """Names the cache directory: any change to the spec, the task or the recipe is a new model. The task
+        sits under its own key (where it was before it became a field), so the default model keeps its digest."""
+        recipe = {"spec": self.architecture(), "task": dataclasses.asdict(self.task),
                   "alphabet": ALPHABET, "version": BUILD_VERSION}
         text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# `model=tiny_long`: warm-started on `data=arith_long` (arith.LONG_SPEC). Its responses are ~5x longer, so the
+# context and the dev evaluation's generation budget grow with them; SFT stops once greedy dev accuracy reaches
+# the target (leaving RL room to learn) or at sft_max_steps, which bounds the build time (~0.9 CPU-s a step).
+TINY_LONG = TinyModelSpec(max_position=512, max_new_tokens=176, task=arith.LONG_SPEC, sft_eval_from=200,
+                          target_accuracy=0.25, sft_max_steps=1000)
+
+TINY_MODELS: dict[str, TinyModelSpec] = {"tiny": TinyModelSpec(), "tiny_long": TINY_LONG}  # by `model.name`
 
 
 def default_cache_dir() -> Path:
@@ -103,14 +120,14 @@ def _build(spec: TinyModelSpec, out_dir: Path) -> dict:
     torch.manual_seed(spec.seed)
     tokenizer = build_char_tokenizer()
     model = Qwen2ForCausalLM(_qwen2_config(spec, tokenizer))
-    dev = arith.train_problems(spec.dev_size, seed=-1)  # a dev slice, disjoint from the test split
+    dev = arith.train_problems(spec.dev_size, seed=-1, spec=spec.task)  # a dev slice, disjoint from the test split
     steps, dev_acc = _supervised_warm_start(model, tokenizer, spec, dev)
-    test_acc = greedy_accuracy(model, tokenizer, arith.test_problems(), spec.max_new_tokens)
+    test_acc = greedy_accuracy(model, tokenizer, arith.test_problems(spec.task), spec.max_new_tokens)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    info = {"spec": dataclasses.asdict(spec), "sft_steps": steps, "dev_accuracy": dev_acc,
-            "test_accuracy": test_acc,
+    info = {"spec": spec.architecture(), "task": dataclasses.asdict(spec.task), "sft_steps": steps,
+            "dev_accuracy": dev_acc, "test_accuracy": test_acc,
             "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": time.time() - started}
     (out_dir / "build_info.json").write_text(json.dumps(info, indent=2))
     _check_tokenizer_round_trip(out_dir)
@@ -136,7 +153,7 @@ def _qwen2_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
 
 def _supervised_warm_start(model, tokenizer, spec: TinyModelSpec, dev) -> tuple[int, float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, weight_decay=0.0)
-    data = arith.train_problems(spec.sft_batch_size * spec.sft_max_steps // 4, seed=spec.seed)
+    data = arith.train_problems(spec.sft_batch_size * spec.sft_max_steps // 4, seed=spec.seed, spec=spec.task)
     accuracy = 0.0
     for step in range(1, spec.sft_max_steps + 1):
         start = (step - 1) * spec.sft_batch_size % len(data)
