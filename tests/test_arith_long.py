@@ -12,13 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from rlx.config import parse_run_config
 from rlx.data import arith
 from rlx.models.config import ModelConfig
-from rlx.recipes.tiny import TINY_LONG, TINY_MODELS, TinyModelSpec, greedy_accuracy, tiny_model_path
+from rlx.recipes.tiny import TINY_LONG, TINY_MODELS, TinyModelSpec, build_tiny_model, greedy_accuracy, tiny_model_path
 
 DEFAULT_TINY_DIGEST = "eec1130745"  # the digest before the task became part of the spec: must never change
 
@@ -61,6 +62,33 @@ def test_default_tiny_model_keeps_its_digest_and_the_long_model_has_its_own():
     assert tiny_model_path(TINY_LONG, Path("/c")) == Path(f"/c/tiny-qwen2-{TINY_LONG.digest()}")
 
 
+def test_long_model_continues_from_the_default_model_and_its_digest_names_it():
+    assert TINY_LONG.init_from == TinyModelSpec() and TinyModelSpec().init_from is None
+    assert TINY_LONG.architecture()["init_from"] == DEFAULT_TINY_DIGEST
+    assert "init_from" not in TinyModelSpec().architecture()  # the default digest's recipe text is unchanged
+    other_source = dataclasses.replace(TINY_LONG, init_from=dataclasses.replace(TinyModelSpec(), seed=1))
+    from_scratch = dataclasses.replace(TINY_LONG, init_from=None)
+    assert len({TINY_LONG.digest(), other_source.digest(), from_scratch.digest()}) == 3
+
+
+def test_warm_start_loads_the_source_weights_and_builds_the_source_if_missing(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    source = TinyModelSpec(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                           max_position=32, sft_max_steps=2, sft_eval_from=99, sft_batch_size=4, dev_size=2,
+                           max_new_tokens=8)
+    # lr 0: SFT leaves the weights as loaded, so they must equal the source's bit for bit
+    follower = dataclasses.replace(source, max_position=64, init_from=source, sft_lr=0.0, seed=5)
+    info = build_tiny_model(follower, tmp_path / "follower", cache_dir=tmp_path)
+    assert (tiny_model_path(source, tmp_path) / "build_info.json").is_file()  # built on demand into the cache
+    assert info["spec"]["init_from"] == source.digest() and info["spec"]["max_position"] == 64
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "follower"))
+    original = AutoModelForCausalLM.from_pretrained(str(tiny_model_path(source, tmp_path)))
+    assert loaded.config.max_position_embeddings == 64 and original.config.max_position_embeddings == 32
+    state, source_state = loaded.state_dict(), original.state_dict()
+    assert state.keys() == source_state.keys() and all(torch.equal(state[k], source_state[k]) for k in state)
+
+
 def test_data_option_is_the_long_spec_of_the_arith_task():
     cfg = parse_run_config(compose_train("data=arith_long"))
     assert cfg.data.name == "arith" and cfg.data.spec() == arith.LONG_SPEC
@@ -93,7 +121,7 @@ def test_long_model_starts_in_the_band_rl_needs(tiny_long_dir):
 
     assert tiny_long_dir == tiny_model_path(TINY_LONG)
     info = json.loads((tiny_long_dir / "build_info.json").read_text())
-    assert info["task"] == dataclasses.asdict(arith.LONG_SPEC)
+    assert info["task"] == dataclasses.asdict(arith.LONG_SPEC) and info["spec"]["init_from"] == DEFAULT_TINY_DIGEST
     assert 0.15 <= info["test_accuracy"] <= 0.40, info
     model = AutoModelForCausalLM.from_pretrained(str(tiny_long_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_long_dir))
