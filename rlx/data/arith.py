@@ -33,6 +33,12 @@ class ArithSpec:
     test_seed: int = 1234  # fixed: the test set is the same for every run seed
 
 
+# `data=arith_long` (conf/data/arith_long.yaml): 6-10 steps per problem, so reference responses run 56-143
+# tokens (mean ~100) under the character tokenizer and a mistake in the middle of a chain decides the outcome:
+# the horizon on which credit assignment matters. `model=tiny_long` is warm-started on exactly this spec.
+LONG_SPEC = ArithSpec(min_ops=6, max_ops=10)
+
+
 def _draw_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[str], int]:
     """One problem: question text, solution lines, final answer. Running totals stay non-negative.
 

@@ -52,13 +52,37 @@ class TinyModelSpec:
     target_accuracy: float = 0.3  # stop SFT once greedy dev accuracy reaches this
     dev_size: int = 256
     max_new_tokens: int = 56
+    task: arith.ArithSpec = arith.ArithSpec()  # the task the warm start learns (train stream) and is tested on
+    # Curriculum: start SFT from this (already built, cached) model's weights instead of a seeded random init.
+    init_from: TinyModelSpec | None = None
+
+    def architecture(self) -> dict:
+        """Every field but the task: the spec as the cache digest and build_info.json have always written it.
+        A warm start's source appears as its digest; without one the key is left out (old digests stay)."""
+        own = [f.name for f in dataclasses.fields(self) if f.name not in ("task", "init_from")]
+        fields = {name: getattr(self, name) for name in own}
+        if self.init_from is not None:
+            fields["init_from"] = self.init_from.digest()
+        return fields
 
     def digest(self) -> str:
-        """Names the cache directory: any change to the spec, the task or the recipe is a new model."""
-        recipe = {"spec": dataclasses.asdict(self), "task": dataclasses.asdict(arith.ArithSpec()),
+        """Names the cache directory: any change to the spec, the task or the recipe is a new model. The task
+        sits under its own key (where it was before it became a field), so the default model keeps its digest."""
+        recipe = {"spec": self.architecture(), "task": dataclasses.asdict(self.task),
                   "alphabet": ALPHABET, "version": BUILD_VERSION}
         text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# `model=tiny_long`: a curriculum. SFT from scratch on the long chains learns the per-step arithmetic too slowly
+# (~0.04 greedy accuracy after 500 steps), so it continues from the default model's weights (which already
+# does one step right most of the time) on `data=arith_long` (arith.LONG_SPEC), with a 512-position context and
+# the dev evaluation's generation budget grown with the ~5x longer responses. SFT stops once greedy dev accuracy
+# reaches the target (leaving RL room to learn) or at sft_max_steps, which bounds the build (~0.85 CPU-s a step).
+TINY_LONG = TinyModelSpec(max_position=512, max_new_tokens=176, task=arith.LONG_SPEC, init_from=TinyModelSpec(),
+                          sft_eval_from=300, sft_eval_every=25, target_accuracy=0.25, sft_max_steps=500)
+
+TINY_MODELS: dict[str, TinyModelSpec] = {"tiny": TinyModelSpec(), "tiny_long": TINY_LONG}  # by `model.name`
 
 
 def default_cache_dir() -> Path:
@@ -77,7 +101,7 @@ def ensure_tiny_model(spec: TinyModelSpec, cache_dir: Path | None = None) -> Pat
     log.info("building the tiny model into %s (one-time, a few minutes)", path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_model(spec, tmp)
+    build_tiny_model(spec, tmp, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(path)
@@ -86,35 +110,46 @@ def ensure_tiny_model(spec: TinyModelSpec, cache_dir: Path | None = None) -> Pat
     return path
 
 
-def build_tiny_model(spec: TinyModelSpec, out_dir: Path) -> dict:
+def build_tiny_model(spec: TinyModelSpec, out_dir: Path, cache_dir: Path | None = None) -> dict:
     # One thread: the model's matmuls are too small to gain from a second one, OpenMP spin-waits make two
     # threads several times slower whenever anything else runs on the machine, and a fixed thread count
     # keeps the build bitwise deterministic for a seed.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build(spec, out_dir)
+        return _build(spec, out_dir, cache_dir)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build(spec: TinyModelSpec, out_dir: Path) -> dict:
+def _build(spec: TinyModelSpec, out_dir: Path, cache_dir: Path | None) -> dict:
     started = time.time()
     torch.manual_seed(spec.seed)
     tokenizer = build_char_tokenizer()
-    model = Qwen2ForCausalLM(_qwen2_config(spec, tokenizer))
-    dev = arith.train_problems(spec.dev_size, seed=-1)  # a dev slice, disjoint from the test split
+    model = _initial_model(spec, tokenizer, cache_dir)
+    dev = arith.train_problems(spec.dev_size, seed=-1, spec=spec.task)  # a dev slice, disjoint from the test split
     steps, dev_acc = _supervised_warm_start(model, tokenizer, spec, dev)
-    test_acc = greedy_accuracy(model, tokenizer, arith.test_problems(), spec.max_new_tokens)
+    test_acc = greedy_accuracy(model, tokenizer, arith.test_problems(spec.task), spec.max_new_tokens)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    info = {"spec": dataclasses.asdict(spec), "sft_steps": steps, "dev_accuracy": dev_acc,
-            "test_accuracy": test_acc,
+    info = {"spec": spec.architecture(), "task": dataclasses.asdict(spec.task), "sft_steps": steps,
+            "dev_accuracy": dev_acc, "test_accuracy": test_acc,
             "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": time.time() - started}
     (out_dir / "build_info.json").write_text(json.dumps(info, indent=2))
     _check_tokenizer_round_trip(out_dir)
     return info
+
+
+def _initial_model(spec: TinyModelSpec, tokenizer, cache_dir: Path | None) -> Qwen2ForCausalLM:
+    """A seeded random init, or the weights of `spec.init_from` (built first if missing) under this spec's config:
+    RoPE has no position weights, so a longer context needs no new parameters; any shape mismatch raises."""
+    config = _qwen2_config(spec, tokenizer)
+    if spec.init_from is None:
+        return Qwen2ForCausalLM(config)
+    source = ensure_tiny_model(spec.init_from, cache_dir)
+    log.info("warm-starting from %s", source)
+    return Qwen2ForCausalLM.from_pretrained(str(source), config=config, use_safetensors=True)
 
 
 def _qwen2_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
@@ -136,7 +171,7 @@ def _qwen2_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
 
 def _supervised_warm_start(model, tokenizer, spec: TinyModelSpec, dev) -> tuple[int, float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, weight_decay=0.0)
-    data = arith.train_problems(spec.sft_batch_size * spec.sft_max_steps // 4, seed=spec.seed)
+    data = arith.train_problems(spec.sft_batch_size * spec.sft_max_steps // 4, seed=spec.seed, spec=spec.task)
     accuracy = 0.0
     for step in range(1, spec.sft_max_steps + 1):
         start = (step - 1) * spec.sft_batch_size % len(data)
