@@ -138,7 +138,11 @@ class Trainer:
         extra.update(adaptive_metrics)
         with timer("score"):
             self.scorer.score_drafts(trees)
-        return record.freeze(trees, policy_version=step - 1), extra
+        return record.freeze(trees, policy_version=self.generating_version(step)), extra
+
+    def generating_version(self, step: int) -> int:
+        """The policy version (updates applied) whose weights generate step `step`: the previous step's here."""
+        return step - 1
 
     def branch(self, trajs, step: int) -> tuple[list[rollout.Branches], dict[str, float]]:
         """Phase 2: the planned branch rollouts; with algo.adaptive_rollouts in two rounds (rlx/train/adaptive.py)."""
@@ -160,6 +164,9 @@ class Trainer:
     def sync(self) -> None:
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
         self.sampler.sync_weights(self.policy, weights=iter_full_parameters(self.policy))  # LoRA: W + BA
+
+    def close(self) -> None:
+        self.sampler.close()
 
     def evaluate(self) -> float:
         problems = self.task.test[: self.cfg.train.eval_size]
@@ -193,7 +200,14 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
 
 def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> dict:
     started = time.time()
-    trainer = Trainer(cfg)
+    if cfg.train.rollout_workers:  # disaggregated: this rank trains or only generates (rlx/train/async_rollouts.py)
+        from rlx.train import async_rollouts
+
+        if async_rollouts.place(cfg) == async_rollouts.GENERATE:
+            return async_rollouts.serve(cfg)
+        trainer = async_rollouts.AsyncTrainer(cfg)
+    else:
+        trainer = Trainer(cfg)
     first_step, state = trainer.resume(resume_from)
     started -= state.get("elapsed", 0.0)
     trainer.logger = (build_logger(cfg.logger, trainer.run_dir, resolved_config=resolved_config) if dist.is_main()

@@ -31,7 +31,7 @@ def finish(trainer, resolved_config: str, accuracy_before: float, started: float
     reshard(trainer.train_policy)
     ckpt = checkpoint.save_final(trainer.run_dir, trainer.policy, trainer.tokenizer)
     if not dist.is_main():  # rank 0 alone writes the checkpoint and summary
-        trainer.sampler.close()
+        trainer.close()
         dist.close()
         return {"accuracy_after": accuracy_after}
     trainer.logger.log(last_step, {"test_accuracy": accuracy_after, "final": True})
@@ -39,7 +39,7 @@ def finish(trainer, resolved_config: str, accuracy_before: float, started: float
     summary = write_summary(cfg, trainer.run_dir, trainer.task, ckpt, (accuracy_before, accuracy_after), started,
                             last_step, counters.state())
     trainer.logger.log_summary(summary)
-    trainer.sampler.close()
+    trainer.close()
     trainer.logger.close()
     dist.close()
     print(f"[rlx] test accuracy: {accuracy_before:.3f} -> {accuracy_after:.3f} "
@@ -58,9 +58,13 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
     last_step = first_step - 1
     progress = progress_bar(cfg, first_step - 1)
     preemption.install()  # a preemption signal now only raises a flag, checked after each step
+    extra = {"accuracy_before": state["accuracy_before"], "elapsed": time.time() - started, **counters.state()}
     for step in range(first_step, t.steps + 1):
         step_started, cpu_started = time.time(), time.process_time()
-        metrics = trainer.train_step(step)
+        try:
+            metrics = trainer.train_step(step)
+        except preemption.RunAborted as err:  # e.g. a generation worker died or hangs: checkpoint, stop
+            preemption.checkpoint_and_abort(trainer, step - 1, extra, progress, err)
         generated = metrics["tokens_policy"] + metrics["tokens_branch"] + metrics.get("tokens_dropped", 0.0)
         seconds = dist.broadcast_from_main(time.time() - step_started)  # every rank stops at the same step
         before, after = counters.add(round(generated * dist.world_size()), seconds,  # tokens of all ranks
