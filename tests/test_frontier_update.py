@@ -83,7 +83,7 @@ def test_loss_weights_per_mode_and_the_overlong_filter():
     assert mis.metrics["rc_rejected_frac"] == pytest.approx(2 / 5)
     only_filter = loss_weights(RolloutCorrectionConfig(), mask, None, None, torch.tensor([False, True]))
     assert torch.equal(only_filter.keep, torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=DT))
-    cfg = SimpleNamespace(train=SimpleNamespace(overlong_filter=False), algo=TRePOConfig())
+    cfg = SimpleNamespace(train=TrainerConfig(), algo=TRePOConfig())
     nodes = [SimpleNamespace(logprobs=(-1.0, -2.0, -3.0), finished=True),
              SimpleNamespace(logprobs=(-0.5, -0.25), finished=True)]
     advantages = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from rlx.algos.dapo import overlong_filter_mask
+from rlx.algos.decoupled import behaviour_weights
 from rlx.algos.rollout_correction import (
     correction_metrics,
     correction_weights,
@@ -28,6 +29,7 @@ from rlx.algos.rollout_correction import (
     sampler_logp_tensor,
     split_weights,
 )
+from rlx.algos.stats import masked_mean
 
 __all__ = ["LossWeights", "loss_weights", "mismatch", "step_weights"]
 
@@ -42,35 +44,44 @@ class LossWeights:
 
 
 def loss_weights(rc_cfg, mask: torch.Tensor, old_logp: torch.Tensor | None, sampler_logp: torch.Tensor | None,
-                 finished: torch.Tensor | None) -> LossWeights:
+                 finished: torch.Tensor | None, decoupled: bool = False) -> LossWeights:
     """The step's loss weights. `finished` [B] bool is given only with train.overlong_filter; `old_logp` and
-    `sampler_logp` [B, T] are needed only when rc_cfg.mode != "none" (the update then freezes pi_old)."""
+    `sampler_logp` [B, T] are needed only when rc_cfg.mode != "none" or `decoupled` (the update then freezes
+    pi_old). `decoupled`: the decoupled PPO objective's behaviour weight pi_old / pi_sampler scales the
+    advantages wherever the mode does not already (none, mis, seq_mask; tis is the capped weight itself),
+    rlx/algos/decoupled.py."""
     out = LossWeights()
     if finished is not None:
         out.keep = overlong_filter_mask(torch.ones_like(mask), finished)  # [B, T]
-    if rc_cfg.mode == "none":
+    if rc_cfg.mode == "none" and not decoupled:
         return out
     if old_logp is None or sampler_logp is None:
-        raise ValueError("algo.rollout_correction: needs the frozen pi_old and the sampler's log-probs")
+        raise ValueError("algo.rollout_correction / the decoupled objective: needs the frozen pi_old and the "
+                         "sampler's log-probs")
     weights = correction_weights(sampler_logp, old_logp, mask, rc_cfg)  # [B, T]
-    out.metrics = correction_metrics(weights, mask)
+    out.metrics = correction_metrics(weights, mask) if rc_cfg.mode != "none" else {}
     out.advantage, rejected = split_weights(weights, rc_cfg.mode)  # [B, T] or None each
     if rejected is not None:
         out.keep = rejected if out.keep is None else out.keep * rejected
+    if decoupled and out.advantage is None:
+        out.advantage = behaviour_weights(old_logp, sampler_logp, mask)  # [B, T] pi_old / pi_behav
+    if decoupled:
+        out.metrics["behav_weight_mean"] = masked_mean(out.advantage, mask).item()
     return out
 
 
 def step_weights(cfg, nodes, mask: torch.Tensor, old_logp: torch.Tensor | None, advantages: torch.Tensor,
                  ) -> tuple[torch.Tensor, LossWeights | None]:
     """(the sampler's log-probs [B, T] of the step's rows, the loss weights or None when neither rollout
-    correction, the overlong filter nor `algo.tree.drop_zero_adv` is on: then the update runs exactly as
-    without them). `nodes` are the rows' rollout-record nodes; `advantages` [B, T] the step's."""
+    correction, the decoupled objective, the overlong filter nor `algo.tree.drop_zero_adv` is on: then the
+    update runs exactly as without them). `nodes` are the rows' rollout-record nodes; `advantages` [B, T] the step's."""
     sampler_logp = sampler_logp_tensor([list(n.logprobs) for n in nodes], mask)  # [B, T]
     finished = torch.tensor([n.finished for n in nodes]) if cfg.train.overlong_filter else None  # [B]
     drop_zero = getattr(getattr(cfg.algo, "tree", None), "drop_zero_adv", False)
-    if finished is None and cfg.algo.rollout_correction.mode == "none" and not drop_zero:
+    decoupled = cfg.train.uses_decoupled_objective()
+    if finished is None and cfg.algo.rollout_correction.mode == "none" and not drop_zero and not decoupled:
         return sampler_logp, None
-    weights = loss_weights(cfg.algo.rollout_correction, mask, old_logp, sampler_logp, finished)
+    weights = loss_weights(cfg.algo.rollout_correction, mask, old_logp, sampler_logp, finished, decoupled)
     if drop_zero:  # SPO-tree: rows whose every advantage is zero carry no gradient and leave the normalisers
         live = ((advantages != 0) & (mask > 0)).any(dim=1, keepdim=True).to(mask.dtype)  # [B, 1]
         weights.keep = live.expand_as(mask).clone() if weights.keep is None else weights.keep * live

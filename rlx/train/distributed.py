@@ -36,11 +36,18 @@ T = TypeVar("T")
 # Rank 0 evaluates and checkpoints while the others wait in a collective: allow for a long evaluation.
 DEFAULT_TIMEOUT_MINUTES = 120
 
-_STATE = {"joined": False}
+_STATE = {"joined": False, "rollout_workers": 0}
 
 
 def world_size() -> int:
-    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+    """The training ranks: torchrun's processes minus the `train.rollout_workers` generation ranks, which run no
+    trainer collective (rlx/train/async_rollouts.py; they are the last ranks, so trainer ranks keep 0 .. W-1)."""
+    return torch_dist.get_world_size() - _STATE["rollout_workers"] if torch_dist.is_initialized() else 1
+
+
+def set_rollout_workers(count: int) -> None:
+    """Declare the last `count` ranks generation-only (before `init`)."""
+    _STATE["rollout_workers"] = count
 
 
 def rank() -> int:
@@ -77,7 +84,8 @@ def close() -> None:
 
 
 def barrier() -> None:
-    if torch_dist.is_initialized():
+    """Wait for every training rank (generation ranks never join: one trainer rank with them, async_rollouts)."""
+    if world_size() > 1:
         torch_dist.barrier()
 
 

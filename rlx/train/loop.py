@@ -146,7 +146,11 @@ class Trainer:
         extra.update(prefix_cache_rate(cache_before, self.prefix_cache_counts()))
         with timer("score"):
             self.scorer.score_drafts(trees)
-        return record.freeze(trees, policy_version=step - 1), extra
+        return record.freeze(trees, policy_version=self.generating_version(step)), extra
+
+    def generating_version(self, step: int) -> int:
+        """The policy version (updates applied) whose weights generate step `step`: the previous step's here."""
+        return step - 1
 
     def prefix_cache_counts(self) -> tuple[int, int] | None:
         """(queried, hit) prompt tokens of the sampler's prefix cache so far, where the sampler reports them (vLLM)."""
@@ -239,6 +243,19 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
             preemption.uninstall()
 
 
+def _build_trainer(cfg: RunConfig) -> Trainer | None:
+    """This rank's trainer; with train.rollout_workers (disaggregated, rlx/train/async_rollouts.py) a generation
+    rank serves rollouts until the trainer is done and gets None."""
+    if not cfg.train.rollout_workers:
+        return Trainer(cfg)
+    from rlx.train import async_rollouts
+
+    if async_rollouts.place(cfg) == async_rollouts.GENERATE:
+        async_rollouts.serve(cfg)
+        return None
+    return async_rollouts.AsyncTrainer(cfg)
+
+
 def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> dict:
     started = time.time()
     if preemption.requested():  # a signal during start-up: leave before any model loads
@@ -246,7 +263,9 @@ def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> di
     try:
         with preemption.within("model_load"):  # the handler raises Preempted in here: nothing to save yet
             preemption.pause_point("model_load")
-            trainer = Trainer(cfg)
+            trainer = _build_trainer(cfg)
+            if trainer is None:  # a generation rank: it served its rollouts and is done
+                return {}
             first_step, state = trainer.resume(resume_from)
     except preemption.Preempted as stop:
         preemption.leave_unsaved(stop.phase, resume_from)

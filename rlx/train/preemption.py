@@ -167,6 +167,20 @@ def checkpoint_and_exit(trainer, step: int, extra: dict, progress=None, phase: s
     exit()
 
 
+class RunAborted(RuntimeError):
+    """A step cannot finish (e.g. a generation worker died or stopped answering): the run stops with a message."""
+
+
+def checkpoint_and_abort(trainer, step: int, extra: dict, progress, err: Exception) -> None:
+    """After `RunAborted` during step + 1: a resumable checkpoint of `step` (the last finished one; none before
+    step 1), then SystemExit naming the cause. No collective teardown: the peer that failed may never answer."""
+    progress.close()
+    where = "nothing to checkpoint"
+    if step >= 1:
+        where = f"resumable checkpoint {trainer.checkpoint(step, extra)}; continue with resume=auto"
+    raise SystemExit(f"rlx train: {err}. Stopped after step {step}: {where}")
+
+
 def exit() -> None:  # noqa: A001  (the module's verb: preemption.exit())
     """Leave the process after the checkpoint: through the previous handler (submitit requeues the job) when
     there is one, else with EXIT_CODE."""

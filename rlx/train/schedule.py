@@ -72,8 +72,12 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
         print(f"[rlx] train.{spent} was spent at step {first_step - 1}: no step to run, on to the final evaluation")
         return first_step - 1, counters
     progress = progress_bar(cfg, first_step - 1)
+    extra = resume_state(state["accuracy_before"], started, counters)
     for step in range(first_step, t.steps + 1):
-        metrics, stop = _step(trainer, cfg, step, budget, counters, started)
+        try:
+            metrics, stop = _step(trainer, cfg, step, budget, counters, started)
+        except preemption.RunAborted as err:  # e.g. a generation worker died or hangs: checkpoint, stop
+            preemption.checkpoint_and_abort(trainer, step - 1, extra, progress, err)
         extra = resume_state(state["accuracy_before"], started, counters)
         if t.save_every and step % t.save_every == 0 and stop is None:
             trainer.checkpoint(step, extra)

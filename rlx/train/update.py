@@ -98,9 +98,11 @@ class Updater:
         self.forwards = forwards
 
     def reuses_loss_logprobs(self) -> bool:
-        """True when pi_old = pi_theta for the only optimizer step: the ratio is identically 1."""
+        """True when pi_old = pi_theta for the only optimizer step: the ratio is identically 1. Never with
+        stale batches (train.max_staleness >= 1): the decoupled objective weighs by the frozen pi_old."""
         return (self.cfg.algo.optimization_num == 1 and self.cfg.train.mini_batches == 1
-                and self.cfg.algo.rollout_correction.mode == "none")  # a correction weighs by the frozen pi_old
+                and self.cfg.algo.rollout_correction.mode == "none"  # a correction weighs by the frozen pi_old
+                and self.cfg.train.max_staleness == 0 and not self.cfg.train.uses_decoupled_objective())
 
     def run(self, batch: UpdateBatch, step: int) -> dict[str, float]:
         """All epochs and mini-batches of one training step -> metrics averaged over its optimizer steps."""

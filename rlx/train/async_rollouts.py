@@ -1,0 +1,346 @@
+"""Asynchronous rollouts: generation runs ahead of training by at most `train.max_staleness` = k policy versions.
+
+Placement (`train.rollout_workers` = N >= 1, under `torchrun --nproc_per_node=1+N`): rank 0 trains, ranks
+1..N only generate. The generation ranks are kept out of every trainer collective (`distributed.world_size`
+counts the training ranks only). Each generation rank holds its own sampler (vLLM engine, or the HF sampler
+on its own copy of the policy) and runs the whole rollout phase of the steps it serves (step s goes to worker
+1 + (s - 1) mod N): responses, branch rollouts and deeper forks all from the same worker and the same policy
+version, scored there, frozen into the step's immutable `RolloutBatch` (rlx/sampling/tree.py) stamped with that
+version. Records flow back to the trainer and weights out to the workers as point-to-point messages over the
+process group (`rlx.train.channel`): no sockets or RPC of our own.
+
+Staleness. Policy version v = optimizer updates applied (step s trains with version s - 1). Step s's records are
+generated with version max(0, s - 1 - k) exactly: the worker waits for that publication and uses no newer one,
+so runs are deterministic (two runs give the same metrics) and staleness = min(k, s - 1) at every step. The
+trainer checks every node before training (a record more than k versions old is never trained on) and logs
+`staleness_mean` / `staleness_max`. k = 0 with a worker reproduces the synchronous loop's metrics exactly.
+
+Checkpoints carry the pipeline: the checkpoint of step s holds the records of steps s+1..s+k already generated
+(with versions <= s - 1, which the checkpoint's weights could not regenerate), so `resume=auto` trains each
+record exactly once and reproduces the uninterrupted run. A worker that dies or stays silent longer than
+`train.rollout_timeout_s` stops the run with a message and a resumable checkpoint (`preemption.RunAborted`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+
+from rlx import algos
+from rlx.data.base import Problem
+from rlx.data.configs import ConfigError
+from rlx.data.tasks import load_task
+from rlx.models.full_params import iter_full_parameters, reshard
+from rlx.models.load import load_causal_lm, load_tokenizer
+from rlx.models.precision import MASTER_DTYPE
+from rlx.recipes import resolve_model_path
+from rlx.rewards.registry import build_reward
+from rlx.sampling.factory import build_sampler
+from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
+from rlx.train import distributed as dist
+from rlx.train import preemption
+from rlx.train.channel import Channel, ChannelError, flatten, layout_of, unflatten
+from rlx.train.forwards import Forwards
+from rlx.train.loop import Trainer
+from rlx.train.metrics import PhaseTimer, seed_everything
+from rlx.train.scoring import Scorer, overlong_shape
+
+GENERATE, TRAIN = "generate", "train"
+PIPELINE_KEY = "async_pipeline"  # the checkpoint's records of the steps after it (plain containers)
+TRAINER_SILENCE_S = dist.DEFAULT_TIMEOUT_MINUTES * 60  # a worker waits this long for the trainer (evaluations)
+
+
+def place(cfg) -> str:
+    """Join torchrun's group with the last `train.rollout_workers` ranks generation-only; this rank's role."""
+    workers, world = cfg.train.rollout_workers, int(os.environ.get("WORLD_SIZE", "1"))
+    if world != workers + 1:
+        raise ConfigError(f"train.rollout_workers={workers} needs torchrun --nproc_per_node={workers + 1} (one "
+                          f"trainer rank + {workers} generation ranks); got WORLD_SIZE={world}")
+    dist.set_rollout_workers(workers)
+    dist.init()
+    return GENERATE if torch_dist.get_rank() >= world - workers else TRAIN
+
+
+def required_version(step: int, max_staleness: int) -> int:
+    """The policy version that generates step `step`'s records: k versions behind the trainer's s - 1."""
+    return max(0, step - 1 - max_staleness)
+
+
+def worker_rank(step: int, workers: int) -> int:
+    return 1 + (step - 1) % workers
+
+
+def channels(peers: list[int]) -> dict[int, Channel]:
+    """A channel to each peer rank: objects over gloo (a gloo group beside NCCL on GPUs), weights over the world."""
+    gpu = torch_dist.get_backend() == "nccl"
+    objects = torch_dist.new_group(backend="gloo") if gpu else torch_dist.group.WORLD  # every rank calls new_group
+    device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+    return {peer: Channel(peer, objects, torch_dist.group.WORLD, device) for peer in peers}
+
+
+# ---------------------------------------------------------------- staleness
+def staleness_metrics(batch: RolloutBatch, trainer_version: int, max_staleness: int, step: int) -> dict[str, float]:
+    """staleness_mean / staleness_max over the record's nodes; refuses a record older than the bound, or a tree
+    whose branches come from another policy version than the response they fork from."""
+    ages = []
+    for tree in batch.trees:
+        versions = {n.policy_version for n in tree.nodes}
+        if len(versions) > 1:
+            raise RuntimeError(f"step {step}: prompt group {tree.group} mixes policy versions {sorted(versions)}")
+        ages += [trainer_version - n.policy_version for n in tree.nodes]
+    if max(ages) > max_staleness:
+        raise RuntimeError(f"step {step}: a record of policy version {trainer_version - max(ages)} is "
+                           f"{max(ages)} versions old, over train.max_staleness={max_staleness}: not trained")
+    return {"staleness_mean": float(np.mean(ages)), "staleness_max": float(max(ages))}
+
+
+# ---------------------------------------------------------------- records as plain containers (checkpoints)
+def to_plain(batch: RolloutBatch) -> dict:
+    """`batch` as dicts, lists and scalars: what a checkpoint's weights-only loader accepts."""
+    return {"policy_version": batch.policy_version, "record_version": batch.record_version,
+            "trees": [{"problem": dataclasses.asdict(t.problem), "group": t.group, "prompt_ids": list(t.prompt_ids),
+                       "nodes": [dataclasses.asdict(n) for n in t.nodes]} for t in batch.trees]}
+
+
+def from_plain(plain: dict) -> RolloutBatch:
+    def node(d: dict) -> Node:
+        return Node(**{**d, "token_ids": tuple(d["token_ids"]), "logprobs": tuple(d["logprobs"])})
+
+    trees = tuple(RolloutTree(Problem(**t["problem"]), t["group"], tuple(t["prompt_ids"]),
+                              tuple(node(n) for n in t["nodes"])) for t in plain["trees"])
+    return RolloutBatch(trees, plain["policy_version"], plain["record_version"])
+
+
+def restore_pending(saved: list, first_step: int, max_staleness: int) -> dict[int, tuple[RolloutBatch, dict]]:
+    """The checkpoint's records of steps first_step, first_step + 1, ... that the bound still allows (a resume
+    with a smaller train.max_staleness drops the rest: the workers regenerate them with the current weights)."""
+    pending = {}
+    for item in sorted(saved, key=lambda x: x["step"]):
+        batch = from_plain(item["record"])
+        oldest = min(n.policy_version for tree in batch.trees for n in tree.nodes)
+        if item["step"] != first_step + len(pending) or item["step"] - 1 - oldest > max_staleness:
+            print(f"[rlx] resume: the saved records of step {item['step']} and later are not used (regenerated)")
+            break
+        pending[item["step"]] = (batch, item["extra"])
+    return pending
+
+
+# ---------------------------------------------------------------- the trainer's side
+class Pipeline:
+    """The trainer's view of the generation workers: start them, publish weights, take each step's record."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.workers = list(range(1, cfg.train.rollout_workers + 1))
+        self.channels = channels(self.workers)
+        self.pending: dict[int, tuple[RolloutBatch, dict]] = {}  # records received (or restored), not yet trained
+        self.version = -1  # the last published policy version; -1 = not started
+        self.broken = False  # a worker failed: no more messages
+
+    def start(self, first_step: int, pending: dict, weights) -> None:
+        """Send every worker the first step it generates, the current version and its weights."""
+        self.pending, self.version = dict(pending), first_step - 1
+        named = list(weights)
+        flat, layout = flatten(named), layout_of(named)
+        for chan in self.channels.values():
+            chan.send({"kind": "start", "first_step": first_step + len(pending), "version": self.version,
+                       "layout": layout})
+            chan.send_weights(flat)
+
+    def publish(self, weights) -> None:
+        """The next policy version to every worker (each has taken the previous one before it is sent)."""
+        self.version += 1
+        flat = flatten(weights)
+        for rank, chan in self.channels.items():
+            self._guard(rank, lambda c=chan: c.flush(self.cfg.train.rollout_timeout_s, "weight-sync acknowledgement"))
+            chan.send({"kind": "weights", "version": self.version})
+            chan.send_weights(flat)
+
+    def take(self, step: int) -> tuple[RolloutBatch, dict]:
+        if step not in self.pending:
+            self._receive(step)
+        return self.pending.pop(step)
+
+    def drain(self, step: int) -> list[tuple[int, RolloutBatch, dict]]:
+        """The records of steps step+1 .. step+k (received now if need be): the pipeline a checkpoint holds."""
+        last = min(step + self.cfg.train.max_staleness, self.cfg.train.steps)
+        for later in range(step + 1, last + 1):
+            if later not in self.pending and not self.broken:
+                self._receive(later)
+        return [(s, *self.pending[s]) for s in sorted(self.pending) if s > step]
+
+    def _receive(self, step: int) -> None:
+        rank = worker_rank(step, len(self.workers))
+        timeout = self.cfg.train.rollout_timeout_s
+        message = self._guard(rank, lambda: self.channels[rank].recv(timeout, f"rollout record of step {step}"))
+        if message.get("kind") != "record" or message["step"] != step:
+            raise RuntimeError(f"generation rank {rank} sent {message.get('kind')} for step "
+                               f"{message.get('step')} while step {step} was due")
+        self.pending[step] = (message["record"], message["extra"])
+
+    def _guard(self, rank: int, action):
+        try:
+            return action()
+        except ChannelError as err:
+            self.broken = True
+            raise preemption.RunAborted(f"generation worker (rank {rank}) failed: {err} "
+                                        "(train.rollout_timeout_s bounds the wait)") from None
+
+    def stop(self) -> None:
+        """Tell every worker to stop; take what each still sends until its `done` (records never trained)."""
+        if self.broken or self.version < 0:
+            return
+        timeout = self.cfg.train.rollout_timeout_s
+        for rank, chan in self.channels.items():
+            chan.send({"kind": "stop"})
+            while self._guard(rank, lambda c=chan: c.recv(timeout, "end of the generation stream"))["kind"] != "done":
+                pass
+            self._guard(rank, lambda c=chan: c.flush(timeout))
+
+
+class AsyncTrainer(Trainer):
+    """The step driver with the rollout phase on the generation ranks: the same `train_step`, whose rollouts
+    are received (`Pipeline.take`) and whose weight sync publishes the new version to the workers."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.pipeline = Pipeline(cfg)
+        self.eval_synced = True  # the trainer's own sampler (evaluation only) holds the current weights
+
+    def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
+        with timer("wait"):  # the trainer idles only when generation is behind
+            batch, extra = self.pipeline.take(step)
+        return batch, {**extra, **staleness_metrics(batch, step - 1, self.cfg.train.max_staleness, step)}
+
+    def sync(self) -> None:
+        reshard(self.train_policy)
+        self.eval_synced = False
+        if self.pipeline.version >= 0:  # not during `resume`: `start` sends the first weights
+            self.pipeline.publish(iter_full_parameters(self.policy))
+
+    def evaluate(self) -> float:
+        if not self.eval_synced:  # the evaluation sampler syncs only when it is used
+            Trainer.sync(self)
+            self.eval_synced = True
+        return super().evaluate()
+
+    def resume(self, path):
+        first_step, state = super().resume(path)
+        saved = state.pop(PIPELINE_KEY, [])
+        pending = restore_pending(saved, first_step, self.cfg.train.max_staleness)
+        self.pipeline.start(first_step, pending, iter_full_parameters(self.policy))
+        return first_step, state
+
+    def checkpoint(self, step: int, extra: dict):
+        """The checkpoint of `step` with the pipeline's records of the steps after it (`Pipeline.drain`)."""
+        try:
+            return self._checkpoint(step, extra)
+        except preemption.RunAborted as err:  # a worker failed while the pipeline drained: keep what arrived
+            path = self._checkpoint(step, extra)
+            raise SystemExit(f"rlx train: {err}. Stopped after step {step}: resumable checkpoint {path}; "
+                             "continue with resume=auto") from None
+
+    def _checkpoint(self, step: int, extra: dict):
+        saved = [{"step": s, "record": to_plain(batch), "extra": ex} for s, batch, ex in self.pipeline.drain(step)]
+        return super().checkpoint(step, {**extra, PIPELINE_KEY: saved})
+
+    def close(self) -> None:
+        self.pipeline.stop()
+        super().close()
+
+
+# ---------------------------------------------------------------- a generation rank
+class RolloutWorker:
+    """The rollout phase of `Trainer` (the same methods) on a generation rank, with its own policy copy."""
+
+    rollouts, branch, sample, step_problems = Trainer.rollouts, Trainer.branch, Trainer.sample, Trainer.step_problems
+    prefix_cache_counts = Trainer.prefix_cache_counts
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.algo = algos.get(cfg.algo.name)
+        seed_everything(cfg.seed)
+        task = load_task(cfg.data, cfg.train.train_size, cfg.seed)
+        self.reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
+        model_path = resolve_model_path(cfg.model)
+        self.tokenizer = load_tokenizer(model_path)
+        self.task = task.with_tokenizer(self.tokenizer)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else \
+            torch.device("cpu")
+        self.policy = load_causal_lm(model_path, MASTER_DTYPE).to(self.device).eval()  # merged weights arrive
+        self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, model_path, cfg.model.dtype,
+                                     seed=cfg.seed)
+        if cfg.train.num_threads > 0:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
+                                     if "\n" in self.tokenizer.decode([i]))
+        self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
+        self.needs = self.algo.requires(cfg.algo)
+        self.scorer = Scorer(self.reward_fn, self.task, self.tokenizer, overlong_shape(cfg))
+        self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
+                                 self.device, cfg.model.logprob_chunk)  # entropy knots: on this side's weights
+        self.batches = SimpleNamespace(pad_id=self.tokenizer.pad_token_id)  # what `branch` reads of a builder
+        self.version, self.layout = -1, []
+
+    def generating_version(self, step: int) -> int:
+        return self.version
+
+    def load(self, flat: torch.Tensor, version: int) -> None:
+        named = list(unflatten(flat, self.layout))
+        with torch.no_grad():
+            self.policy.load_state_dict(dict(named), strict=False)  # the tied head arrives as lm_head.weight
+        self.policy.tie_weights()
+        self.sampler.sync_weights(self.policy, weights=iter(named))
+        self.version = version
+
+    def catch_up(self, chan: Channel, need: int | None) -> bool:
+        """Take publications until version `need` is loaded (None: until the stop); False once stopped."""
+        numel = sum(int(torch.Size(shape).numel()) for _, shape in self.layout)
+        while need is None or self.version < need:
+            message = chan.recv(TRAINER_SILENCE_S, "message from the trainer")
+            if message["kind"] == "stop":
+                return False
+            flat = chan.recv_weights(numel, TRAINER_SILENCE_S, f"weights of version {message['version']}")
+            if need is not None and message["version"] <= need:
+                self.load(flat, message["version"])
+        return True
+
+    def run(self, chan: Channel) -> None:
+        start = chan.recv(TRAINER_SILENCE_S, "the trainer's start message")
+        self.layout = start["layout"]
+        numel = sum(int(torch.Size(shape).numel()) for _, shape in self.layout)
+        self.load(chan.recv_weights(numel, TRAINER_SILENCE_S, "the first weights"), start["version"])
+        workers, rank, k = self.cfg.train.rollout_workers, torch_dist.get_rank(), self.cfg.train.max_staleness
+        stopped = False
+        for step in range(start["first_step"], self.cfg.train.steps + 1):
+            if worker_rank(step, workers) != rank:
+                continue
+            if not self.catch_up(chan, max(self.version, required_version(step, k))):
+                stopped = True
+                break
+            timer = PhaseTimer()
+            batch, extra = self.rollouts(self.step_problems(step), step, timer)
+            chan.send({"kind": "record", "step": step, "record": batch, "extra": {**extra, **timer.seconds}})
+        if not stopped:
+            self.catch_up(chan, None)
+        chan.send({"kind": "done"})
+        chan.flush(TRAINER_SILENCE_S)
+
+
+def serve(cfg) -> dict:
+    """A generation rank's whole run: generate until the trainer says stop."""
+    worker = RolloutWorker(cfg)
+    chan = channels([0])[0]
+    preemption.install()  # a preemption signal only raises a flag here: the trainer decides and says stop
+    try:
+        worker.run(chan)
+    finally:
+        preemption.uninstall()
+    worker.sampler.close()
+    dist.close()
+    return {"accuracy_after": float("nan")}

@@ -1,0 +1,155 @@
+"""Asynchronous rollouts (rlx/train/async_rollouts.py): the staleness rules as pure functions, then real
+2-process torchrun runs (gloo, one trainer rank + one HF-sampler generation rank, the real tiny model)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlx.data.base import Problem
+from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
+from rlx.train.async_rollouts import (
+    from_plain,
+    required_version,
+    restore_pending,
+    staleness_metrics,
+    to_plain,
+    worker_rank,
+)
+from rlx.train.checkpoint import complete_checkpoints
+from tests.helpers import metrics
+from tests.test_distributed import TORCHRUN, free_port
+
+
+def batch(versions: list[int]) -> RolloutBatch:
+    nodes = tuple(Node(parent=-1 if i == 0 else 0, fork=0 if i == 0 else 1, token_ids=(5, 6), logprobs=(-0.5, -1.0),
+                       temperature=1.0, finished=True, reward=1.0, correct=True, text="x", policy_version=v)
+                  for i, v in enumerate(versions))
+    return RolloutBatch((RolloutTree(Problem("train/0", "1+1", "2"), 0, (1, 2), nodes),), min(versions))
+
+
+def test_each_step_is_generated_k_versions_behind_and_workers_take_turns():
+    assert [required_version(s, 2) for s in range(1, 6)] == [0, 0, 0, 1, 2]
+    assert [required_version(s, 0) for s in range(1, 4)] == [0, 1, 2]  # k = 0: the synchronous loop's s - 1
+    assert [worker_rank(s, 2) for s in range(1, 5)] == [1, 2, 1, 2]
+
+
+def test_staleness_is_measured_and_bounded_on_every_node():
+    assert staleness_metrics(batch([3, 3]), trainer_version=5, max_staleness=2, step=6) == {
+        "staleness_mean": 2.0, "staleness_max": 2.0}
+    with pytest.raises(RuntimeError, match="3 versions old, over train.max_staleness=2: not trained"):
+        staleness_metrics(batch([2, 2]), trainer_version=5, max_staleness=2, step=6)
+    with pytest.raises(RuntimeError, match=r"mixes policy versions \[2, 3\]"):  # a branch from another version
+        staleness_metrics(batch([3, 2]), trainer_version=5, max_staleness=2, step=6)
+
+
+def test_records_survive_a_checkpoint_and_the_bound_holds_after_resume():
+    record = batch([4, 4])
+    assert from_plain(to_plain(record)) == record
+    saved = [{"step": 7, "record": to_plain(batch([5])), "extra": {}},
+             {"step": 6, "record": to_plain(batch([4])), "extra": {"a": 1.0}}]
+    assert sorted(restore_pending(saved, first_step=6, max_staleness=1)) == [6, 7]
+    assert restore_pending(saved, first_step=6, max_staleness=1)[6][1] == {"a": 1.0}
+    assert restore_pending(saved, first_step=6, max_staleness=0) == {}  # resumed with a smaller k: regenerated
+
+
+def cmd(run_dir: Path, model_dir: Path, *extra: str, workers: int = 1) -> list[str]:
+    launch = [*TORCHRUN, f"--nproc_per_node={1 + workers}", f"--master_port={free_port()}"] if workers else [
+        sys.executable]
+    return [*launch, "-m", "rlx.cli", "train", "sampler=hf", f"model.path={model_dir}", "train.steps=4",
+            "train.prompts_per_step=4", "train.eval_size=8", "train.eval_every=2", "train.progress_bar=false",
+            "algo.num_branch_points=2", "algo.rollouts_per_branch=2", f"train.rollout_workers={workers}",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def without(rows: list[dict], *prefixes: str) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith(prefixes)} for row in rows]
+
+
+@pytest.mark.slow
+def test_k0_on_a_generation_rank_equals_the_synchronous_loop(tiny_model_dir, tmp_path):
+    """TRePO with branches: generation on its own rank (weights published after every step, records sent back)
+    at k = 0 logs exactly the synchronous single-process loop's metrics."""
+    run(cmd(tmp_path / "sync", tiny_model_dir, workers=0))
+    run(cmd(tmp_path / "async", tiny_model_dir, "train.max_staleness=0"))
+    sync, disaggregated = metrics(tmp_path / "sync"), metrics(tmp_path / "async")
+    assert all(row["staleness_max"] == 0.0 for row in disaggregated if "reward_mean" in row)
+    assert without(disaggregated, "time_", "staleness_") == without(sync, "time_")
+
+
+@pytest.mark.slow
+def test_k1_is_bounded_deterministic_and_resumes_exactly_after_kill_9(tiny_model_dir, tmp_path):
+    """k = 1: staleness min(1, s - 1) at every step, the decoupled objective on; a run killed with SIGKILL (every
+    process) after its step-2 checkpoint and resumed logs the uninterrupted run's metrics at every step."""
+    reference = tmp_path / "reference"
+    run(cmd(reference, tiny_model_dir, "train.max_staleness=1", "train.save_every=1"))
+    rows = [row for row in metrics(reference) if "reward_mean" in row]
+    assert [row["staleness_max"] for row in rows] == [0.0, 1.0, 1.0, 1.0]
+    assert all("behav_weight_mean" in row for row in rows)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed, tiny_model_dir, "train.max_staleness=1", "train.save_every=1"), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not any(p.name == "step_2" for p in complete_checkpoints(killed / "checkpoints")):
+        time.sleep(0.1)
+    _kill_all(proc.pid)  # the agent and both ranks (torchrun starts them in sessions of their own)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    out = run(cmd(killed, tiny_model_dir, "train.max_staleness=1", "train.save_every=1", "resume=auto"))
+    assert "resumed from" in out.stdout
+    assert without(metrics(killed), "time_") == without(metrics(reference), "time_")  # time_wait: a timing
+
+
+@pytest.mark.slow
+def test_a_killed_generation_worker_stops_the_run_with_a_checkpoint(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(cmd(run_dir, tiny_model_dir, "train.max_staleness=1", "train.steps=40"), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(_rows(run_dir)) < 3:  # step 0 (evaluation), steps 1, 2
+        time.sleep(0.1)
+    worker = _generation_rank(proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "generation worker (rank 1) failed" in output and "resumable checkpoint" in output, output[-3000:]
+    assert complete_checkpoints(run_dir / "checkpoints")
+
+
+def _rows(run_dir: Path) -> list[str]:
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _kill_all(agent_pid: int) -> None:
+    """SIGKILL to torchrun's agent and every process under it, at once."""
+    import psutil
+
+    for process in [*psutil.Process(agent_pid).children(recursive=True), psutil.Process(agent_pid)]:
+        process.send_signal(signal.SIGKILL)
+
+
+def _generation_rank(agent_pid: int) -> int:
+    """The pid of torchrun's rank-1 process (its environment says RANK=1)."""
+    import psutil
+
+    for child in psutil.Process(agent_pid).children(recursive=True):
+        if child.environ().get("RANK") == "1":
+            return child.pid
+    raise AssertionError("no rank-1 process under the torchrun agent")
