@@ -76,6 +76,17 @@ def test_gamma_lambda_sweep_is_the_spec_grid():
             assert parsed.algo.name == algo and parsed.algo.lam == float(lam)
 
 
+def test_compare_long_sweep_runs_the_long_task_at_one_budget():
+    cfg = compose_with_hydra("+sweep=compare_long")
+    params = dict(cfg.hydra.sweeper.params)
+    assert params == {"algo": "ppo,trepo,tree,grpo,rloo", "seed": "0,1,2"} and grid_size(params) == 15
+    for algo in ("tree", "ppo"):
+        job = compose_with_hydra("+sweep=compare_long", f"algo={algo}", hydra_config=False)
+        parsed = parse_run_config(OmegaConf.to_container(job, resolve=True))
+        assert parsed.model.name == "tiny_long" and (parsed.data.min_ops, parsed.data.max_ops) == (6, 10)
+        assert (parsed.train.token_budget, parsed.train.max_new_tokens, parsed.algo.name) == (400_000, 176, algo)
+
+
 def test_smoke_sweep_is_tiny():
     cfg = compose_with_hydra("+sweep=smoke")
     assert grid_size(dict(cfg.hydra.sweeper.params)) == 4
