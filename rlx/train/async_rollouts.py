@@ -223,11 +223,11 @@ class AsyncTrainer(Trainer):
         if self.pipeline.version >= 0:  # not during `resume`: `start` sends the first weights
             self.pipeline.publish(iter_full_parameters(self.policy))
 
-    def evaluate(self) -> float:
+    def evaluate(self, phase: str | None = None) -> float:
         if not self.eval_synced:  # the evaluation sampler syncs only when it is used
             Trainer.sync(self)
             self.eval_synced = True
-        return super().evaluate()
+        return super().evaluate(phase)
 
     def resume(self, path):
         first_step, state = super().resume(path)

@@ -243,16 +243,15 @@ def train(cfg: RunConfig, resolved_config: str = "") -> dict:
             preemption.uninstall()
 
 
-def _build_trainer(cfg: RunConfig) -> Trainer | None:
+def _build_trainer(cfg: RunConfig) -> Trainer | dict:
     """This rank's trainer; with train.rollout_workers (disaggregated, rlx/train/async_rollouts.py) a generation
-    rank serves rollouts until the trainer is done and gets None."""
+    rank serves rollouts until the trainer is done and gets its own summary instead."""
     if not cfg.train.rollout_workers:
         return Trainer(cfg)
     from rlx.train import async_rollouts
 
     if async_rollouts.place(cfg) == async_rollouts.GENERATE:
-        async_rollouts.serve(cfg)
-        return None
+        return async_rollouts.serve(cfg)
     return async_rollouts.AsyncTrainer(cfg)
 
 
@@ -264,8 +263,8 @@ def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> di
         with preemption.within("model_load"):  # the handler raises Preempted in here: nothing to save yet
             preemption.pause_point("model_load")
             trainer = _build_trainer(cfg)
-            if trainer is None:  # a generation rank: it served its rollouts and is done
-                return {}
+            if isinstance(trainer, dict):  # a generation rank: it served its rollouts and is done
+                return trainer
             first_step, state = trainer.resume(resume_from)
     except preemption.Preempted as stop:
         preemption.leave_unsaved(stop.phase, resume_from)
