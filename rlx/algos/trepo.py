@@ -195,11 +195,6 @@ def select_knots(
     raise ValueError(f"algo.branch_selection must be one of {list(BRANCH_SELECTIONS)}, got {selection!r}")
 
 
-def branch_prefix(response_ids: Sequence[int], t: int) -> list[int]:
-    """Token ids kept for a rollout branched at 1-based knot t: W.ids[:t-1] (token ids, never re-tokenised text)."""
-    return list(response_ids[: t - 1])
-
-
 def plan_branches(
     response_ids: Sequence[int], step_starts: Sequence[int], cfg: TRePOConfig, rng: torch.Generator,
     scores: Sequence[float] | torch.Tensor | None = None,

@@ -26,6 +26,24 @@ from typing import Any
 RECORD_VERSION = 1  # bump when the record's fields or their meaning change
 
 
+def knot_prefix(token_ids, t: int) -> tuple[int, ...]:
+    """The tokens a rollout forked at 1-based knot t keeps of the sequence it forks from: token_ids[:t-1]
+    (token ids, never re-tokenised text). Every branch prefix of rlx is built from this."""
+    return tuple(token_ids[: t - 1])
+
+
+def kept_prefix(nodes, i: int, tokens=lambda node: node.token_ids) -> tuple[int, ...]:
+    """The response tokens before node i's own: each ancestor's kept tokens, root first. `tokens(node)` reads a
+    node's own tokens (a frozen `Node`, or a draft of the rollout phase)."""
+    parts: list[tuple[int, ...]] = []
+    node = nodes[i]
+    while node.parent >= 0:
+        parent = nodes[node.parent]
+        parts.append(knot_prefix(tokens(parent), node.fork + 1))
+        node = parent
+    return tuple(tok for part in reversed(parts) for tok in part)
+
+
 @dataclass(frozen=True)
 class Node:
     parent: int  # index of the node this one forks from; -1 = a response (a child of the prompt)
@@ -51,13 +69,7 @@ class RolloutTree:
 
     def prefix(self, i: int) -> tuple[int, ...]:
         """The response tokens before node i's own: its ancestors' kept tokens (the branch prefix)."""
-        parts: list[tuple[int, ...]] = []
-        node = self.nodes[i]
-        while node.parent >= 0:
-            parent = self.nodes[node.parent]
-            parts.append(parent.token_ids[: node.fork])
-            node = parent
-        return tuple(tok for part in reversed(parts) for tok in part)
+        return kept_prefix(self.nodes, i)
 
     def context(self, i: int) -> tuple[int, ...]:
         """What node i was generated from: the prompt + its prefix (token ids, never re-tokenised text)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from rlx.algos.base import Knot
 from rlx.sampling.base import Generation, GenRequest, request_seed
-from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
+from rlx.sampling.tree import Node, RolloutBatch, RolloutTree, kept_prefix, knot_prefix
 from rlx.train import rollout
 from rlx.train.rollout import Branches, Trajectory
 
@@ -43,12 +43,7 @@ class DraftTree:
 
     def prefix(self, i: int) -> list[int]:
         """The response tokens before draft i's own (its ancestors' kept tokens), as `RolloutTree.prefix`."""
-        parts, node = [], self.nodes[i]
-        while node.parent >= 0:
-            parent = self.nodes[node.parent]
-            parts.append(parent.gen.token_ids[: node.fork])
-            node = parent
-        return [tok for part in reversed(parts) for tok in part]
+        return list(kept_prefix(self.nodes, i, tokens=lambda draft: draft.gen.token_ids))
 
 
 def draft_trees(trajs: list[Trajectory], branches: list[Branches], temperature: float) -> list[DraftTree]:
@@ -136,7 +131,7 @@ def level_requests(trees: list[DraftTree], level: int, algo, cfg, step: int, new
                 for m, tau in enumerate(knot.temperatures[:width]):
                     if left < 1 or budget < 1:
                         break
-                    context = tree.prompt_ids + tuple(prefix) + tuple(ids[: knot.t - 1])
+                    context = tree.prompt_ids + tuple(prefix) + knot_prefix(ids, knot.t)
                     seed = request_seed(cfg.seed, step, f"tree/{level}/{k}/{i}/{knot.t}", m)
                     requests.append(GenRequest(context, tau, budget, seed))
                     where.append((tree, i, knot.t - 1, tau))

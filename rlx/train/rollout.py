@@ -16,6 +16,7 @@ import torch
 from rlx.algos.base import Knot
 from rlx.data.base import Problem
 from rlx.sampling.base import Generation, GenRequest, request_seed
+from rlx.sampling.tree import knot_prefix
 from rlx.train import distributed as dist
 
 
@@ -69,7 +70,7 @@ def schedule_branch_requests(trajectories: Sequence[Trajectory], plans: Sequence
     for b, (traj, knots) in enumerate(zip(trajectories, plans, strict=True)):
         per_knot = []
         for i, knot in enumerate(knots):
-            prefix = tuple(traj.prompt_ids) + tuple(traj.response_ids[: knot.t - 1])  # W_{0,t-1} as token ids
+            prefix = tuple(traj.prompt_ids) + knot_prefix(traj.response_ids, knot.t)  # W_{0,t-1} as token ids
             budget = max_new_tokens - (knot.t - 1)
             slots = []
             for m, tau in enumerate(knot.temperatures):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlx.rewards.overlong import shape_overlong
+from rlx.sampling.tree import knot_prefix
 from rlx.train.rollout import Branches, Trajectory
 
 
@@ -49,7 +50,7 @@ class Scorer:
             for i, (knot, gens) in enumerate(zip(br.knots, br.rollouts)):
                 for m in range(len(br.rewards[i]), len(gens)):
                     problems.append(tr.problem)
-                    ids.append(list(tr.response_ids[: knot.t - 1]) + list(gens[m].token_ids))
+                    ids.append(list(knot_prefix(tr.response_ids, knot.t)) + list(gens[m].token_ids))
                     where.append((b, i))
         texts, rewards, verdicts = self.rewards(problems, ids)
         for (b, i), text, reward, correct in zip(where, texts, rewards, verdicts):
@@ -69,7 +70,8 @@ class Scorer:
         for k, text, reward, correct in zip(fresh, texts, rewards, verdicts):
             node = todo[k][2]
             node.text, node.reward, node.correct, node.graded = text, reward, correct, True
-        known = [k for k in range(len(todo)) if k not in set(fresh)]  # rewarded by a first round, never graded
+        rewarded = set(fresh)
+        known = [k for k in range(len(todo)) if k not in rewarded]  # rewarded by a first round, never graded
         if not known:
             return
         texts = [self.tokenizer.decode(ids[k], skip_special_tokens=True) for k in known]

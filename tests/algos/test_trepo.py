@@ -14,7 +14,6 @@ from rlx.algos.grpo import GRPOConfig, outcome_advantages
 from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.trepo import (
     TRePOConfig,
-    branch_prefix,
     interpolate,
     knot_values,
     plan_branches,
@@ -22,6 +21,7 @@ from rlx.algos.trepo import (
     temperature_schedule,
     trepo_advantages,
 )
+from rlx.sampling.tree import knot_prefix
 
 from .algo_helpers import DT, LAYOUTS, layout_columns, mask_of, nested_close, pack, t, terminal, unpack
 
@@ -261,8 +261,8 @@ def test_b7_branch_prefix_is_token_ids():
     ids = [101, 7, 7, 42, 3]
     cfg = TRePOConfig(num_branch_points="all")
     for knot in plan_branches(ids, [], cfg, torch.Generator().manual_seed(0)):
-        assert branch_prefix(ids, knot.t) == ids[: knot.t - 1]
-    assert branch_prefix(ids, 1) == [] and branch_prefix(ids, 5) == [101, 7, 7, 42]
+        assert knot_prefix(ids, knot.t) == tuple(ids[: knot.t - 1])
+    assert knot_prefix(ids, 1) == () and knot_prefix(ids, 5) == (101, 7, 7, 42)
 
 
 # ---------------------------------------------------------------------------------------------- B8
