@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from rlx.algos.base import Knot
 from rlx.sampling.base import Generation, GenRequest, request_seed
 from rlx.sampling.tree import Node, RolloutBatch, RolloutTree, kept_prefix, knot_prefix
@@ -115,7 +117,7 @@ def level_requests(trees: list[DraftTree], level: int, algo, cfg, step: int, new
     the fork budget; and (tree, parent, fork, temperature) of each."""
     tree_cfg, t = cfg.algo.tree, cfg.train
     width = tree_cfg.width or cfg.algo.rollouts_per_branch
-    rng = rollout.knot_generator(cfg.seed, step * 1000 + level)
+    rng = torch.Generator().manual_seed(request_seed(cfg.seed, step, f"knots/{level}", 0))  # its own stream per level
     requests, where = [], []
     for k, tree in enumerate(trees):
         left = (tree_cfg.fork_budget or 10**9) - sum(1 for n in tree.nodes if n.parent >= 0)
