@@ -188,7 +188,23 @@ def child(spec: dict) -> dict:
            **{k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}}
     if device.type == "cuda":
         row["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    row.update(flop_rates(model, packed, phases, seconds, spec))
     return row
+
+
+def flop_rates(model, packed, phases: dict, seconds: float, spec: dict) -> dict:
+    """The update's achieved FLOP/s (rlx/models/flops.py: real tokens only) against a square matmul's measured
+    FLOP/s on the same device, dtype (bf16 under autocast) and thread count."""
+    import torch
+
+    from rlx.models.flops import matmul_peak, update_flops
+
+    lengths = packed.attention_mask.sum(1).tolist()  # [B] real tokens per sequence
+    frozen = 0 if phases["old_logprobs"].startswith("loss pass") else 1
+    achieved = update_flops(model, lengths, frozen) / seconds
+    peak = matmul_peak(spec["device"], torch.bfloat16 if spec["dtype"] == "bfloat16" else torch.float32)
+    return {"update_tflops": round(achieved / 1e12, 4), "matmul_peak_tflops": round(peak / 1e12, 4),
+            "peak_share": round(achieved / peak, 4)}
 
 
 # ---------------------------------------------------------------------------------------------- parent
@@ -214,14 +230,16 @@ def run_child(args, tokens_file: str, n: int, micro: int | None) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'sequences':>9} {'micro':>6} {'peak RSS GB':>11} {'CUDA GB':>8} {'seconds':>8} {'tok/s':>8}"]
+    lines = [f"{'sequences':>9} {'micro':>6} {'peak RSS GB':>11} {'CUDA GB':>8} {'seconds':>8} {'tok/s':>8} "
+             f"{'TFLOP/s':>8} {'% peak':>7}"]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['sequences']:>9} {str(r['micro_batch_size'] or '-'):>6}  failed: {r['error']}")
             continue
         cuda = f"{r['peak_cuda_gb']:.2f}" if "peak_cuda_gb" in r else "-"
         lines.append(f"{r['sequences']:>9} {str(r['micro_batch_size'] or '-'):>6} {r['peak_rss_gb']:>11.2f} "
-                     f"{cuda:>8} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.0f}")
+                     f"{cuda:>8} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.0f} {r['update_tflops']:>8.3f} "
+                     f"{100 * r['peak_share']:>6.1f}%")
     return "\n".join(lines)
 
 

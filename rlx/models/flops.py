@@ -1,0 +1,56 @@
+"""Achieved FLOP/s of an update as a share of the machine's measured matmul peak (the benchmarks' MFU).
+
+The count is the usual dense-transformer estimate (Kaplan et al. 2020, "Scaling Laws for Neural Language
+Models", Sec. 2.1; PaLM's MFU, Chowdhery et al. 2022, App. B): a forward pass costs 2 FLOPs per matmul
+parameter per token, a backward pass twice that, plus the attention scores and their weighted sum (2 x 2 x
+layers x context x width per token, halved for a causal mask). Matmul parameters are the weights of every
+`nn.Linear` (the LM head included; the embedding lookup is not a matmul). Only real tokens count, not padding,
+so the share also falls when a batch is mostly padding: that is the point of measuring it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+def matmul_params(model: nn.Module) -> int:
+    """Weights that take part in a matmul per token: every nn.Linear's weight matrix."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def forward_flops(model: nn.Module, lengths: list[int]) -> float:
+    """FLOPs of one forward pass over sequences of these real lengths (causal attention)."""
+    config = model.config
+    layers, width = config.num_hidden_layers, config.hidden_size
+    dense = 2.0 * matmul_params(model) * sum(lengths)
+    # QK^T and AV: 2 matmuls x 2 FLOPs x width per (query, key) pair; a causal mask keeps ~half the pairs
+    attention = sum(2.0 * 2.0 * layers * width * n * (n + 1) / 2 for n in lengths)
+    return dense + attention
+
+
+def update_flops(model: nn.Module, lengths: list[int], frozen_passes: int = 0) -> float:
+    """One update: forward + backward (3 forward passes' worth) plus `frozen_passes` no-grad forwards."""
+    return (3 + frozen_passes) * forward_flops(model, lengths)
+
+
+def matmul_peak(device: str, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
+    """Measured FLOP/s of a square matmul on this device and dtype: the ceiling the update is compared with.
+    Random data (zeros run faster on some GPUs); the best of `repeats` after a warm-up."""
+    size = size or (8192 if device == "cuda" else 1024)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)  # [n, n]
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)  # [n, n]
+    best = float("inf")
+    for i in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first product is the warm-up
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
