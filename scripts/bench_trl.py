@@ -93,6 +93,7 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[s
     from omegaconf import OmegaConf
 
     from rlx.config import parse_run_config
+    from rlx.models.flops import matmul_params, matmul_peak
     from rlx.train import distributed as dist
     from rlx.train.loop import Trainer
 
@@ -106,16 +107,21 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[s
         trainer = Trainer(parse_run_config(OmegaConf.to_container(raw, resolve=True)))
         one_thread()  # after the Trainer: nothing in its construction may raise the thread count again
         trainer.logger = dist.NullLogger()
-        times, cpu_times, completion_tokens = [], [], []
+        times, cpu_times, completion_tokens, update_rates = [], [], [], []
         for step in range(1, steps + 2):
             start, cpu_start = time.perf_counter(), time.process_time()
             metrics = trainer.train_step(step)
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
             completion_tokens.append(metrics["tokens_policy"])
+            # the update's model FLOPs (rlx/models/flops.py, dense part: forward + backward = 6 per matmul
+            # parameter per real token; attention is < 2% at these lengths) over the train phase's seconds
+            update_rates.append(6.0 * matmul_params(trainer.policy) * metrics["tokens_forward"] / metrics["time_train"])
         trainer.close()
+    peak = matmul_peak("cpu", torch.float32)  # one thread, as the steps ran
     return {"step_seconds": times[1:], "cpu_seconds": cpu_times[1:], "completion_tokens": completion_tokens[1:],
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "update_flops_per_s": update_rates[1:],
+            "matmul_peak_flops_per_s": peak}
 
 
 # ------------------------------------------------------------------------------------------------ TRL
@@ -187,7 +193,12 @@ def summarise(runs: list[dict]) -> dict:
     medians = [statistics.median(r["step_seconds"]) for r in runs]
     cpu_medians = [statistics.median(r["cpu_seconds"]) for r in runs]
     tokens = [statistics.mean(r["completion_tokens"]) for r in runs if r["completion_tokens"]]
-    return {"step_seconds": statistics.median(medians), "run_medians": medians,
+    rates = [statistics.median(r["update_flops_per_s"]) for r in runs if "update_flops_per_s" in r]
+    shares = [statistics.median(r["update_flops_per_s"]) / r["matmul_peak_flops_per_s"] for r in runs
+              if "update_flops_per_s" in r]
+    flops = {"update_gflops_per_s": statistics.median(rates) / 1e9, "peak_share": statistics.median(shares)} \
+        if rates else {}
+    return {**flops, "step_seconds": statistics.median(medians), "run_medians": medians,
             "cpu_seconds": statistics.median(cpu_medians), "run_cpu_medians": cpu_medians,
             "completion_tokens": statistics.mean(tokens) if tokens else None}
 
@@ -225,12 +236,14 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{'shape':>8} {'rlx s/step':>10} {'TRL s/step':>10} {'rlx/TRL':>8} {'per repeat':>18} {'CPU-s ratio':>11}")
+    print(f"{'shape':>8} {'rlx s/step':>10} {'TRL s/step':>10} {'rlx/TRL':>8} {'per repeat':>18} {'CPU-s ratio':>11} "
+          f"{'rlx update GFLOP/s':>18} {'% matmul peak':>13}")
     for r in rows:
         rlx_s, trl_s = r["rlx"]["step_seconds"], r["trl"]["step_seconds"]
         per_repeat = ", ".join(f"{x:.2f}" for x in r["repeat_ratios"])
         print(f"{r['prompts']:>4}x{r['samples']:<3} {rlx_s:>10.3f} {trl_s:>10.3f} "
-              f"{r['ratio']:>8.2f} {per_repeat:>18} {r['cpu_ratio']:>11.2f}")
+              f"{r['ratio']:>8.2f} {per_repeat:>18} {r['cpu_ratio']:>11.2f} "
+              f"{r['rlx']['update_gflops_per_s']:>18.1f} {100 * r['rlx']['peak_share']:>12.1f}%")
     print(f"load average at the end: {result['load_average']}; wrote {out}")
     return result
 

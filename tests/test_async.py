@@ -153,3 +153,43 @@ def _generation_rank(agent_pid: int) -> int:
         if child.environ().get("RANK") == "1":
             return child.pid
     raise AssertionError("no rank-1 process under the torchrun agent")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_preempted_async_run_checkpoints_its_pipeline_and_resumes_exactly(sig, tiny_model_dir, tmp_path):
+    """A preemption signal during a k = 1 run: SIGTERM to the torchrun agent (it forwards it to both ranks), SIGUSR1
+    to every process of the job (as SLURM's --signal delivers it; the agent does not forward it). The generation
+    rank only raises a flag, the trainer decides: one checkpoint of the last finished step, holding the record
+    already generated for the next step; `resume=auto` trains every record once and logs the uninterrupted
+    run's metrics (timings aside), the staleness bound holding at every step."""
+    reference = tmp_path / "reference"
+    run(cmd(reference, tiny_model_dir, "train.max_staleness=1"))
+    preempted = tmp_path / "preempted"
+    proc = subprocess.Popen(cmd(preempted, tiny_model_dir, "train.max_staleness=1"), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(_rows(preempted)) < 2:  # step 0 (evaluation), step 1
+        time.sleep(0.01)
+    if sig == signal.SIGUSR1:
+        _signal_all(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=600)
+    saved = complete_checkpoints(preempted / "checkpoints")
+    assert len(saved) == 1 and f"resumable checkpoint {saved[0]}" in output, output[-3000:]
+    assert "generation worker" not in output  # the worker kept serving until the trainer said stop
+    assert not (preempted / "summary.json").exists()
+    out = run(cmd(preempted, tiny_model_dir, "train.max_staleness=1", "resume=auto"))
+    assert f"resumed from {saved[0]}" in out.stdout
+    resumed = metrics(preempted)
+    assert without(resumed, "time_") == without(metrics(reference), "time_")
+    assert all(row["staleness_max"] <= 1.0 for row in resumed if "reward_mean" in row)
+
+
+def _signal_all(agent_pid: int, sig: int) -> None:
+    """`sig` to torchrun's agent and every process under it."""
+    import psutil
+
+    for process in [*psutil.Process(agent_pid).children(recursive=True), psutil.Process(agent_pid)]:
+        process.send_signal(sig)

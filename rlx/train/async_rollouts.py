@@ -336,11 +336,8 @@ def serve(cfg) -> dict:
     """A generation rank's whole run: generate until the trainer says stop."""
     worker = RolloutWorker(cfg)
     chan = channels([0])[0]
-    preemption.install()  # a preemption signal only raises a flag here: the trainer decides and says stop
-    try:
+    with preemption.within("serving"):  # a preemption signal only raises a flag: the trainer decides, says stop
         worker.run(chan)
-    finally:
-        preemption.uninstall()
     worker.sampler.close()
     dist.close()
     return {"accuracy_after": float("nan")}

@@ -129,7 +129,7 @@ class Trainer:
             self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
-        return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed.response_mask),
+        return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed),
                                   **metrics, **extra, **timer.seconds})
 
     def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:

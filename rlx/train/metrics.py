@@ -47,10 +47,12 @@ def greedy_accuracy(sampler, tokenizer, task: Task, problems, max_new_tokens: in
     return sum(correct) / max(1, len(correct))
 
 
-def step_metrics(record, rows, advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """The step's row of metrics from its rollout record and trained rows. Every generated token counts once
-    (`tokens_policy` + `tokens_branch`: a shared greedy generation once, a tree never regenerates a prefix);
-    `tokens_trained` are the tokens of the trained rows."""
+def step_metrics(record, rows, advantages: torch.Tensor, packed) -> dict[str, float]:
+    """The step's row of metrics from its rollout record, trained rows and their packed batch. Every generated
+    token counts once (`tokens_policy` + `tokens_branch`: a shared greedy generation once, a tree never
+    regenerates a prefix); `tokens_trained` are the response tokens of the trained rows, `tokens_forward` every
+    real (not padding) token the update's forward passes read, prompts included: what its FLOPs scale with."""
+    mask = packed.response_mask  # [B, T]
     responses = record.response_nodes()
     branch_nodes = [n for tree in record.trees for n in tree.nodes if n.parent >= 0]
     knots = [[[tree.nodes[c].reward for c in children] for _, children in knot_children(tree, i)]
@@ -67,6 +69,7 @@ def step_metrics(record, rows, advantages: torch.Tensor, mask: torch.Tensor) -> 
         "tokens_policy": response_tokens,
         "tokens_branch": sum(len(n.token_ids) for n in branch_nodes if not n.duplicate),
         "tokens_trained": int(mask.sum()),
+        "tokens_forward": int(packed.attention_mask.sum()),
         "response_length": float(torch.tensor([float(len(n.token_ids)) for n in responses]).mean()),
         "num_knots": sum(len(per) for per in knots),
         "num_branch_rollouts": len(branch_nodes),

@@ -42,6 +42,7 @@ PHASES = {
     "model_load": ("model load", "stopping now"),
     "first_eval": ("the first evaluation", "stopping now (no step has run yet)"),
     "training": ("training", "finishing the current step, then checkpointing"),
+    "serving": ("rollout generation", "generating on until the trainer, which checkpoints, says stop"),
     "final_eval": ("the final evaluation", "stopping now, then checkpointing the last step"),
     "end": ("the end of the run", "completing it (final checkpoint and summary.json)"),
 }
