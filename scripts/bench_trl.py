@@ -7,8 +7,9 @@ Same model (the project's tiny Qwen2, ~0.8M parameters, built/cached by rlx), sa
 plain prompts), same reward (rlx's exact-answer arith reward), same GRPO settings (group-normalised outcome
 advantages, clip 0.2, no KL, per-sequence token-mean loss, lr 5e-5, grad clip 1, one epoch, one optimizer step
 per batch), CPU, HF generation (TRL: `generate`; rlx: its HF sampler's decode loop), one torch thread in each
-process; rlx packs each update's sequences into micro-batches of <= 2,048 padded tokens (`--rlx-overrides`;
-exact gradient accumulation, so the same update with less padding computed). One step = sample, score, advantages,
+process; rlx with its defaults, which pack each update's sequences into micro-batches of <= 2,048 padded
+tokens (`train.micro_batch_tokens`; exact gradient accumulation, so the same update with less padding computed;
+`--rlx-overrides` adds overrides). One step = sample, score, advantages,
 update (rlx: `Trainer.train_step` with `sampler=hf`, which also syncs weights into the sampler; TRL: the time
 between consecutive `on_step_end` callbacks). Each run makes `--steps` + 1 steps and drops the first (warm-up);
 the step time of a run is its median. rlx and TRL runs alternate, `--repeats` times per shape, each in a fresh
@@ -37,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRL_VERSION = "1.16.0"
 LR, CLIP, GRAD_CLIP = 5e-5, 0.2, 1.0
-# rlx packs each update's sequences longest first into micro-batches of <= 2,048 padded tokens (exact gradient
-# accumulation: the same update, less padding computed); TRL pads the whole batch to its longest sequence
-RLX_OVERRIDES = "train.micro_batch_tokens=2048"
+# rlx as a user runs it: its defaults (which pack each update's sequences longest first into micro-batches of
+# <= 2,048 padded tokens, exact gradient accumulation); TRL pads the whole batch to its longest sequence
+RLX_OVERRIDES = ""
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -39,7 +39,7 @@ def test_defaults_are_the_default_job():
     assert (cfg.algo.name, cfg.model.name, cfg.data.name, cfg.reward_model.name) == ("trepo", "tiny", "arith", "arith")
     assert cfg.algo.samples_per_prompt == 4  # the group size has one owner, the algorithm
     assert parse_run_config(compose_train("algo=grpo")).algo.samples_per_prompt == 8
-    assert (cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.train.mini_batches) == (None, 1024, 1)
+    assert (cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.train.mini_batches) == (2048, 1024, 1)
 
 
 def test_eval_config_composes():
