@@ -34,22 +34,12 @@ SHAPES = {
 
 
 def child(shape: str, cap: str, steps: int) -> dict:
-    import torch
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    from rlx.config import parse_run_config
-    from rlx.train import distributed as dist
-    from rlx.train.loop import Trainer
+    from bench_trl import one_thread_trainer  # scripts/ is this script's import path
 
     overrides = [*SHAPES[shape], "sampler=hf", f"train.steps={steps + 1}", "train.progress_bar=false",
                  f"train.micro_batch_tokens={'null' if cap == 'none' else cap}"]
     with tempfile.TemporaryDirectory() as tmp:
-        with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
-            raw = compose("train", overrides=[f"output_dir={tmp}", *overrides])
-        trainer = Trainer(parse_run_config(OmegaConf.to_container(raw, resolve=True)))
-        torch.set_num_threads(1)
-        trainer.logger = dist.NullLogger()
+        trainer = one_thread_trainer(overrides, tmp)
         update_s, cpu_s, forward_tokens = [], [], []
         for step in range(1, steps + 2):
             cpu_start = time.process_time()

