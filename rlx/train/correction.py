@@ -82,7 +82,9 @@ def step_weights(cfg, nodes, mask: torch.Tensor, old_logp: torch.Tensor | None, 
     if finished is None and cfg.algo.rollout_correction.mode == "none" and not drop_zero and not decoupled:
         return sampler_logp, None
     weights = loss_weights(cfg.algo.rollout_correction, mask, old_logp, sampler_logp, finished, decoupled)
-    if drop_zero:  # SPO-tree: rows whose every advantage is zero carry no gradient and leave the normalisers
+    # SPO-tree: rows whose every advantage is zero carry no gradient and leave the normalisers; the tree
+    # estimator returns a row whose raw advantages are all zero as exact zeros (rlx/algos/tree.py)
+    if drop_zero:
         live = ((advantages != 0) & (mask > 0)).any(dim=1, keepdim=True).to(mask.dtype)  # [B, 1]
         weights.keep = live.expand_as(mask).clone() if weights.keep is None else weights.keep * live
         weights.metrics = {**(weights.metrics or {}), "rows_dropped_zero_adv": float((live == 0).sum())}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
+from fractions import Fraction
 
 import pytest
 import torch
@@ -13,11 +15,12 @@ from rlx.algos import get
 from rlx.algos.base import TREE_ROWS, AdvantageInputs
 from rlx.algos.grpo import GRPOConfig, grpo_advantages
 from rlx.algos.rloo import RLOOConfig, rloo_advantages
+from rlx.algos.stats import group_whiten, masked_whiten
 from rlx.algos.tree import ROOT, TreeConfig, TreeValues, node_advantages, sibling_std, tree_advantages
 from rlx.algos.tree_preset import TreeAlgoConfig
 from rlx.algos.trepo import TRePOConfig
 from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
-from tests.algos.algo_helpers import LAYOUTS, layout_columns, mask_of, unpack
+from tests.algos.algo_helpers import LAYOUTS, layout_columns, mask_of, nested_close, unpack
 from tests.algos.toy_mdp import Toy
 
 DT = torch.float64
@@ -197,8 +200,6 @@ def test_tempo_declares_the_record_rows():
 def test_training_rows_and_mini_batches_keep_a_tree_whole():
     """Responses first (prompt then sample order), then each tree's trainable branch nodes: a duplicate (shared
     greedy generation) and a rollout off the training temperature are not rows; a tree's rows share its group."""
-    from dataclasses import replace
-
     from rlx.train.batch import training_rows
     from rlx.train.update import mini_batch_rows
 
@@ -214,3 +215,155 @@ def test_training_rows_and_mini_batches_keep_a_tree_whole():
     groups = torch.tensor([t.group for t, _ in rows])
     parts = mini_batch_rows(groups, 2, torch.Generator().manual_seed(0))
     assert sorted(sorted(p) for p in parts) == [[0, 1, 3, 4], [2, 5]]
+
+
+# ------------------------------------------------------------------------------------------------ real-valued rewards
+
+
+def real_tree(rewards) -> RolloutTree:
+    """hand_tree's shape with the outcomes `rewards` (one per node)."""
+    return RolloutTree(problem=None, group=0, prompt_ids=(1, 2), nodes=tuple(
+        replace(n, reward=r, correct=r > 0) for n, r in zip(hand_tree().nodes, rewards)))
+
+
+def expected_rows(r, mode: str, global_value: str = "outcome") -> list[list[float]]:
+    """hand_tree's advantages as formulas of its outcomes r, in exact rational arithmetic (rounded once)."""
+    r = [Fraction(x) for x in r]
+    root, v02, v21 = sum(r) / 6, (r[0] + r[2] + r[3] + r[5]) / 4, (r[2] + r[5]) / 2
+    seg_end = [[v02, r[0]], [r[1]], [v21, r[2]], [r[3]], [r[4]], [r[5]]]  # V(segment end) of each segment
+    seg_start = [[root, v02], [root], [v02, v21], [v02], [root], [v21]]
+    widths = [[2, 2], [3], [1, 1], [3], [3], [2]]
+    if mode == "subgroup":
+        pools = [[(4, v02), (6, root)], [(6, root)], [(2, v21), (4, v02), (6, root)], [(4, v02), (6, root)],
+                 [(6, root)], [(2, v21), (4, v02), (6, root)]]
+        return [[float(sum(n * (r[i] - v) for n, v in p) / sum(n for n, _ in p))] * sum(widths[i])
+                for i, p in enumerate(pools)]
+    rows = []
+    for i in range(6):
+        row = []
+        for end, start, w in zip(seg_end[i], seg_start[i], widths[i]):
+            glob = (end if global_value == "segment" else r[i]) - root
+            a = {"local": end - start, "global": glob, "global_local": glob + end - start}[mode]
+            row += [float(a)] * w
+        rows.append(row)
+    return rows
+
+
+REAL = [0.7, 0.2, 0.35, 0.9, 0.7, 0.55]  # real-valued outcomes
+COMPOSITE = [0.7 * 1 + 0.1 * 1, 0.7 * 0 + 0.1 * 1, 0.7 * 0 + 0.1 * 0, 0.7 * 1 + 0.1 * 0, 0.7 * 1 + 0.1 * 1,
+             0.7 * 1 + 0.1 * 1]  # correctness 0.7 + format bonus 0.1 (reward_model=composite)
+MODES = [(m, "outcome") for m in ("local", "global", "global_local", "subgroup")] + \
+    [("global", "segment"), ("global_local", "segment")]
+
+
+def tree_inputs(tree: RolloutTree, dtype=torch.float64, trees: int = 1) -> AdvantageInputs:
+    rows = [(tree, i) for i in range(len(tree.nodes))] * trees
+    lengths = [len(n.token_ids) for n in tree.nodes] * trees
+    T, cols = layout_columns(lengths, "right")
+    mask = mask_of(cols, T).to(dtype)
+    return AdvantageInputs(token_rewards=torch.zeros_like(mask), response_mask=mask,
+                           group_ids=torch.arange(trees).repeat_interleave(len(tree.nodes)), tree_rows=rows)
+
+
+def test_binary_hand_values_match_the_formulas():
+    for mode in HAND:
+        assert nested_close(expected_rows([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], mode), HAND[mode], 1e-15)
+
+
+@pytest.mark.parametrize("rewards", [REAL, COMPOSITE], ids=["real", "composite"])
+@pytest.mark.parametrize("mode,global_value", MODES)
+def test_real_and_composite_rewards_every_mode(rewards, mode, global_value):
+    values = TreeValues(real_tree(rewards))
+    got = [node_advantages(values, i, mode, global_value) for i in range(6)]
+    assert nested_close(got, expected_rows(rewards, mode, global_value), 1e-15)
+
+
+def test_segment_value_is_treerl_eq5():
+    """TreeRL Eq. 5: n0's first segment is worth the mean of the leaves below it (n0, n2, n3, n5) minus V(root);
+    its last segment, a leaf's own, R(n0) - V(root); Eq. 7 adds the local term."""
+    values = TreeValues(real_tree(REAL))
+    v02, root = (0.7 + 0.35 + 0.9 + 0.55) / 4, sum(REAL) / 6
+    assert node_advantages(values, 0, "global", "segment") == pytest.approx(
+        [v02 - root] * 2 + [0.7 - root] * 2, abs=1e-15)
+    assert node_advantages(values, 0, "global") == pytest.approx([0.7 - root] * 4, abs=1e-15)
+    with pytest.raises(ValueError, match="algo.tree.global_value=segment sets the global term, which "
+                                         "algo.tree.advantage=local does not have"):
+        TreeAlgoConfig(tree=TreeConfig(advantage="local", global_value="segment")).validate()
+    with pytest.raises(ValueError, match=r"algo.tree.global_value must be one of \['outcome', 'segment'\]"):
+        TreeAlgoConfig(tree=TreeConfig(global_value="leaf")).validate()
+
+
+def issue_tree() -> RolloutTree:
+    """Three responses rewarded 0.7, a fork of response 0 (at 2) rewarded 0."""
+    return RolloutTree(problem=None, group=0, prompt_ids=(1,), nodes=(
+        node(-1, 0, 4, 0.7), node(-1, 0, 3, 0.7), node(-1, 0, 3, 0.7), node(0, 2, 2, 0.0, 2)))
+
+
+def test_sibling_norm_treats_equal_real_outcomes_exactly():
+    """The responses' sibling outcomes (0.7, 0.7, 0.7) have deviation 0, not ~1e-16: response 0 keeps R - V(root)
+    = 0.7 - 2.1/4 = 0.175 (it got 1.6e15)."""
+    values = TreeValues(issue_tree())
+    assert sibling_std(values, 0) == 0.0 and sibling_std(values, 3) == 0.0
+    composite = TreeValues(real_tree([0.1 + 0.2, 0.3, 0.0, 0.0, 0.3, 0.0]))  # 0.30000000000000004 and 0.3
+    assert sibling_std(composite, 0) == 0.0  # n0, n1, n4: equal up to rounding
+    cfg = TreeAlgoConfig(adv_norm="none", tree=TreeConfig(advantage="global", sibling_norm=True))
+    out = tree_advantages(tree_inputs(issue_tree()), cfg)
+    assert out[0, :4].tolist() == pytest.approx([0.175] * 4, abs=1e-15)
+    assert out[3, :2].tolist() == pytest.approx([-0.525] * 2, abs=1e-15)
+
+
+def test_equal_up_to_rounding_whitens_to_exact_zeros():
+    """Values that are equal up to rounding (2.1/3 against 0.7) whiten to exactly 0, per group and per batch."""
+    x = torch.tensor([[0.7, 0.7], [0.7 + 0.1 + 1.3 - 1.4, 2.1 / 3]], dtype=torch.float64)  # [2, 2]
+    assert x.unique().numel() == 3  # three different floats
+    mask = torch.ones_like(x)
+    assert torch.equal(masked_whiten(x, mask), torch.zeros_like(x))
+    assert torch.equal(group_whiten(x, mask, torch.tensor([0, 1])), torch.zeros_like(x))
+    assert torch.equal(masked_whiten(x.float(), mask.float()), torch.zeros(2, 2))
+    # a tree whose values are equal up to rounding: every row exactly 0 under every normalisation
+    for norm in ("none", "batch", "group"):
+        cfg = TreeAlgoConfig(adv_norm=norm, tree=TreeConfig(advantage="global_local"))
+        flat = RolloutTree(None, 0, (1,), (node(-1, 0, 3, 0.7), node(-1, 0, 2, 0.7), node(0, 1, 2, 0.7, 2)))
+        assert torch.equal(tree_advantages(tree_inputs(flat), cfg), torch.zeros(3, 5, dtype=torch.float64))
+
+
+def test_whitening_stays_in_float64_until_the_end():
+    """With a float32 mask the result is the float64 whitening rounded once to float32 (casting the values to
+    float32 first was off by up to 5e-7)."""
+    rewards = [0.7 + 1e-6, 0.7, 0.7 - 3e-7, 0.7 + 2e-7, 0.7 - 1e-6, 0.7 + 5e-7]
+    for mode, global_value in MODES:
+        cfg = TreeAlgoConfig(adv_norm="batch", tree=TreeConfig(advantage=mode, global_value=global_value))
+        rows = expected_rows(rewards, mode, global_value)
+        flat = [a for row in rows for a in row]
+        mean = sum(flat) / len(flat)
+        std = math.sqrt(sum((a - mean) ** 2 for a in flat) / len(flat))
+        want = [[(a - mean) / (std + 1e-8) for a in row] for row in rows]
+        got = tree_advantages(tree_inputs(real_tree(rewards), torch.float32), cfg)
+        assert got.dtype == torch.float32
+        cols = [list(range(len(row))) for row in rows]
+        assert unpack(got, cols) == [torch.tensor(row, dtype=torch.float32).tolist() for row in want], mode
+
+
+def test_drop_zero_adv_reads_the_raw_advantages():
+    """Group whitening moves a row whose raw advantages are all 0 away from 0; drop_zero_adv drops it anyway,
+    leaves it out of the whitening, and counts a rounding-level raw advantage (0.7 - 2.1/3) as 0."""
+    from types import SimpleNamespace
+
+    from rlx.config import TrainerConfig
+    from rlx.train.correction import step_weights
+
+    tree = RolloutTree(None, 0, (1,), (node(-1, 0, 3, 0.7), node(-1, 0, 2, 0.1), node(-1, 0, 2, 1.3)))
+    inp = tree_inputs(tree, torch.float32)
+    assert 0.7 - (0.7 + 0.1 + 1.3) / 3 != 0  # rounding: V(root) = 0.7000000000000001
+    keep = TreeAlgoConfig(adv_norm="group", tree=TreeConfig(advantage="global"))
+    assert bool((tree_advantages(inp, keep)[0, :3] != 0).all())  # whitened: row 0 moves off 0
+    drop = replace(keep, tree=TreeConfig(advantage="global", drop_zero_adv=True))
+    adv = tree_advantages(inp, drop)
+    # rows 1 and 2 (-0.6, +0.6) whiten among themselves: -1 and +1 (up to eps)
+    assert adv[0].tolist() == [0.0] * 5 and adv[1:, 2:].abs().sum() == 0
+    assert adv[1:, :2].tolist() == [[pytest.approx(-1.0, abs=1e-7)] * 2, [pytest.approx(1.0, abs=1e-7)] * 2]
+    nodes = [SimpleNamespace(logprobs=(0.0,) * len(n.token_ids), finished=True) for n in tree.nodes]
+    _, weights = step_weights(SimpleNamespace(train=TrainerConfig(), algo=drop), nodes, inp.response_mask,
+                              None, adv)
+    assert weights.keep.tolist() == [[0.0] * 5, [1.0] * 5, [1.0] * 5]
+    assert weights.metrics["rows_dropped_zero_adv"] == 1.0
