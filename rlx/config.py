@@ -41,6 +41,7 @@ class TrainerConfig:
     keep_last: int = 2  # resumable checkpoints kept
     micro_batch_tokens: int | None = 2048  # max padded tokens per forward pass, longest first (null: by size)
     micro_batch_size: int = 1024  # sequences per forward pass when micro_batch_tokens is null
+    share_prefix: bool = False  # every shared prefix (a group's prompt, a branch's ancestors) computed once per pass
     mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
     skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping
     num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)

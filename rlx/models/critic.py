@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from rlx.models.logprobs import PackedBatch
+from rlx.models.logprobs import PackedBatch, decoder_states
 
 
 class ValueModel(torch.nn.Module):
@@ -25,10 +25,8 @@ class ValueModel(torch.nn.Module):
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """V(s_t) for every response token t: the value of the state *before* token t, read at the
-        position whose logits predict token t. -> [B, T], 0 on padding."""
-        device = self.head.weight.device
-        hidden = self.base(input_ids=batch.input_ids.to(device),
-                           attention_mask=batch.attention_mask.to(device)).last_hidden_state  # [B, L, H]
-        index = batch.predict_pos.to(device)[..., None].expand(-1, -1, hidden.shape[-1])  # [B, T, H]
-        values = self.head(hidden.gather(1, index)).squeeze(-1).float().cpu()  # [B, T]
-        return values * batch.response_mask
+        position whose logits predict token t (with a shared layout, each shared prefix computed once).
+        -> [B, T], 0 on padding."""
+        hidden, index = decoder_states(self.base, batch, self.head.weight.device)  # [M, H], [B, T]
+        values = self.head(hidden[index.to(hidden.device)]).squeeze(-1)  # [B, T]
+        return values.to(torch.promote_types(values.dtype, torch.float32)).cpu() * batch.response_mask

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from rlx.models.prefix import SharedLayout, build_layout
+
 DEFAULT_CHUNK = 1024  # positions per LM-head chunk: 1024 x 151,936 fp32 logits = 0.6 GB
 
 
@@ -28,6 +30,7 @@ class PackedBatch:
     response_ids: torch.Tensor  # [B, T] response tokens, pad = 0
     response_mask: torch.Tensor  # [B, T] float, 1.0 on valid response tokens
     predict_pos: torch.Tensor  # [B, T] position in input_ids whose logits predict response token t
+    layout: SharedLayout | None = None  # set: forwards compute the shared prefixes once (rlx/models/prefix.py)
 
 
 def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> PackedBatch:
@@ -65,6 +68,44 @@ def select_rows(batch: PackedBatch, rows) -> PackedBatch:
         response_mask=response_mask[:, :resp_len],  # [b, T']
         predict_pos=batch.predict_pos[index, :resp_len],  # [b, T']
     )
+
+
+def share_prefixes(batch: PackedBatch, segments: list[list[int]]) -> PackedBatch:
+    """`batch` whose forwards run as `segments` (lists of its row indices), each packed sequence computing its rows'
+    shared prefixes once: the same per-token numbers as `batch` (rlx/models/prefix.py)."""
+    lengths = batch.attention_mask.sum(-1).tolist()  # [b] real tokens of each row (right-padded)
+    rows = [ids[:n] for ids, n in zip(batch.input_ids.tolist(), lengths)]
+    return PackedBatch(batch.input_ids, batch.attention_mask, batch.response_ids, batch.response_mask,
+                       batch.predict_pos, build_layout(rows, segments, pad_id=0))
+
+
+def decoder_states(decoder, batch: PackedBatch, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's hidden states over `batch`, flattened: [M, H] (M = B x L, or S x W for a shared layout),
+    and for every response token the index of the state that predicts it: [B, T]."""
+    layout = batch.layout
+    if layout is None:
+        hidden = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                         use_cache=False).last_hidden_state  # [B, L, H]
+        width = batch.input_ids.shape[1]
+        index = torch.arange(batch.input_ids.shape[0])[:, None] * width + batch.predict_pos  # [B, T]
+        return hidden.flatten(0, 1), index
+    hidden = decoder(input_ids=layout.input_ids.to(device), position_ids=layout.position_ids.to(device),
+                     attention_mask=_block_mask(decoder, layout.attend.to(device)),
+                     use_cache=False).last_hidden_state  # [S, W, H]
+    return hidden.flatten(0, 1), layout.token_at.gather(1, batch.predict_pos)  # [S*W, H], [B, T]
+
+
+def _block_mask(decoder, attend: torch.Tensor) -> torch.Tensor:
+    """The layout's [S, 1, W, W] mask as the decoder's attention takes a custom 4D mask: SDPA reads booleans
+    (True: attend), eager attention adds it to the scores. transformers' masking_utils returns a 4D mask as is,
+    for every decoder built on `create_causal_mask` (the Qwen2 and Llama families among them)."""
+    implementation = getattr(decoder.config, "_attn_implementation", "sdpa")
+    if implementation == "sdpa":
+        return attend
+    if implementation == "eager":
+        return torch.zeros(attend.shape).masked_fill(~attend, torch.finfo(torch.float32).min)
+    raise NotImplementedError(f"train.share_prefix: attention '{implementation}' takes no custom 4D mask; "
+                              "use sdpa or eager, or set train.share_prefix=false")
 
 
 def plan_micro_batches(lengths: list[int], max_tokens: int | None, max_seqs: int | None) -> list[list[int]]:
@@ -121,13 +162,16 @@ def response_logprobs(model, batch: PackedBatch, with_entropy: bool = False, chu
     least fp32 whatever the model's dtype (fp64 models stay fp64)."""
     device = model_device(model)
     decoder, head = causal_lm_parts(model)
-    hidden = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                     use_cache=False).last_hidden_state  # [B, L, H]
+    hidden, index = decoder_states(decoder, batch, device)  # [M, H], [B, T]
     rows, cols = batch.response_mask.bool().nonzero(as_tuple=True)  # [N], [N] valid response tokens
-    positions = batch.predict_pos[rows, cols]  # [N]
-    states = hidden[rows.to(device), positions.to(device)]  # [N, H]
-    targets = batch.response_ids[rows, cols].to(device)  # [N]
-    logp, entropy = _chunked_head(head, states, targets, with_entropy, chunk)  # [N], [N] | None
+    positions, targets = index[rows, cols], batch.response_ids[rows, cols]  # [N], [N]
+    if batch.layout is not None:  # rows sharing a prefix and its next token: that log-prob computed once
+        pairs, inverse = torch.unique(torch.stack([positions, targets]), dim=1, return_inverse=True)  # [2, U], [N]
+        positions, targets = pairs[0], pairs[1]  # [U], [U]
+    states = hidden[positions.to(device)]  # [N or U, H]
+    logp, entropy = _chunked_head(head, states, targets.to(device), with_entropy, chunk)  # [N or U]
+    if batch.layout is not None:
+        logp, entropy = logp[inverse.to(device)], (None if entropy is None else entropy[inverse.to(device)])  # [N]
     shape = batch.response_mask.shape
     rows, cols = rows.cpu(), cols.cpu()  # a DDP wrapper may have moved the batch to the model's device
     logp = torch.zeros(shape, dtype=logp.dtype).index_put((rows, cols), logp.cpu())  # [B, T], 0 on padding

@@ -19,8 +19,16 @@ from collections.abc import Callable, Sequence
 import torch
 
 from rlx.models.full_params import unwrap
-from rlx.models.logprobs import PackedBatch, pack, plan_micro_batches, response_logprobs, select_rows
+from rlx.models.logprobs import (
+    PackedBatch,
+    pack,
+    plan_micro_batches,
+    response_logprobs,
+    select_rows,
+    share_prefixes,
+)
 from rlx.models.precision import autocast_context
+from rlx.models.prefix import share_segments
 from rlx.train import distributed as dist
 from rlx.train import parallel
 
@@ -38,14 +46,28 @@ def even_out(plan: list[list[int]], count: int) -> list[list[int]]:
     return plan + [[] for _ in range(count - len(plan))]
 
 
+class MicroBatch(list):
+    """The row indices of one micro-batch (a list, in increasing order) and `segments`: its rows grouped into the
+    packed sequences that compute their shared prefixes once, as positions in this list (None: unshared), and
+    `unique_tokens`: their tries' sizes, summed (each shared token once)."""
+
+    def __init__(self, rows, segments: list[list[int]] | None = None, unique_tokens: int = 0):
+        super().__init__(rows)
+        self.segments = segments
+        self.unique_tokens = unique_tokens
+
+
 class Forwards:
     def __init__(self, micro_batch_tokens: int | None, micro_batch_size: int, dtype: str, device: torch.device,
-                 logprob_chunk: int):
+                 logprob_chunk: int, share_prefix: bool = False, share_width: int | None = None):
         self.micro_batch_tokens = micro_batch_tokens
         self.micro_batch_size = None if micro_batch_tokens is not None else micro_batch_size
         self.dtype = dtype
         self.device = device
         self.logprob_chunk = logprob_chunk
+        self.share_prefix = share_prefix
+        # the widest packed sequence: its dense attention costs width^2 however few of those pairs are attended
+        self.share_width = share_width if share_width is not None else micro_batch_tokens
 
     def autocast(self):
         """Wraps every forward pass (never a backward or the loss): `model.dtype` compute, fp32 weights."""
@@ -54,9 +76,33 @@ class Forwards:
     def plan(self, packed: PackedBatch, rows: Sequence[int] | None = None) -> list[list[int]]:
         """Micro-batches of `rows` (default: every row) as lists of row indices of `packed`, in row order."""
         rows = list(range(packed.response_mask.shape[0])) if rows is None else list(rows)
+        if self.share_prefix:
+            return self.shared_plan(packed, rows)
         lengths = packed.attention_mask[rows].sum(-1).tolist()  # prompt + response tokens of each row
         return [[rows[i] for i in part] for part in plan_micro_batches(lengths, self.micro_batch_tokens,
                                                                        self.micro_batch_size)]
+
+    def shared_plan(self, packed: PackedBatch, rows: list[int]) -> list[MicroBatch]:
+        """Micro-batches of whole packed sequences (`share_segments`: rows sharing a prefix, each trie at most
+        `share_width` tokens), longest first, at most `micro_batch_tokens` computed tokens each (sequences x the
+        widest trie; a lone wider sequence alone) or `micro_batch_size` packed sequences."""
+        lengths = packed.attention_mask[rows].sum(-1).tolist()  # [b] real tokens of each row
+        tokens = [ids[:n] for ids, n in zip(packed.input_ids[rows].tolist(), lengths)]
+        segments = share_segments(tokens, self.share_width)
+        plan = []
+        for part in plan_micro_batches([size for _, size in segments], self.micro_batch_tokens,
+                                       self.micro_batch_size):
+            members = sorted(i for k in part for i in segments[k][0])  # positions in `rows`
+            local = {i: j for j, i in enumerate(members)}
+            plan.append(MicroBatch([rows[i] for i in members], [[local[i] for i in segments[k][0]] for k in part],
+                                   sum(segments[k][1] for k in part)))
+        return plan
+
+    def select(self, packed: PackedBatch, rows: Sequence[int]) -> PackedBatch:
+        """The sub-batch of one micro-batch's rows, laid out to share prefixes when the plan packed them so."""
+        sub = select_rows(packed, rows)
+        segments = getattr(rows, "segments", None)
+        return sub if segments is None else share_prefixes(sub, segments)
 
     def synced_plan(self, packed: PackedBatch | None, rows: Sequence[int] | None = None) -> list[list[int]]:
         """`plan`, evened out to the largest micro-batch count over the ranks (one all-reduce under torchrun;
@@ -65,6 +111,18 @@ class Forwards:
         if dist.world_size() == 1:
             return plan
         return even_out(plan, dist.max_over_ranks(len(plan)))
+
+    def forward_tokens(self, packed: PackedBatch) -> int:
+        """Real tokens one forward pass over every row of `packed` computes, padding aside: each row's prompt +
+        response, or with shared prefixes each packed sequence's trie (a shared token once)."""
+        if not self.share_prefix:
+            return int(packed.attention_mask.sum())
+        return sum(rows.unique_tokens for rows in self.plan(packed))
+
+    @staticmethod
+    def computed_tokens(sub: PackedBatch) -> int:
+        """Token slots one forward pass over `sub` computes, padding included: rows x width, or its shared layout's."""
+        return sub.layout.computed_tokens if sub.layout is not None else int(sub.input_ids.numel())
 
     def logprobs(self, model, packed: PackedBatch, with_entropy: bool = False):
         """`response_logprobs` of one (micro-)batch under autocast -> ([B, T], [B, T] | None). `model` may be
@@ -103,7 +161,7 @@ class Forwards:
             if not rows:
                 fn(DUMMY)  # joins the other ranks' forward; the result is discarded
                 continue
-            part = fn(select_rows(packed, rows))  # [b, T']
+            part = fn(self.select(packed, rows))  # [b, T']
             if out is None:
                 out = torch.zeros(packed.response_mask.shape, dtype=part.dtype)  # [B, T]
             out[rows, : part.shape[1]] = part

@@ -94,7 +94,7 @@ class Trainer:
         self.needs = self.algo.requires(cfg.algo)
         self.scorer = Scorer(self.reward_fn, self.task, self.tokenizer, overlong_shape(cfg))
         self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
-                                 self.device, cfg.model.logprob_chunk)
+                                 self.device, cfg.model.logprob_chunk, share_prefix=cfg.train.share_prefix)
         self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards,
                                self.train_policy, self.train_critic)
         kl_in_rewards = self.reference is not None and cfg.algo.kl.mode in ("reward_token", "reward_response")
@@ -115,22 +115,29 @@ class Trainer:
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
         rollout_batch, extra = self.rollouts(problems, step, timer)  # the step's immutable rollout record
         with timer("train"):
-            rows = self.batches.rows(rollout_batch)  # what is trained: the responses, with train_on_branches every node
-            batch = self.batches.build(rows, self.batches.pack(rows))
-            advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
-            returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
-            nodes = [tree.nodes[i] for tree, i in rows]
-            sampler_logp, weights = correction.step_weights(self.cfg, nodes, batch.packed.response_mask,
-                                                            batch.old_logp, advantages)
-            metrics = self.updater.run(UpdateBatch(batch.packed, advantages, batch.inputs.group_ids,
-                                                   batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
-                                                   batch.old_values, returns, sampler_logp, weights), step)
+            rows, batch, advantages, metrics = self.learn(rollout_batch, step)
         if self.logger.wants_samples(step):
             self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
         return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed),
+                                  "tokens_forward": self.forwards.forward_tokens(batch.packed),  # shared: once
                                   **metrics, **extra, **timer.seconds})
+
+    def learn(self, rollout_batch: RolloutBatch, step: int):
+        """The learning phase of one rollout record: its training rows, frozen batch, advantages [B, T] and the
+        update's metrics (the optimizer steps taken)."""
+        rows = self.batches.rows(rollout_batch)  # what is trained: the responses, with train_on_branches every node
+        batch = self.batches.build(rows, self.batches.pack(rows))
+        advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
+        returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
+        nodes = [tree.nodes[i] for tree, i in rows]
+        sampler_logp, weights = correction.step_weights(self.cfg, nodes, batch.packed.response_mask,
+                                                        batch.old_logp, advantages)
+        metrics = self.updater.run(UpdateBatch(batch.packed, advantages, batch.inputs.group_ids,
+                                               batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
+                                               batch.old_values, returns, sampler_logp, weights), step)
+        return rows, batch, advantages, metrics
 
     def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
         """The rollout phase: responses, branch rollouts (and deeper forks), every node scored once, frozen into

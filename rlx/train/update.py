@@ -24,7 +24,7 @@ import torch
 from rlx.algos.base import LossInputs, ValueLossInputs
 from rlx.algos.losses import AggScale
 from rlx.algos.stats import masked_mean
-from rlx.models.logprobs import PackedBatch, select_rows
+from rlx.models.logprobs import PackedBatch
 from rlx.train import parallel
 from rlx.train.correction import LossWeights, mismatch
 from rlx.train.forwards import DUMMY, Forwards
@@ -174,7 +174,7 @@ class Updater:
 
     def micro_batch_loss(self, batch: UpdateBatch, rows: list[int], scale: AggScale | None):
         """Policy (+ critic) loss of one micro-batch, normalised by the optimizer step's counts."""
-        sub = select_rows(batch.packed, rows)  # padding trimmed to these rows
+        sub = self.forwards.select(batch.packed, rows)  # padding trimmed to these rows, prefixes shared as planned
         width = sub.response_mask.shape[1]
 
         def part(x: torch.Tensor | None) -> torch.Tensor | None:
