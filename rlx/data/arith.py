@@ -15,6 +15,7 @@ never yields a test question (disjoint by construction).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -31,6 +32,15 @@ class ArithSpec:
     operand_max: int = 9
     test_size: int = 500
     test_seed: int = 1234  # fixed: the test set is the same for every run seed
+    operators: str = "+-"  # the operations drawn ("*": products of the running total; data=arith_chain)
+
+    def fields_for_digest(self) -> dict:
+        """The spec as tiny-model cache digests see it: `operators` joined later and is left out at its default,
+        so models built before it keep their digests."""
+        fields = dataclasses.asdict(self)
+        if fields["operators"] == "+-":
+            del fields["operators"]
+        return fields
 
 
 # `data=arith_long` (conf/data/arith_long.yaml): 6-10 steps per problem, so reference responses run 56-143
@@ -39,8 +49,9 @@ class ArithSpec:
 LONG_SPEC = ArithSpec(min_ops=6, max_ops=10)
 
 
-def _draw_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[str], int]:
-    """One problem: question text, solution lines, final answer. Running totals stay non-negative.
+def _draw_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[str], int, list[str]]:
+    """One problem: question text, solution lines, final answer, and the chat form's step lines
+    (`47+8=55`, `55-9=46`). Running totals stay non-negative.
 
     Each solution line evaluates the leftmost operation and copies the rest of the expression, so every
     step is a local rewrite of the line above (what a small model can learn to do reliably)."""
@@ -49,14 +60,32 @@ def _draw_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[str], 
     start, terms = total, []
     for _ in range(n_ops):
         operand = rng.randint(spec.operand_min, spec.operand_max)
-        op = rng.choice("+-") if total >= operand else "+"
-        total = total + operand if op == "+" else total - operand
-        terms.append(f"{op}{operand}")
-    lines, running = [], start
-    for i, term in enumerate(terms):
-        running = running + int(term[1:]) if term[0] == "+" else running - int(term[1:])
-        lines.append("=" + str(running) + "".join(terms[i + 1 :]))
-    return str(start) + "".join(terms), lines, total
+        allowed = spec.operators if total >= operand else spec.operators.replace("-", "") or "+"
+        op = rng.choice(allowed) if len(allowed) > 1 else allowed  # "+-": draws exactly as before products
+        total = _apply(total, op, operand)
+        terms.append((op, operand))
+    lines, steps, running = [], [], start
+    for i, (op, operand) in enumerate(terms):
+        after = _apply(running, op, operand)
+        steps.append(f"{running}{op}{operand}={after}")
+        lines.append("=" + _expression(after, terms[i + 1 :]))
+        running = after
+    return _expression(start, terms), lines, total, steps
+
+
+def _apply(total: int, op: str, operand: int) -> int:
+    return total + operand if op == "+" else total - operand if op == "-" else total * operand
+
+
+def _expression(start: int, terms: list[tuple[str, int]]) -> str:
+    """`start` then the terms left to right; a product of a sum or difference gets its brackets: (12+5)*3."""
+    text, bare_sum = str(start), False
+    for op, operand in terms:
+        if op == "*" and bare_sum:
+            text, bare_sum = f"({text})", False
+        text += f"{op}{operand}"
+        bare_sum = bare_sum or op in "+-"
+    return text
 
 
 def _make_problem(pid: str, question: str, lines: list[str], answer: int) -> Problem:
@@ -70,7 +99,7 @@ def test_problems(spec: ArithSpec = ArithSpec()) -> list[Problem]:
     seen: set[str] = set()
     problems: list[Problem] = []
     while len(problems) < spec.test_size:
-        question, lines, answer = _draw_problem(rng, spec)
+        question, lines, answer, _ = _draw_problem(rng, spec)
         if question in seen:
             continue
         seen.add(question)
@@ -84,11 +113,24 @@ def train_problems(n: int, seed: int, spec: ArithSpec = ArithSpec()) -> list[Pro
     rng = random.Random(f"arith-train-{seed}")
     problems: list[Problem] = []
     while len(problems) < n:
-        question, lines, answer = _draw_problem(rng, spec)
+        question, lines, answer, _ = _draw_problem(rng, spec)
         problem = _make_problem(f"arith-train-{seed}-{len(problems)}", question, lines, answer)
         if problem.question not in test_questions:
             problems.append(problem)
     return problems
+
+
+def few_shot_examples(n: int, spec: ArithSpec = ArithSpec()) -> tuple[tuple[str, str], ...]:
+    """`n` worked examples (question, chat answer) for the chat prompt: drawn from a stream of their own, never a
+    test question; the answer shows one line per step, then the `#### n` line the grader reads."""
+    test_questions = {p.question for p in test_problems(spec)}
+    rng = random.Random("arith-few-shot")
+    examples: list[tuple[str, str]] = []
+    while len(examples) < n:
+        question, _, answer, steps = _draw_problem(rng, spec)
+        if f"{question}=?" not in test_questions:
+            examples.append((f"{question}=?", "\n".join([*steps, f"#### {answer}"])))
+    return tuple(examples)
 
 
 def format_prompt(problem: Problem) -> str:

@@ -25,8 +25,18 @@ class ArithDataConfig:
     operand_min: int = 1
     operand_max: int = 9
     test_size: int = 500
+    operators: str = "+-"  # operations drawn: any of + - * ("*" multiplies the running total)
+    # arith = the tiny model's plain format; arith_chat = "Compute <question>" as a chat turn (data=arith_chat)
+    prompt_template: Literal["arith", "arith_chat"] = "arith"
+    few_shot: int = 0  # worked examples as chat turns before the question (arith_chat)
+    system_prompt: str | None = None  # the chat's system turn; null = the chat template's default, "" = empty
 
     def validate(self) -> None:
+        _require(bool(self.operators) and set(self.operators) <= set("+-*") and len(set(self.operators)) ==
+                 len(self.operators), "data.operators", "must be distinct characters of '+-*'", self.operators)
+        _require(self.few_shot >= 0, "data.few_shot", "must be >= 0", self.few_shot)
+        _require(self.prompt_template == "arith_chat" or (self.few_shot == 0 and self.system_prompt is None),
+                 "data.prompt_template", "must be arith_chat for few_shot/system_prompt", self.prompt_template)
         _require(1 <= self.min_ops <= self.max_ops, "data.min_ops", "must be in [1, data.max_ops]", self.min_ops)
         _require(0 <= self.start_min <= self.start_max, "data.start_min", "must be in [0, data.start_max]",
                  self.start_min)
@@ -39,7 +49,7 @@ class ArithDataConfig:
 
         return ArithSpec(min_ops=self.min_ops, max_ops=self.max_ops, start_min=self.start_min,
                          start_max=self.start_max, operand_min=self.operand_min, operand_max=self.operand_max,
-                         test_size=self.test_size)
+                         test_size=self.test_size, operators=self.operators)
 
 
 OnError = Literal["raise", "skip"]
@@ -71,6 +81,7 @@ class Gsm8kDataConfig:
     on_error: OnError = "raise"
     prompt_template: str = "gsm8k_chat"
     answer_style: AnswerStyle = ("gsm8k", "last_number")  # what reward_model=gsm8k extracts
+    system_prompt: str | None = None  # chat templates: the system turn; null = the template's default, "" = empty
 
     def validate(self) -> None:
         _validate_common(self)
@@ -85,6 +96,7 @@ class Math500DataConfig:
     on_error: OnError = "raise"
     prompt_template: str = "boxed_chat"
     answer_style: AnswerStyle = "auto"  # boxed, then ####, then the last number (as reward_model=math_verify)
+    system_prompt: str | None = None  # chat templates: the system turn; null = the template's default, "" = empty
     breakdown: tuple[str, ...] = ("subject", "level")  # result tables by these problem fields
 
     def validate(self) -> None:
@@ -107,6 +119,7 @@ class JsonlDataConfig:
     on_error: OnError = "raise"
     prompt_template: str = "boxed"
     answer_style: AnswerStyle = "auto"
+    system_prompt: str | None = None  # chat templates: the system turn; null = the template's default, "" = empty
 
     def validate(self) -> None:
         _validate_common(self)

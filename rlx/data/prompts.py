@@ -31,9 +31,26 @@ class PromptTemplate:
     name: str
     text: str  # contains QUESTION exactly once
     chat: bool = False  # render `text` as a user turn through the tokenizer's chat template
+    # Chat templates only: the system turn (None = the chat template's own default, e.g. SmolLM2's "You are a
+    # helpful AI assistant ..."; "" = an empty one) and few-shot (question, answer) turns before the question.
+    system: str | None = None
+    examples: tuple[tuple[str, str], ...] = ()
 
     def fill(self, question: str) -> str:
         return self.text.replace(QUESTION, question)
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        """The chat turns: system (when set), each example as a user and an assistant turn, then the question."""
+        turns = [] if self.system is None else [{"role": "system", "content": self.system}]
+        for example_question, answer in self.examples:
+            turns += [{"role": "user", "content": self.fill(example_question)},
+                      {"role": "assistant", "content": answer}]
+        return [*turns, {"role": "user", "content": self.fill(question)}]
+
+    def plain_text(self) -> str:
+        """The template as plain text (no chat template): examples as question/answer blocks before it."""
+        shots = "".join(f"{self.fill(q)}\n{a}\n\n" for q, a in self.examples)
+        return shots + self.text + ("\n" if self.chat else "")
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         PromptTemplate("boxed_chat", "{question}\n" + BOXED_INSTRUCTION, chat=True),
         PromptTemplate("gsm8k", "{question} " + GSM8K_INSTRUCTION + "\n"),
         PromptTemplate("gsm8k_chat", "{question} " + GSM8K_INSTRUCTION, chat=True),  # verl's GSM8K quickstart
+        PromptTemplate("arith_chat", "Compute {question}", chat=True),  # data=arith_chat: few-shot turns before it
     )
 }
 
@@ -88,16 +106,18 @@ def prompt_function(template: PromptTemplate, tokenizer=None) -> tuple[Callable[
         log.warning("prompt template %r is a chat template but the tokenizer has none: using its plain text",
                     template.name)
     # A chat template rendered as plain text gets the plain variants' trailing newline.
-    text = template.text + "\n" if template.chat and not use_chat else template.text
+    text = template.plain_text() if not use_chat else template.text
     # The hash covers everything that shapes the prompt text, so two runs with equal hashes saw equal prompts.
     fingerprint = {"mode": "chat" if use_chat else "plain", "text": text,
                    "chat_template": tokenizer.chat_template if use_chat else None}
+    if use_chat and (template.system is not None or template.examples):  # (absent otherwise: old hashes stay)
+        fingerprint.update(system=template.system, examples=template.examples)
     info = PromptInfo(template.name, short_sha256(json.dumps(fingerprint, sort_keys=True)), use_chat)
     if not use_chat:
         return (lambda problem: text.replace(QUESTION, problem.question)), info
 
     def chat_prompt(problem: Problem) -> str:
-        messages = [{"role": "user", "content": template.fill(problem.question)}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(template.messages(problem.question), tokenize=False,
+                                             add_generation_prompt=True)
 
     return chat_prompt, info

@@ -97,7 +97,8 @@ def _arith_task(data_cfg, train_size: int, seed: int) -> Task:
         return results
 
     spec = data_cfg.spec()
-    template = TEMPLATES["arith"]  # renders exactly arith.format_prompt
+    template = dataclasses.replace(TEMPLATES[data_cfg.prompt_template], system=data_cfg.system_prompt,
+                                   examples=arith.few_shot_examples(data_cfg.few_shot, spec))  # arith: as format_prompt
     prompt, info = prompt_function(template)
     return Task("arith", arith.train_problems(train_size, seed, spec), arith.test_problems(spec), prompt,
                 arith_correct, judge=judge, template=template, prompt_info=info, answer_style="gsm8k")
@@ -130,7 +131,7 @@ def _graded_task(data_cfg, train: list[Problem], test: list[Problem], train_size
         raise _empty_split_error(data_cfg, "train", train)
     if not test:
         raise _empty_split_error(data_cfg, "test", test)
-    template = resolve_template(data_cfg.prompt_template)
+    template = dataclasses.replace(resolve_template(data_cfg.prompt_template), system=data_cfg.system_prompt)
     prompt, info = prompt_function(template)
     judge = _grader_judge(data_cfg.answer_style)
 

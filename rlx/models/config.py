@@ -33,6 +33,10 @@ class ModelConfig:
     name: str = "tiny"
     path: str | None = None  # a local Hugging Face model directory; wins over hub_id
     hub_id: str | None = None
+    # A model shipped as one GGUF file, converted once into the model cache (rlx/models/gguf.py): `gguf_file` is a
+    # file name inside the installed distribution `package`, or a local .gguf path when `package` is null.
+    package: str | None = None
+    gguf_file: str | None = None
     cache_dir: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # training: autocast over fp32 weights
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -41,3 +45,5 @@ class ModelConfig:
 
     def validate(self) -> None:
         _require(self.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1", self.logprob_chunk)
+        _require(self.package is None or self.gguf_file is not None, "model.gguf_file",
+                 "must name the .gguf file inside model.package", self.gguf_file)

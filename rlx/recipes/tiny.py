@@ -68,7 +68,7 @@ class TinyModelSpec:
     def digest(self) -> str:
         """Names the cache directory: any change to the spec, the task or the recipe is a new model. The task
         sits under its own key (where it was before it became a field), so the default model keeps its digest."""
-        recipe = {"spec": self.architecture(), "task": dataclasses.asdict(self.task),
+        recipe = {"spec": self.architecture(), "task": self.task.fields_for_digest(),
                   "alphabet": ALPHABET, "version": BUILD_VERSION}
         text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -19,6 +19,14 @@ from rlx.sampling.hf import right_pad
 # under autocast to the engine's dtype): fp32 2e-5; fp16 0.05 max (0.006 mean); bf16 0.34 max (0.04 mean):
 # bf16 logits near 16 are spaced 0.125 apart, so max gaps of a few tenths are rounding, not a stale weight.
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.1}
+# A real model's rounding gap is larger: SmolLM2-135M (30 layers) shows 0.33 nats in bf16 before any training, 0.52
+# after a correct sync of a tied embedding scaled x1.5 (docs/samplers.md). So with `sampler.canary_tolerance: null`
+# the tolerance is calibrated once, at start-up, when sampler and trainer hold the same weights by construction:
+# max(TOLERANCE[dtype], CALIBRATION_FACTOR x that gap). A skipped parameter or a stale tied head moves log-probs by
+# whole nats (tests/sampling/test_canary_real.py), far above either bound.
+CALIBRATION_FACTOR = 3.0
+# Before any training the two sides load the same file: a gap this large is a wrong model, not rounding.
+MAX_START_GAP = 2.0
 
 
 class WeightSyncError(RuntimeError):
@@ -59,12 +67,27 @@ def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 class WeightSyncCanary:
-    def __init__(self, probe_sequences: list[list[int]], tolerance: float, dtype: str = "float32"):
+    def __init__(self, probe_sequences: list[list[int]], tolerance: float | None, dtype: str = "float32"):
+        """`tolerance`: a fixed bound (nats), or None to calibrate it (`calibrate`; the dtype's floor until then)."""
         if not probe_sequences or any(len(s) < 2 for s in probe_sequences):
             raise ValueError("canary probe sequences need at least two tokens each")
         self.probe_sequences = [list(s) for s in probe_sequences]
-        self.tolerance = tolerance
+        self.fixed = tolerance is not None
+        self.tolerance = tolerance if tolerance is not None else default_tolerance(dtype)
         self.dtype = dtype  # the sampler's compute dtype: the trainer side scores under autocast to it
+        self.start_gap: float | None = None
+
+    def calibrate(self, sampler: Sampler, model: torch.nn.Module) -> float:
+        """Measure the gap while sampler and trainer hold the same weights (start-up, before any sync or training);
+        an unfixed tolerance becomes max(the dtype's default, CALIBRATION_FACTOR x gap). Returns the tolerance."""
+        self.start_gap = self.gap(sampler, model)
+        if not self.start_gap <= MAX_START_GAP:  # also NaN
+            raise WeightSyncError(
+                f"before any training the sampler's log-probs differ from the trainer's by up to {self.start_gap:.3g} "
+                f"nats on the probe batch: the two sides did not load the same model (or its dtype overflows)")
+        if not self.fixed:
+            self.tolerance = max(default_tolerance(self.dtype), CALIBRATION_FACTOR * self.start_gap)
+        return self.tolerance
 
     def gap(self, sampler: Sampler, model: torch.nn.Module) -> float:
         trainer = trainer_logprobs(model, self.probe_sequences, self.dtype)
@@ -76,7 +99,12 @@ class WeightSyncCanary:
         if not gap <= self.tolerance:  # also catches NaN
             raise WeightSyncError(
                 f"weight sync check failed at step {step}: the sampler's log-probs differ from the trainer's by "
-                f"up to {gap:.3g} nats on the probe batch (tolerance {self.tolerance:g}). The sampler is not "
-                f"generating with the trained weights (e.g. a parameter name vLLM did not load, or a stale tied "
-                f"output head); raise sampler.canary_tolerance only if the gap is numerical noise.")
+                f"up to {gap:.3g} nats on the probe batch (tolerance {self.tolerance:.3g}{self._origin()}). "
+                f"The sampler is not generating with the trained weights (e.g. a parameter name vLLM did not "
+                f"load, or a stale tied output head); raise sampler.canary_tolerance only if the gap is numerical noise.")
         return gap
+
+    def _origin(self) -> str:
+        if self.fixed or self.start_gap is None:
+            return ""
+        return f", calibrated from a start-up gap of {self.start_gap:.3g}"

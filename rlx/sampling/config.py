@@ -33,7 +33,7 @@ class VLLMSamplerConfig:
     block_size: int | None = None  # KV block size in tokens (prefix caching reuses whole blocks)
     enforce_eager: bool = True
     num_threads: int = 1  # CPU: torch threads inside the engine (1 avoids OpenMP spin-waits)
-    canary_tolerance: float | None = None  # max |logp_vllm - logp_trainer| after a sync; null = by dtype
+    canary_tolerance: float | None = None  # max |logp_vllm - logp_trainer| after a sync; null = calibrated
     canary_every: int | None = None  # check the 1st and every N-th weight sync (0 = never; null = 1 GPU, 10 CPU)
 
     def validate(self) -> None:

@@ -206,6 +206,15 @@ class VLLMSampler:
                 for seq, out in zip(sequences, outputs)]
 
     # ---------------------------------------------------------------- weights
+    def calibrate_canary(self, model: torch.nn.Module) -> None:
+        """Set the canary's tolerance from the gap between engine and `model` while both hold the weights loaded
+        from `model_path` (call before any training or sync; `rlx.sampling.canary.WeightSyncCanary.calibrate`)."""
+        if self.canary is None:
+            return
+        tolerance = self.canary.calibrate(self, model)
+        log.info("weight-sync canary: start-up gap %.3g nats (%s) -> tolerance %.3g nats",
+                 self.canary.start_gap, self.dtype, tolerance)
+
     def sync_weights(self, model: torch.nn.Module, step: int | None = None,
                      weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
         """Copy `model`'s weights into the engine in place, drop every cached prefix, then (at the first
@@ -281,11 +290,10 @@ def _set_cpu_kv_cache(gib: float) -> int:
 
 
 def _build_canary(llm: Any, dtype: str, tolerance: float | None) -> WeightSyncCanary:
-    from rlx.sampling.canary import WeightSyncCanary, default_probe, default_tolerance
+    from rlx.sampling.canary import WeightSyncCanary, default_probe
 
     vocab_size = llm.llm_engine.model_config.get_vocab_size()
-    return WeightSyncCanary(default_probe(vocab_size), tolerance if tolerance is not None else default_tolerance(dtype),
-                            dtype=dtype)
+    return WeightSyncCanary(default_probe(vocab_size), tolerance, dtype=dtype)
 
 
 def default_canary_every() -> int:
