@@ -1,4 +1,4 @@
-"""The exact integer answer check of the built-in arithmetic task (GSM8K-style `#### n` final line)."""
+"""The exact integer answer check of the built-in arithmetic task (GSM8K-style `#### n` final lines)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ _ANSWER_LINE = re.compile(r"####\s*(-?\d+)\s*$")
 
 
 def extract_final_integer(completion: str) -> int | None:
-    """The integer on the completion's last `#### n` line, or None. Parsed with a regex: never evaluated."""
-    for line in reversed(completion.strip().splitlines()):
-        match = _ANSWER_LINE.search(line.strip())
-        if match:
-            return int(match.group(1))
-    return None
+    """The integer of the completion's `#### n` lines, or None: none, or two that disagree (docs/rewards.md,
+    "One rule for several final answers": several different final answers are a hedge). Parsed with a
+    regex: never evaluated."""
+    values = {int(match.group(1)) for line in completion.strip().splitlines()
+              if (match := _ANSWER_LINE.search(line.strip()))}
+    return values.pop() if len(values) == 1 else None
 
 
 def integer_answer_correct(reference: str | int, completion: str) -> bool:

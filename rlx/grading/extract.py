@@ -1,17 +1,22 @@
 """Final-answer extraction and cheap normalisation. Pure string scanning, linear in the text: runs in the
 caller's process on untrusted model output and never evaluates it.
 
-Styles: `boxed` (every balanced `\\boxed{}`/`\\fbox{}`), `gsm8k` (the text after the last `####`),
-`last_number` (the value after the last "the answer is"/"answer:" cue, else the final answer-shaped
-expression at the end: the last number, widened to the LaTeX expression, inline math or `a/b` fraction it
-belongs to, so `The answer is $\\frac{3}{4}$.` gives `\\frac{3}{4}` and not `4`), and `auto` (= boxed, then
-gsm8k, then last_number).
+Markers of a final answer, by style: `boxed` (every balanced `\\boxed{}`/`\\fbox{}`), `gsm8k` (every `####`,
+the value on its line) and `last_number` (every "the answer is"/"answer:" cue followed by a value; when no
+marker answers, the final answer-shaped expression: the last number, widened to the LaTeX expression, inline
+math or `a/b` fraction it belongs to, so `The answer is $\\frac{3}{4}$.` gives `\\frac{3}{4}` and not `4`);
+`auto` reads all three markers.
+
+One rule for several final answers (docs/rewards.md, "One rule for several final answers"): the answer is
+every value the completion offers as final, whatever the marker: every box, every `####` line, every cue,
+and the values joined to one of them by "or", a list (`42, 43, or 44`, `42 and 43.`) or a hedging remark
+(`42, maybe 43`, `42; alternatively 43`, `\\boxed{42} (if I am wrong, it is 7)`). Values equal after
+normalisation are one value; different ones form the set `\\{a, b\\}` (math-verify's reading of `a, b` and
+of several boxes, `boxed="all"`), so a hedge never matches a single-valued reference. A value right after
+"not" is never offered (`The answer is not 42.`).
 
 What a reader cannot see is not read: HTML comments (`<!-- ... -->`, an unclosed one hides the rest) and
-`\\phantom{}` groups are dropped first. An answer is every value the completion offers: several boxes, or
-values joined by "or", are one answer, the set `\\{a, b\\}` (math-verify's reading of `a, b` and of several
-boxes), so a hedge never matches a single-valued reference; the same value boxed twice stays one value.
-See docs/pending/grader.md.
+`\\phantom{}` groups are dropped first.
 """
 
 from __future__ import annotations
@@ -44,12 +49,32 @@ _SLASH_FRACTION = re.compile(r"-?\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?")
 # Text a reader never sees: an HTML comment (an unclosed one hides the rest) and a LaTeX \phantom group.
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _PHANTOM = re.compile(r"\\[hv]?phantom\s*(?=\{)")
-# A value offered as an alternative to the one before it: "7 or 42", "$7$ or $x = 42$", "7 \lor 42".
-_OR_JOINER = re.compile(r"\s*,?\s*(?:\bor\b|\\text\{\s*or\s*\}|\\lor\b|\\vee\b)\s*(?:[A-Za-z]\s*=\s*)?")
+# A value offered as an alternative to the one before it: "7 or 42", "$7$ or $x = 42$", "7 \lor 42", "42 (or
+# 43)", "42, maybe 43", "42; alternatively 43", "\boxed{42} (if I am wrong, it is 7)". The closing `$` of the
+# first value's math may come first.
+_OR_JOINER = re.compile(
+    r"\s*(?:\$|\\\)|\\\])?\s*[,;]?\s*\(?\s*(?:\bor\b|\\text\{\s*or\s*\}|\\lor\b|\\vee\b|\bmaybe\b|\bperhaps\b|"
+    r"\bpossibly\b|\balternatively\b|\botherwise\b|\bor\s+else\b|\bif\b[^.\n()$]{0,40}?\b(?:wrong|not|mistaken)\b)"
+    r"[\s,]*(?:(?:maybe|perhaps|possibly|even)\s+)?(?:(?:it|this|that|the\s+answer)\s+(?:is|would\s+be|could\s+be|"
+    r"might\s+be|may\s+be)\s+)?(?:[A-Za-z]\s*=\s*)?", re.IGNORECASE)
+# The next item of a list of values: "42, 43", "42 and 43", "1, 2, ..., 100" (one line). A list item must end
+# its item (`_ITEM_END`): "42, and 2 more checks" is not a list.
+_LIST_JOINER = re.compile(r"[ \t]*(?:\$|\\\)|\\\])?[ \t]*"
+                          r"(?:,[ \t]*(?:(?:\.\.\.|\\[lc]?dots|…)[ \t]*,[ \t]*)?(?:and[ \t]+)?"
+                          r"|[ \t]+and[ \t]+|;[ \t]*)")
+_ITEM_END = re.compile(r"[ \t]*(?:\$|\\\)|\\\])?[ \t]*(?:[,;.!?)\n]|$|(?:and|or)\b)")
+# "not 42", "isn't 42", "never 42": a value a completion rules out, not one it offers.
+_NEGATION = re.compile(r"(?:\bnot|n't|\bnever)\s*(?:equal\s+to\s+|be\s+)?\$?\s*$", re.IGNORECASE)
 # "The answer is 204", "Final answer: $\frac{3}{4}$", "**Answer:** 7" (markdown bold around the cue).
 _ANSWER_CUE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\b\s*:?|:|=)[\s*]*", re.IGNORECASE)
+# "We may check our answer: $17 \cdot 44 = 748$" (a MATH-500 solution) verifies an answer, it does not give one
+_CHECKING = re.compile(r"\b(?:check|verif|confirm|test|double-check)\w*\s+(?:(?:our|the|my|this|that)\s+)?$",
+                       re.IGNORECASE)
 _CUE_WINDOW = 300  # the answer after a cue starts right after it: look no further
+# hostile text may repeat a marker: the values joined to a marker are looked for around the last 8 of each
+# kind, and only the last 8 cues are read (every box and every `####` value still counts)
 _MAX_CUES = 8
+_BEFORE = 40  # how far before a value a value joined to it may start
 # What may stand between a cue and its value: spaces, markdown bold, dollar signs (`$\$18$`, `\$18`, `$18`).
 _CUE_GAP = re.compile(r"[\s*]*\$?\s*(?:\\\$)?\s*")
 # The end of the sentence that holds a cue's answer (a period followed by a space or the end, not "3.5").
@@ -107,9 +132,13 @@ def one_answer(values: Sequence[str]) -> str | None:
     return "\\{" + ", ".join(distinct.values()) + "\\}"
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """The non-empty contents of every outermost balanced `\\boxed{...}`/`\\fbox{...}` (or `\\boxed 5`), in
-    order. A box inside a box is only braces of the outer one's content; an unclosed box is skipped."""
+Candidate = tuple[int, int, str]  # (start, end, answer text)
+
+
+def _boxed_spans(text: str) -> list[Candidate]:
+    """(start, end, content) of every outermost balanced `\\boxed{...}`/`\\fbox{...}` (or `\\boxed 5`) with
+    content, in order. A box inside a box is only braces of the outer one's content; an unclosed box is
+    skipped."""
     commands = list(_BOX_COMMAND.finditer(text))
     if not commands:
         return []
@@ -123,38 +152,66 @@ def _boxed_contents(text: str) -> list[str]:
             pos += 1
         if pos < len(text) and text[pos] == "{":
             if pos in partner:
-                found.append(_BOX_COMMAND.sub("", text[pos + 1 : partner[pos]]).strip())
+                content = _BOX_COMMAND.sub("", text[pos + 1 : partner[pos]]).strip()
+                found.append((command.start(), partner[pos] + 1, content))
                 inside_until = partner[pos]
         elif command.end() < pos < len(text):  # `\boxed 5`: the argument is one token
             token = re.match(r"[^\s$]+", text[pos : pos + 200])
             if token:
-                found.append(token.group())
-    return [content for content in found if content]
+                found.append((command.start(), pos + token.end(), token.group()))
+    return [box for box in found if box[2]]
 
 
-def _extract_boxed(text: str) -> str | None:
-    """Every box's content as one answer (`one_answer`): one value, or the set of the different ones."""
-    return one_answer(_boxed_contents(text))
+def _boxed_contents(text: str) -> list[str]:
+    return [content for _, _, content in _boxed_spans(text)]
 
 
-def _extract_gsm8k(text: str) -> str | None:
-    """The answer after the last `####`: its leading number (with any values joined to it by "or") when there
-    is one, else the rest of the line."""
-    marker = text.rfind("####")
-    if marker < 0:
-        return None
-    rest = text[marker + 4 :].lstrip()
-    line = rest.split("\n", 1)[0].strip()
-    number = _LEADING_NUMBER.match(line)
-    if number:
-        first = (number.start(1), number.end(1), number.group(1))
-        return one_answer(_or_chain(line, _candidates(line), first))
-    return line or None
+def _box_values(text: str) -> list[str]:
+    """Every box's content, and the values joined to one of the last boxes (`\\boxed{42} (or 43)`)."""
+    boxes = _boxed_spans(text)
+    values = [content for _, _, content in boxes[:-_MAX_CUES]]
+    for box in boxes[-_MAX_CUES:]:
+        values += _offered_around(text, box)
+    return values
+
+
+def _offered_around(text: str, marked: Candidate) -> list[str]:
+    """A marked value (positions in `text`) with the values joined to it (`_or_chain`) in a window around it."""
+    start, end, value = marked
+    lo = max(0, start - _BEFORE)
+    window = text[lo : end + _CUE_WINDOW]
+    chosen = (start - lo, end - lo, value)
+    return _unboxed(_or_chain(window, [*_candidates(window), chosen], chosen))
+
+
+def _unboxed(values: list[str]) -> list[str]:
+    """`values` with a box read as its content (`$\\boxed{42}$` -> 42); a box cut by the math span around it
+    (`$\\boxed{\\$18}$` is cut at `\\$`) offers nothing here, its content is read by the box marker."""
+    return [inner for value in values
+            for inner in (_boxed_contents(value) if _BOX_COMMAND.search(value) else [value])]
+
+
+_GSM8K_MARKER = re.compile(r"#{4,}\s*")
+
+
+def _gsm8k_values(text: str) -> list[str]:
+    """The value of every `####`: its line's leading number (with the values joined to it, for the last few
+    markers), else the rest of its line up to the next `####`."""
+    markers = list(_GSM8K_MARKER.finditer(text))
+    values = []
+    for k, marker in enumerate(markers):
+        stop = markers[k + 1].start() if k + 1 < len(markers) else len(text)
+        line = text[marker.end() : min(stop, marker.end() + _CUE_WINDOW)].split("\n", 1)[0].strip()
+        number = _LEADING_NUMBER.match(line)
+        if number and k >= len(markers) - _MAX_CUES:
+            first = (number.start(1), number.end(1), number.group(1))
+            values += _unboxed(_or_chain(line, _candidates(line), first))
+        elif line:
+            values.append(number.group(1) if number else line)
+    return values
 
 
 # ------------------------------------------------------------------------------------------ last_number
-
-Candidate = tuple[int, int, str]  # (start, end, answer text)
 
 
 def _math_span_candidates(tail: str) -> list[Candidate]:
@@ -163,7 +220,8 @@ def _math_span_candidates(tail: str) -> list[Candidate]:
         content = next(group for group in match.groups() if group is not None).strip()
         if not _ALPHANUMERIC.search(content) or _PROSE.search(content):
             continue  # "$5 for apples and $" is prose between dollar signs, "$\$" an escaped dollar
-        found.append((match.start(), match.end(), _right_hand_side(content)))
+        value = content if _BOX_COMMAND.search(content) else _right_hand_side(content)  # `\\boxed{x = 5}` whole
+        found.append((match.start(), match.end(), value))
     return found
 
 
@@ -213,19 +271,35 @@ def _widest_by(candidates: list[Candidate], edge: int) -> dict[int, Candidate]:
 
 
 def _or_chain(text: str, candidates: list[Candidate], chosen: Candidate) -> list[str]:
-    """`chosen` with the values joined to it by "or" on either side ("7 or 42" offers both)."""
+    """`chosen` with the values joined to it on either side: by "or" or a hedging remark (`_OR_JOINER`:
+    "7 or 42", "42, maybe 43"), or as items of one list (`_LIST_JOINER`: "42, 43, or 44", "42 and 43.")."""
     starts, ends = _widest_by(candidates, 0), _widest_by(candidates, 1)
     chain = [chosen]
-    while (joiner := _OR_JOINER.match(text, chain[-1][1])) and starts.get(joiner.end()) not in (None, *chain):
-        chain.append(starts[joiner.end()])
-    while True:
-        start = chain[0][0]
-        before = (ends.get(end) for end in range(start - 1, max(-1, start - 40), -1))
-        previous = next((c for c in before if c and c not in chain and _OR_JOINER.fullmatch(text, c[1], start)),
-                        None)
-        if previous is None:
-            return [value for _, _, value in chain]
+    while (following := _joined_after(text, starts, chain[-1][1])) is not None and following not in chain:
+        chain.append(following)
+    while (previous := _joined_before(text, ends, chain[0][0])) is not None and previous not in chain:
         chain.insert(0, previous)
+    return [value for _, _, value in chain]
+
+
+def _joined_after(text: str, starts: dict[int, Candidate], end: int) -> Candidate | None:
+    """The value joined to a value ending at `end`: any value after "or" or a hedging remark; after a list
+    separator, a value that ends its item ("42, and 2 more checks" is no list)."""
+    joiner = _OR_JOINER.match(text, end)
+    if joiner and joiner.end() in starts:
+        return starts[joiner.end()]
+    joiner = _LIST_JOINER.match(text, end)
+    item = starts.get(joiner.end()) if joiner else None
+    return item if item and _ITEM_END.match(text, item[1]) else None
+
+
+def _joined_before(text: str, ends: dict[int, Candidate], start: int) -> Candidate | None:
+    """The value that a joiner links to a value starting at `start`, looking back `_BEFORE` characters."""
+    for end in range(start - 1, max(-1, start - _BEFORE), -1):
+        candidate = ends.get(end)
+        if candidate and (_OR_JOINER.fullmatch(text, end, start) or _LIST_JOINER.fullmatch(text, end, start)):
+            return candidate
+    return None
 
 
 def _starts_a_value(text: str, pos: int) -> bool:
@@ -234,49 +308,58 @@ def _starts_a_value(text: str, pos: int) -> bool:
     return gap is not None and text[gap.end() : gap.end() + 1] in tuple("0123456789-$\\.")
 
 
-def _after_answer_cue(text: str) -> str | None:
-    """The value right after the last "the answer is"/"answer:" cue that is followed by one: plain arithmetic
-    up to the end of its sentence gives its last side ("5 + 3 = 8" -> 8), otherwise the expression there
-    with any values joined to it by "or". None when no cue is followed by a value."""
-    cues = [cue for cue in _ANSWER_CUE.finditer(text) if _starts_a_value(text, cue.end())]
-    for cue in reversed(cues[-_MAX_CUES:]):  # a bounded number: hostile text may repeat the cue
-        window = text[cue.end() : cue.end() + _CUE_WINDOW]
-        candidates = _candidates(window)
-        at_cue = [c for c in candidates if _CUE_GAP.fullmatch(window, 0, c[0])]
-        if not at_cue:
-            continue
-        first = min(at_cue, key=lambda c: (c[0], -c[1]))
-        end = _SENTENCE_END.search(window, first[0])
-        arithmetic = _ARITHMETIC.match(window, first[0], end.start() if end else len(window)).group()
-        if "=" in arithmetic and arithmetic.rsplit("=", 1)[1].strip():
-            return arithmetic.rsplit("=", 1)[1].strip()
-        return one_answer(_or_chain(window, candidates, first))
-    return None
+def _cue_values(text: str) -> list[str]:
+    """The value after each of the last few "the answer is"/"answer:" cues that a value follows
+    (`_after_cue`)."""
+    cues = [cue for cue in _ANSWER_CUE.finditer(text) if _starts_a_value(text, cue.end())
+            and not _CHECKING.search(text, max(0, cue.start() - 30), cue.start())]
+    return [value for cue in cues[-_MAX_CUES:] for value in _after_cue(text, cue.end())]
 
 
-def _extract_last_number(text: str) -> str | None:
-    """The value after the last answer cue (`_after_answer_cue`), else the answer-shaped expression that ends
-    last: a number, `a/b`, a bare LaTeX fraction/root or an inline math span that is not prose (ties go to
-    the longer one, so `$\\frac{3}{4}$` beats its `4`), with any values joined to it by "or"."""
-    cued = _after_answer_cue(text)
-    if cued:
-        return cued
+def _after_cue(text: str, pos: int) -> list[str]:
+    """The values right after a cue ending at `pos`: plain arithmetic up to the end of its sentence gives its
+    last side ("5 + 3 = 8" -> 8), otherwise the expression there with the values joined to it; a box there
+    gives its content. Empty when no expression starts right after the cue."""
+    window = text[pos : pos + _CUE_WINDOW]
+    candidates = _candidates(window)
+    at_cue = [c for c in candidates if _CUE_GAP.fullmatch(window, 0, c[0])]
+    if not at_cue:
+        return []
+    first = min(at_cue, key=lambda c: (c[0], -c[1]))
+    end = _SENTENCE_END.search(window, first[0])
+    arithmetic = _ARITHMETIC.match(window, first[0], end.start() if end else len(window)).group()
+    if "=" in arithmetic and arithmetic.rsplit("=", 1)[1].strip():
+        return [arithmetic.rsplit("=", 1)[1].strip()]
+    return _unboxed(_or_chain(window, candidates, first))
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether the value starting at `start` follows "not" ("The answer is not 42"): it is ruled out."""
+    return _NEGATION.search(text, max(0, start - 30), start) is not None
+
+
+def _last_expression(text: str) -> str | None:
+    """The answer-shaped expression that ends last and is not negated: a number, `a/b`, a bare LaTeX
+    fraction/root or an inline math span that is not prose (ties go to the longer one, so `$\\frac{3}{4}$`
+    beats its `4`), with the values joined to it; None when there is none."""
     offset = max(0, len(text) - _TAIL_CHARS)
     tail = text[offset:]
-    candidates = _candidates(tail)
+    candidates = [c for c in _candidates(tail) if not _negated(tail, c[0])]
     if candidates:
-        return one_answer(_or_chain(tail, candidates, max(candidates, key=lambda c: (c[1], -c[0]))))
+        return one_answer(_unboxed(_or_chain(tail, candidates, max(candidates, key=lambda c: (c[1], -c[0])))))
     last = None
     for last in _NUMBER.finditer(text, 0, offset):  # noqa: B007 - no candidate in the tail: the last number
         pass
     return last.group() if last else None
 
 
-_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "boxed": _extract_boxed,
-    "gsm8k": _extract_gsm8k,
-    "last_number": _extract_last_number,
+# the final-answer markers of each style; `last_number` falls back to `_last_expression` when none answers
+_MARKERS: dict[str, Callable[[str], list[str]]] = {
+    "boxed": _box_values,
+    "gsm8k": _gsm8k_values,
+    "last_number": _cue_values,
 }
+
 
 
 def resolve_styles(style: str | Sequence[str]) -> tuple[str, ...]:
@@ -295,16 +378,17 @@ def resolve_styles(style: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def extract_answer(text: str, style: str | Sequence[str] = "auto") -> str | None:
-    """The final answer in `text`, or None. `style`: boxed | gsm8k | last_number | auto, or a list tried in
-    order (auto = boxed, then ####, then the final expression). Linear time in len(text)."""
+    """The final answer in `text`, or None. `style`: boxed | gsm8k | last_number | auto, or a list: the
+    markers read (auto = all three). Every value they offer counts (`one_answer`: one value, or the set of
+    the different ones); with `last_number` and no marker, the final expression. Linear time in len(text)."""
     if not isinstance(text, str):
         return None
     text = strip_hidden(text)
-    for name in resolve_styles(style):
-        answer = _EXTRACTORS[name](text)
-        if answer:
-            return answer
-    return None
+    styles = resolve_styles(style)
+    values = [value for name in dict.fromkeys(styles) for value in _MARKERS[name](text)]
+    if values:
+        return one_answer(values)
+    return _last_expression(text) if "last_number" in styles else None
 
 
 # ------------------------------------------------------------------------------------------ normalisation

@@ -25,16 +25,16 @@ from rlx.grading.screen import screen_answer
         ("no box here 12", "boxed", None),
         ("work\n#### 1,234\n", "gsm8k", "1,234"),
         ("#### $18.", "gsm8k", "18"),
-        ("#### one #### 42 apples", "gsm8k", "42"),
+        ("#### one #### 42 apples", "gsm8k", "\\{one, 42\\}"),  # every #### counts: two final answers
         ("#### \\frac{1}{2}", "gsm8k", "\\frac{1}{2}"),
-        ("about 3, 4.5 and -1,000.", "last_number", "-1,000"),
+        ("about 3, 4.5 and -1,000.", "last_number", "\\{3, 4.5, -1,000\\}"),  # a list offers all three
         ("about 3 or 4.5 or -1,000.", "last_number", "\\{3, 4.5, -1,000\\}"),  # a hedge offers all three
-        ("1,2,3", "last_number", "3"),
+        ("1,2,3", "last_number", "\\{1, 2, 3\\}"),
         ("no digits", "last_number", None),
-        ("\\boxed{2} #### 3 then 4", "auto", "2"),
+        ("\\boxed{2} #### 3 then 4", "auto", "\\{2, 3\\}"),  # one rule across markers: both count
         ("#### 3 then 4", "auto", "3"),
         ("then 4", "auto", "4"),
-        ("#### 3 then 4", ("last_number", "gsm8k"), "4"),
+        ("#### 3 then 4", ("last_number", "gsm8k"), "3"),  # a marker answers: no final-expression fallback
         ("", "auto", None),
     ],
 )

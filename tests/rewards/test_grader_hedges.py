@@ -67,6 +67,23 @@ def test_the_values_offered_form_one_answer(values, answer):
         ("#### 7 or 42", "\\{7, 42\\}"),
         ("so 7 \\text{ or } 42", "\\{7, 42\\}"),
         ("The answer is 42, since 6 times 7 is 42.", "42"),
+        # one rule for several final answers, whatever the marker (docs/rewards.md)
+        ("The answer is 42, 43, or 44.", "\\{42, 43, 44\\}"),
+        ("42 and 43.", "\\{42, 43\\}"),
+        ("The answer is 42 (or 43).", "\\{42, 43\\}"),
+        ("The answer is 42, maybe 43.", "\\{42, 43\\}"),
+        ("The answer is 42; alternatively 43.", "\\{42, 43\\}"),
+        ("The answer is 1, 2, ..., 100.", "\\{1, 2, 100\\}"),
+        ("#### 1, 2, ...", "\\{1, 2\\}"),
+        ("\\boxed{42} (if I am wrong, it is 7)", "\\{42, 7\\}"),
+        ("The answer is not 42.", None),
+        ("#### 7\n#### 42", "\\{7, 42\\}"),
+        ("\\boxed{42}\nFinal answer: 7", "\\{42, 7\\}"),
+        ("\\boxed{42}. Actually, no: \\boxed{41}", "\\{42, 41\\}"),
+        ("So the final answer is $\\boxed{42}$.", "42"),  # a cue and its box: one value
+        ("The answer is 42, and it took 3 steps.", "42"),  # "3" does not end a list item
+        ("The answer is not 41. It is 42.", "42"),
+        ("So \\boxed{44}. We may check our answer: $17 \\cdot 44 = 748$.", "44"),  # checks, gives no answer
     ],
 )
 def test_extraction_reads_every_value_offered(text, expected):
@@ -138,3 +155,13 @@ def test_several_boxes_are_graded_as_a_set(grader):
     results = grader.grade(references, completions)
     assert [r.correct for r in results] == [False, False, True, True, True]
     assert [r.status for r in results] == ["ok"] * 5
+
+
+def test_the_arith_task_reads_every_final_line():
+    """The built-in task's check follows the same rule: two different `#### n` lines are a hedge."""
+    from rlx.grading.arith import extract_final_integer, integer_answer_correct
+
+    assert extract_final_integer("6 * 7 = 42\n#### 42") == 42
+    assert extract_final_integer("#### 42\n#### 42") == 42
+    assert extract_final_integer("#### 7\n#### 42") is None
+    assert not integer_answer_correct(42, "#### 7\n#### 42") and not integer_answer_correct(7, "#### 7\n#### 42")

@@ -1,9 +1,11 @@
-"""The grader against 328 hand-written answer/reference pairs with known verdicts (tests/fixtures/
+"""The grader against 350 hand-written answer/reference pairs with known verdicts (tests/fixtures/
 grader_pairs.jsonl): fractions, radicals, intervals, units, percentages, plain-text answers, expressions,
 tuples, final answers written without a box, pathological answers, hedges (several different boxes, "or",
-`\\approx`, text hidden in an HTML comment or a `\\phantom`), decorations (`42\\%`, `42^\\circ`, `42 cm`, `(42)`,
-`\\pm 0`) and answers after a "the answer is" cue. Each pair's `expected` is the mathematical truth (a hedge
-is not a correct answer), so a mismatch is a false verdict of the grader; docs/pending/grader.md."""
+`\\approx`, text hidden in an HTML comment or a `\\phantom`, lists, hedging remarks, a negated answer,
+final-answer markers that disagree), decorations (`42\\%`, `42^\\circ`, `42 cm`, `(42)`, `\\pm 0`) and answers
+after a "the answer is" cue. Each pair's `expected` is the mathematical truth (a hedge is not a correct
+answer), so a mismatch is a false verdict of the grader; docs/rewards.md, "One rule for several final
+answers"."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def load_pairs() -> list[dict]:
 def test_the_fixture_covers_every_category():
     pairs = load_pairs()
     counts = Counter(pair["category"] for pair in pairs)
-    assert len(pairs) == 328 and sum(pair["expected"] for pair in pairs) == 220
+    assert len(pairs) == 350 and sum(pair["expected"] for pair in pairs) == 225
     assert {"fraction", "radical", "interval", "units", "percent", "text", "final_expression", "hedge",
             "decoration", "answer_cue"} <= set(counts)
     assert min(counts.values()) >= 7
