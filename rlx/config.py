@@ -8,7 +8,6 @@ outside its allowed set or an out-of-range value raises `ConfigError` naming the
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -21,6 +20,7 @@ from rlx import algos
 from rlx.algos.base import AlgoConfig
 from rlx.data.configs import DATASETS, ConfigError, _require  # noqa: F401  (ConfigError is re-exported)
 from rlx.models.config import QWEN2_LINEAR_PROJECTIONS, LoRAConfig, ModelConfig  # noqa: F401  (re-exported)
+from rlx.preflight import MOVED_KEYS, did_you_mean, moved_key_error  # noqa: F401  (re-exported)
 from rlx.sampling.config import SAMPLERS, HFSamplerConfig, VLLMSamplerConfig  # noqa: F401  (re-exported)
 
 
@@ -306,34 +306,6 @@ def _check_unknown(raw: Mapping[str, Any], names: set[str], path: str, owner: st
         where = f" (the {raw.get('name')!r} option of '{path}' has no such key)" if "name" in raw else ""
         hint = did_you_mean(unknown[0], names, path)
         raise ConfigError(f"{key}: unknown key{where}{hint}; valid keys: {sorted(names)}")
-
-
-# Keys that moved: the old spelling fails naming the new home, whether it came with `+` (then here) or without
-# (then Hydra rejects it and the sweep guard words the error with `moved_key_error` too).
-MOVED_KEYS: dict[str, tuple[str, str]] = {  # old key -> (new key, why it lives there)
-    "train.samples_per_prompt": ("algo.samples_per_prompt", "the group size's one owner is the algorithm"),
-    "algo.critic_lr": ("algo.critic.lr", "PPO's critic has its own section"),
-    "algo.vf_coef": ("algo.critic.vf_coef", "PPO's critic has its own section"),
-    "algo.vf_clip": ("algo.critic.vf_clip", "PPO's critic has its own section"),
-}
-
-
-def moved_key_error(key: str, value: Any = "...") -> ConfigError | None:
-    """'train.samples_per_prompt: moved to algo.samples_per_prompt (...); set algo.samples_per_prompt=4' for a
-    key of MOVED_KEYS (`key` may carry Hydra's +/++/~ prefix), else None."""
-    old = key.lstrip("+~")
-    if old not in MOVED_KEYS:
-        return None
-    new, why = MOVED_KEYS[old]
-    return ConfigError(f"{old}: moved to {new} ({why}); set {new}={value} instead")
-
-
-def did_you_mean(key: str, valid: Any, path: str = "", sep: str = ".") -> str:
-    """'; did you mean 'algo.gamma'?' for the closest valid key (a typo), '' when none is close."""
-    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-    if not close:
-        return ""
-    return f"; did you mean '{path}{sep}{close[0]}'?" if path else f"; did you mean '{close[0]}'?"
 
 
 def check_resume(resume: str | None) -> str | None:

@@ -26,6 +26,7 @@ LAYERS = {  # package or module -> level (higher = may import more)
     "rlx.inspect": 8,  # reads a run directory's sample tables
     "rlx.config": 9,
     "rlx.sweep_guard": 9,
+    "rlx.preflight": 9,  # cheap checks before the heavy imports (Hydra and the standard library only)
     "rlx.helptext": 9,
     "rlx.train.app": 10,  # Hydra entry points: the CLI layer
     "rlx.eval.app": 10,

@@ -70,7 +70,8 @@ def convert_rows(
         try:
             if isinstance(raw_row, bytes):
                 raw_row = raw_row.decode("utf-8")  # UnicodeDecodeError is a ValueError: a malformed row
-            row = json.loads(raw_row) if isinstance(raw_row, str) else raw_row
+            # without its line break, a row cut short fails at its own last column, not at "line 2 column 1"
+            row = json.loads(raw_row.rstrip("\r\n")) if isinstance(raw_row, str) else raw_row
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             problems.append(convert(row, index))
@@ -101,6 +102,10 @@ def _describe(error: Exception) -> str:
     if isinstance(error, KeyError):
         return str(error.args[0]) if error.args else "missing field"
     if isinstance(error, json.JSONDecodeError):
+        end = len(error.doc)  # the row's last column
+        if error.msg.startswith("Unterminated string") or error.pos >= end:  # the row stops mid-value
+            return (f"bad JSON (the row ends at column {end} before its JSON does, cut short? "
+                    f"{error.msg.removesuffix(' starting at')} at column {error.colno})")
         return f"bad JSON ({error.msg} at column {error.colno})"
     if isinstance(error, UnicodeDecodeError):
         return f"invalid UTF-8 (byte 0x{error.object[error.start]:02x} at column {error.start + 1})"

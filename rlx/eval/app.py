@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+NO_RUN_FLAGS = ("--help", "-h", "--hydra-help", "-sc", "--shell-completion", "--info", "--cfg", "-c")  # no job
 _finished: list[tuple[dict[str, Any], str | None]] = []  # (result, sweep dir) of each job of this command
 
 
@@ -43,6 +44,14 @@ def eval_job(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    from rlx.data.configs import ConfigError
+    from rlx.preflight import preflight
+
+    if not any(flag in sys.argv for flag in NO_RUN_FLAGS):
+        try:
+            preflight("eval", sys.argv[1:])  # seconds, before torch is imported (docs/configuration.md)
+        except ConfigError as err:
+            raise SystemExit(f"rlx eval: bad config: {err}") from None
     sys.argv = with_multirun_for_sweeps(sys.argv)
     _finished.clear()
     eval_job()

@@ -92,7 +92,7 @@ def _cached_backend_json() -> str:
     under the rlx cache, named by a digest of the ranks, the regex and the added tokens."""
     recipe = hashlib.sha256(ranks_file().read_bytes())
     recipe.update(repr((QWEN2_PATTERN, ADDED_TOKENS, sorted(NOT_SPECIAL))).encode())
-    cache = Path(os.environ.get("RLX_CACHE", Path.home() / ".cache" / "rlx"))  # rlx.recipes.tiny's default
+    cache = Path(os.environ.get("RLX_CACHE") or Path.home() / ".cache" / "rlx")  # rlx.recipes.tiny's default
     path = cache / f"qwen2-bpe-{recipe.hexdigest()[:12]}.json"
     if path.exists():
         return path.read_text()

@@ -86,7 +86,8 @@ TINY_MODELS: dict[str, TinyModelSpec] = {"tiny": TinyModelSpec(), "tiny_long": T
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("RLX_CACHE", Path.home() / ".cache" / "rlx"))
+    """$RLX_CACHE, or ~/.cache/rlx when it is unset or empty (`RLX_CACHE=` must not mean the current directory)."""
+    return Path(os.environ.get("RLX_CACHE") or Path.home() / ".cache" / "rlx")
 
 
 def tiny_model_path(spec: TinyModelSpec, cache_dir: Path | None = None) -> Path:

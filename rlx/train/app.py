@@ -16,14 +16,17 @@ NO_LOCK_FLAGS = (*NO_RUN_FLAGS, "--cfg", "-c")  # --cfg prints the configuration
 
 def main() -> None:
     """Check every job of the command line first (sweep guard), lock the run directory, then hand over to Hydra."""
+    from rlx.data.configs import ConfigError
+    from rlx.preflight import preflight
     from rlx.train import preemption
 
     preemption.install()  # from here on a SIGTERM/SIGUSR1 stops the run with preemption.EXIT_CODE, never 143
-    from rlx.config import ConfigError, parse_run_config
-    from rlx.sweep_guard import validate_jobs
-
     if not any(flag in sys.argv for flag in NO_RUN_FLAGS):
         try:
+            preflight("train", sys.argv[1:])  # seconds, before torch is imported
+            from rlx.config import parse_run_config
+            from rlx.sweep_guard import validate_jobs
+
             validate_jobs("train", sys.argv[1:], parse_run_config)
         except ConfigError as err:
             raise SystemExit(f"rlx train: bad config: {err}") from None

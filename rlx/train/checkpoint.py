@@ -13,6 +13,7 @@ cannot run code.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import pickle
@@ -49,21 +50,67 @@ def save_checkpoint(run_dir: Path, step: int, policy, tokenizer, optimizers, cri
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(str(tmp), state_dict=gathered["policy"] if gathered else None)
-    tokenizer.save_pretrained(str(tmp))
-    state = {
-        "step": step,
-        "optimizers": gathered["optimizers"] if gathered else [opt.state_dict() for opt in optimizers],
-        "critic": gathered["critic"] if gathered else (critic.state_dict() if critic is not None else None),
-        "rng": rng_state(),
-        "extra": extra,
-    }
-    torch.save(state, tmp / STATE_FILE)
-    write_manifest(tmp, step, meta or {})
+
+    def write() -> None:
+        policy.save_pretrained(str(tmp), state_dict=gathered["policy"] if gathered else None)
+        tokenizer.save_pretrained(str(tmp))
+        state = {
+            "step": step,
+            "optimizers": gathered["optimizers"] if gathered else [opt.state_dict() for opt in optimizers],
+            "critic": gathered["critic"] if gathered else (critic.state_dict() if critic is not None else None),
+            "rng": rng_state(),
+            "extra": extra,
+        }
+        torch.save(state, tmp / STATE_FILE)
+        write_manifest(tmp, step, meta or {})
+
+    write_or_clean(tmp, write, f"checkpoint step_{step}", complete_checkpoints(root))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)  # atomic on one filesystem: a checkpoint directory is complete or absent
     _prune(root, keep_last)
     return final
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, an unwritable directory); the message names the
+    cause, and the partial copy is already removed."""
+
+
+def write_or_clean(tmp: Path, write, what: str, kept: list[Path]) -> None:
+    """Run `write` (which fills the directory `tmp`); on any failure remove `tmp`, and for an error of the
+    write itself raise CheckpointWriteError naming the cause. A full disk surfaces as torch's "unexpected
+    pos" or a safetensors error that do not say so, hence the free-space check while `tmp` still holds it."""
+    try:
+        write()
+    except BaseException as err:  # a preemption mid-write also leaves no partial copy behind
+        full = _disk_full(tmp, err)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(err, Exception):  # Preempted, KeyboardInterrupt, SystemExit: not a write error
+            raise
+        previous = f"; the previous checkpoint {kept[-1]} is kept" if kept else ""
+        cause = f"no space left on device ({_free_text(tmp.parent)} free there)" if full else \
+            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        raise CheckpointWriteError(f"{what} could not be written to {tmp.parent}: {cause}; its partial copy "
+                                   f"{tmp.name} was removed{previous}") from err
+
+
+def _disk_full(folder: Path, err: BaseException) -> bool:
+    """Whether `err` (or what caused it) is ENOSPC, or the filesystem of `folder` has under 1 MiB left."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    try:
+        return shutil.disk_usage(folder if folder.exists() else folder.parent).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _free_text(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown"
 
 
 def rng_state() -> dict:
@@ -159,11 +206,15 @@ def save_final(run_dir: Path, policy, tokenizer) -> Path:
     gathered = parallel.gather_train_state(policy, [], None)
     if not dist.is_main():
         return ckpt
-    if gathered:
-        policy.save_pretrained(str(ckpt), state_dict=gathered["policy"])
-    else:
-        save_policy(policy, ckpt)
-    tokenizer.save_pretrained(str(ckpt))
+
+    def write() -> None:
+        if gathered:
+            policy.save_pretrained(str(ckpt), state_dict=gathered["policy"])
+        else:
+            save_policy(policy, ckpt)
+        tokenizer.save_pretrained(str(ckpt))
+
+    write_or_clean(ckpt, write, "the final checkpoint", complete_checkpoints(checkpoint_root(run_dir)))
     return ckpt
 
 
