@@ -14,7 +14,10 @@ import os
 from pathlib import Path
 
 VERBOSE_ENV = "RLX_VERBOSE"  # set by `rlx -v`
-CONSOLE_LOGGERS = ("rlx", "hydra", "__main__")  # records of these always reach the console
+CONSOLE_LOGGERS = ("rlx", "hydra", "__main__")  # records of these reach the console, unless FILE_ONLY
+# `log.info(..., extra=FILE_ONLY)`: an rlx record for the log file only (the tiny-model build's per-evaluation
+# lines, which the console shows as a progress bar)
+FILE_ONLY = {"rlx_file_only": True}
 _RLX_DIR = str(Path(__file__).resolve().parent)
 
 
@@ -29,9 +32,12 @@ def before_imports() -> None:
 
 
 class LibraryFilter(logging.Filter):
-    """Passes rlx's and Hydra's records, anything at ERROR or above, and Python warnings raised by rlx."""
+    """Passes rlx's and Hydra's records (but FILE_ONLY ones), anything at ERROR or above, and Python warnings
+    raised by rlx."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "rlx_file_only", False) and record.levelno < logging.ERROR:
+            return False
         if record.levelno >= logging.ERROR or record.name.split(".")[0] in CONSOLE_LOGGERS:
             return True
         if record.name == "py.warnings":  # "file:line: Category: message"

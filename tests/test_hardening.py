@@ -140,3 +140,41 @@ def test_a_truncated_jsonl_row_names_its_last_column(tmp_path):
     with pytest.raises(ValueError, match=r"cut\.jsonl:2: malformed row: bad JSON \(the row ends at column 32"):
         load_jsonl(data)
 
+
+QUIET_BUILD_SCRIPT = textwrap.dedent("""
+    import logging
+    import sys
+    from pathlib import Path
+
+    from rlx.console import quiet_libraries
+    from rlx.data.arith import ArithSpec
+    from rlx.recipes.tiny import TinyModelSpec, ensure_tiny_model
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # the console, as under Hydra
+    logging.getLogger().addHandler(logging.FileHandler(sys.argv[2]))  # the run's log file
+    quiet_libraries()
+    spec = TinyModelSpec(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                         sft_batch_size=8, sft_max_steps=6, sft_warmup_steps=1, sft_eval_every=2, sft_eval_from=2,
+                         target_accuracy=1.1, dev_size=4, task=ArithSpec(test_size=8))
+    print(ensure_tiny_model(spec, Path(sys.argv[1])))
+""")
+
+
+def test_the_first_tiny_model_build_is_one_line_and_a_bar(tmp_path):
+    """A (shrunk) tiny-model build under rlx's console: one line and a progress bar; the per-evaluation lines
+    (14+ on a newcomer's first `rlx train`) go to the log file only."""
+    script, log_file = tmp_path / "build.py", tmp_path / "run.log"
+    script.write_text(QUIET_BUILD_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "RLX_VERBOSE"}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), str(log_file)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_dir = Path(proc.stdout.strip())
+    pieces = [p.strip() for p in proc.stderr.replace("\r", "\n").splitlines() if p.strip()]
+    bar = [p for p in pieces if p.startswith("rlx: tiny model SFT (until dev accuracy 1.10)")]
+    assert bar and bar[-1].split(":", 2)[2].lstrip().startswith("100%")  # 6 of 6 steps
+    assert [p for p in pieces if p not in bar] == [
+        f"rlx.recipes.tiny: building the tiny model into {model_dir} (one-time, a few minutes)"]
+    logged = log_file.read_text().splitlines()
+    assert [line.split(" loss")[0] for line in logged if line.startswith("sft step")] == [
+        "sft step 2", "sft step 4", "sft step 6"]

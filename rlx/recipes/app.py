@@ -18,7 +18,12 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if a cached copy exists")
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: $RLX_CACHE or ~/.cache/rlx")
     args = parser.parse_args()
+    from rlx.console import LibraryFilter, verbose
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not verbose():  # one line and the progress bar; `rlx -v build-tiny` shows every SFT evaluation
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(LibraryFilter())
     spec = TINY_MODELS[args.model]
     if args.force:
         shutil.rmtree(tiny_model_path(spec, args.cache_dir), ignore_errors=True)

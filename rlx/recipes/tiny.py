@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+from rlx.console import FILE_ONLY, verbose
 from rlx.data import arith
 from rlx.grading.arith import integer_answer_correct
 from rlx.models.charlevel import ALPHABET, build_char_tokenizer
@@ -149,7 +150,7 @@ def _initial_model(spec: TinyModelSpec, tokenizer, cache_dir: Path | None) -> Qw
     if spec.init_from is None:
         return Qwen2ForCausalLM(config)
     source = ensure_tiny_model(spec.init_from, cache_dir)
-    log.info("warm-starting from %s", source)
+    log.info("warm-starting from %s", source, extra=FILE_ONLY)
     return Qwen2ForCausalLM.from_pretrained(str(source), config=config, use_safetensors=True)
 
 
@@ -171,10 +172,21 @@ def _qwen2_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
 
 
 def _supervised_warm_start(model, tokenizer, spec: TinyModelSpec, dev) -> tuple[int, float]:
+    """SFT until the greedy dev accuracy reaches the target; the console shows a progress bar (one line), the
+    per-evaluation lines go to the log file (`rlx -v` shows them)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=spec.sft_max_steps, desc="rlx: tiny model SFT (until dev accuracy "
+              f"{spec.target_accuracy:.2f})", leave=False, disable=verbose()) as bar:
+        return _sft_steps(model, tokenizer, spec, dev, bar)
+
+
+def _sft_steps(model, tokenizer, spec: TinyModelSpec, dev, bar) -> tuple[int, float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, weight_decay=0.0)
     data = arith.train_problems(spec.sft_batch_size * spec.sft_max_steps // 4, seed=spec.seed, spec=spec.task)
     accuracy = 0.0
     for step in range(1, spec.sft_max_steps + 1):
+        bar.update(1)
         start = (step - 1) * spec.sft_batch_size % len(data)
         batch = data[start : start + spec.sft_batch_size]
         for group in optimizer.param_groups:
@@ -186,7 +198,8 @@ def _supervised_warm_start(model, tokenizer, spec: TinyModelSpec, dev) -> tuple[
         optimizer.zero_grad(set_to_none=True)
         if step >= spec.sft_eval_from and step % spec.sft_eval_every == 0:
             accuracy = greedy_accuracy(model, tokenizer, dev, spec.max_new_tokens)
-            log.info("sft step %d loss %.3f dev accuracy %.3f", step, loss.item(), accuracy)
+            log.info("sft step %d loss %.3f dev accuracy %.3f", step, loss.item(), accuracy, extra=FILE_ONLY)
+            bar.set_postfix(loss=f"{loss.item():.3f}", dev_acc=f"{accuracy:.3f}")
             if accuracy >= spec.target_accuracy:
                 return step, accuracy
     return spec.sft_max_steps, accuracy
