@@ -131,7 +131,7 @@ class LoggerConfig:
     """`metrics.jsonl` always; `name: wandb` mirrors it to Weights & Biases (keys below `mode` are W&B only)."""
 
     name: Literal["jsonl", "wandb"] = "jsonl"
-    log_samples_every: int = 0  # a table of sample completions every N optimizer steps (0 = never)
+    log_samples_every: int = 10  # sample completions every N optimizer steps, for `rlx inspect` (0 = never)
     num_samples: int = 4  # rows per sample table
     mode: Literal["online", "offline", "disabled"] = "online"
     project: str = "rlx"

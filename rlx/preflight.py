@@ -2,10 +2,10 @@
 
 They run first, right after the preemption handler is installed, so that on a loaded machine, where importing
 torch alone can take tens of seconds, a command that cannot run is refused within seconds
-(docs/configuration.md, "Early errors"): an option of a config group that does not exist (`hydra/launcher=
-nonexistent`), `train.rollout_workers` without torchrun, a `data.path` that does not exist, a `model.path`
-without a readable `config.json`. The sweep guard (rlx/sweep_guard.py) then parses every job into the typed
-config, which imports the algorithms (torch).
+(docs/configuration.md, "Bad input fails early, naming the key"): an unknown key, an option of a config group
+that does not exist (`hydra/launcher=nonexistent`), `train.rollout_workers` without torchrun, a `data.path`
+that does not exist, a `model.path` without a readable `config.json`. The sweep guard (rlx/sweep_guard.py)
+then parses every job into the typed config, which imports the algorithms (torch).
 
 Only Hydra, OmegaConf and the standard library are imported here.
 """

@@ -1,5 +1,6 @@
-"""Named errors and fast refusals (docs/configuration.md, "Early errors"; docs/experiments.md, "Checkpoints and
-resume"): a full disk while checkpointing, broken model and data files, refusals before the heavy imports."""
+"""Named errors and fast refusals (docs/configuration.md, "Bad input fails early, naming the key";
+docs/experiments.md, "Checkpoints and resume"): a full disk while checkpointing, broken model and data files,
+refusals before the heavy imports; a quiet first tiny-model build (docs/experiments.md, "The console")."""
 
 from __future__ import annotations
 
