@@ -41,7 +41,9 @@ class TrainerConfig:
     keep_last: int = 2  # resumable checkpoints kept
     micro_batch_tokens: int | None = 2048  # max padded tokens per forward pass, longest first (null: by size)
     micro_batch_size: int = 1024  # sequences per forward pass when micro_batch_tokens is null
-    share_prefix: bool = False  # every shared prefix (a group's prompt, a branch's ancestors) computed once per pass
+    # every shared prefix (a group's prompt, a branch's ancestors) computed once per pass; null = on where measured
+    # faster (CPU: make bench-prefix), off on a GPU (not measured there)
+    share_prefix: bool | None = None
     mini_batches: int = 1  # optimizer steps per epoch over a step's batch (groups stay whole)
     skip_nonfinite: bool = False  # a non-finite loss or gradient skips the optimizer step instead of stopping
     num_threads: int = 0  # torch threads of the trainer's own passes (0 = keep the process's)
@@ -60,6 +62,10 @@ class TrainerConfig:
     rollout_workers: int = 0  # torchrun ranks that only generate (the last N); 0 = generation in the trainer
     decoupled_objective: bool | None = None  # decoupled PPO (behaviour weight pi_prox / pi_behav); null = k >= 1
     rollout_timeout_s: float = 600.0  # a generation worker silent this long stops the run (with a checkpoint)
+
+    def shares_prefixes(self, device_type: str) -> bool:
+        """`share_prefix`, its null resolved for the device the update runs on."""
+        return device_type == "cpu" if self.share_prefix is None else self.share_prefix
 
     def uses_decoupled_objective(self) -> bool:
         """The decoupled PPO objective (rlx/algos/decoupled.py): on by default exactly when batches may be stale."""

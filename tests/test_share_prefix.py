@@ -21,7 +21,7 @@ from rlx.config import TrainerConfig
 from rlx.models.critic import ValueModel
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
-from rlx.models.prefix import build_layout, share_segments, trie
+from rlx.models.prefix import build_layout, share_segments, trie, worth_joining
 from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
 from rlx.train.batch import training_rows
 from rlx.train.forwards import Forwards
@@ -199,6 +199,10 @@ def test_shared_micro_batches_never_compute_more_than_the_cap():
             sub = fw.select(packed, rows)
             lone = len(rows.segments) == 1  # a packed sequence wider than the cap gets a micro-batch alone
             assert fw.computed_tokens(sub) <= cap or lone
+    real = [ids[:n] for ids, n in zip(packed.input_ids.tolist(), packed.attention_mask.sum(-1).tolist())]
+    unique = len(trie(real)[0])  # every distinct prefix once
+    assert forwards(True).forward_tokens(packed) == unique < sum(map(len, real))
+    assert forwards(False).forward_tokens(packed) == sum(map(len, real))
 
 
 def test_the_trie_shares_exactly_the_common_prefixes():
@@ -219,3 +223,17 @@ def test_rows_sharing_a_prefix_are_packed_together_within_the_width():
     assert share_segments(rows, None) == [([0, 2, 3], 5), ([1, 4], 4)]
     assert share_segments(rows, 4) == [([0, 2], 4), ([3], 2), ([1, 4], 4)]
     assert share_segments([[1, 2, 3, 4, 5]], 2) == [([0], 5)]  # a row wider than the width: alone
+
+
+def test_joining_pays_while_the_saved_tokens_outweigh_the_attention_it_adds():
+    assert worth_joining(40, 40, 20, 1 / 768)  # (60^2 - 40^2 - 40^2) / 768 = 0.5 pairs' worth <= 20 tokens saved
+    assert not worth_joining(700, 40, 20, 1 / 768)  # (720^2 - 700^2 - 40^2) / 768 = 35.4 > 20
+    rows = [[1, 2, 3, 4], [1, 2, 3, 5], [1, 6, 7, 8]]  # the third shares 1 token and grows the pairs by 23
+    assert share_segments(rows, None, pair_cost=0.1) == [([0, 1], 5), ([2], 4)]
+    assert share_segments(rows, None, pair_cost=0.01) == [([0, 1, 2], 8)]
+
+
+def test_share_prefix_null_is_on_for_the_cpu_only():
+    assert TrainerConfig().shares_prefixes("cpu") and not TrainerConfig().shares_prefixes("cuda")
+    assert not TrainerConfig(share_prefix=False).shares_prefixes("cpu") and TrainerConfig(
+        share_prefix=True).shares_prefixes("cuda")

@@ -153,6 +153,16 @@ def causal_lm_parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
     return lm.get_decoder(), lm.get_output_embeddings()
 
 
+def attention_pair_cost(model) -> float:
+    """The FLOPs of one (query, key) pair of attention (QK^T and AV: 4 x width per layer) over those of one token
+    through the decoder's linear layers (2 per weight): what packing rows into one longer sequence costs against
+    the tokens it saves (`prefix.worth_joining`)."""
+    decoder, _ = causal_lm_parts(model)
+    config = getattr(decoder, "config", None) or model.config
+    linear = sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
+    return 4.0 * config.hidden_size * config.num_hidden_layers / max(2.0 * linear, 1.0)
+
+
 def response_logprobs(model, batch: PackedBatch, with_entropy: bool = False, chunk: int = DEFAULT_CHUNK):
     """log pi(y_t | prompt, y_<t) for every response token: [B, T] (and the entropy [B, T], else None).
 

@@ -91,21 +91,31 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def share_segments(rows: list[list[int]], width: int | None) -> list[tuple[list[int], int]]:
+def share_segments(rows: list[list[int]], width: int | None, pair_cost: float = 0.0) -> list[tuple[list[int], int]]:
     """Rows grouped into packed sequences: (row indices, trie size) each. Rows are visited in lexicographic token
     order (rows sharing a prefix become neighbours, and a row's longest common prefix with any earlier row is
-    its common prefix with the previous one, so the trie grows by len(row) - that prefix); a row joins the open
-    sequence when it shares at least one token with the previous row and the trie stays within `width` (None:
-    unbounded), else it opens a sequence. A row longer than `width` gets a sequence of its own."""
+    its common prefix with the previous one, so the trie grows by len(row) - that prefix). A row joins the open
+    sequence when it shares at least one token with the previous row, the trie stays within `width` (None:
+    unbounded) and `worth_joining`; else it opens a sequence. A row longer than `width` gets one of its own."""
     order = sorted(range(len(rows)), key=lambda i: (rows[i], i))
     out: list[tuple[list[int], int]] = []
     prev: list[int] | None = None
     for i in order:
         shared = common_prefix(prev, rows[i]) if prev is not None else 0
-        grown = out[-1][1] + len(rows[i]) - shared if out else 0
-        if shared > 0 and (width is None or grown <= width):
-            out[-1] = (out[-1][0] + [i], grown)
+        size = out[-1][1] if out else 0
+        if shared > 0 and (width is None or size + len(rows[i]) - shared <= width) and worth_joining(
+                size, len(rows[i]), shared, pair_cost):
+            out[-1] = (out[-1][0] + [i], size + len(rows[i]) - shared)
         else:
             out.append(([i], len(rows[i])))
         prev = rows[i]
     return [(sorted(seg), size) for seg, size in out]
+
+
+def worth_joining(size: int, length: int, shared: int, pair_cost: float) -> bool:
+    """Whether a row of `length` tokens, `shared` of them already in a packed sequence of `size`, is cheaper
+    inside it than alone. Joining saves `shared` tokens of the decoder's linear layers but grows the dense
+    attention (every query against every key of its sequence, attended or masked: SDPA skips nothing) by
+    (size + new)^2 - size^2 - length^2 (query, key) pairs, each `pair_cost` tokens' worth (`attention_pair_cost`)."""
+    grown = size + length - shared
+    return (grown * grown - size * size - length * length) * pair_cost <= shared

@@ -59,7 +59,8 @@ class MicroBatch(list):
 
 class Forwards:
     def __init__(self, micro_batch_tokens: int | None, micro_batch_size: int, dtype: str, device: torch.device,
-                 logprob_chunk: int, share_prefix: bool = False, share_width: int | None = None):
+                 logprob_chunk: int, share_prefix: bool = False, share_width: int | None = None,
+                 pair_cost: float = 0.0):
         self.micro_batch_tokens = micro_batch_tokens
         self.micro_batch_size = None if micro_batch_tokens is not None else micro_batch_size
         self.dtype = dtype
@@ -68,6 +69,7 @@ class Forwards:
         self.share_prefix = share_prefix
         # the widest packed sequence: its dense attention costs width^2 however few of those pairs are attended
         self.share_width = share_width if share_width is not None else micro_batch_tokens
+        self.pair_cost = pair_cost  # `attention_pair_cost` of the policy: when packing rows together pays
 
     def autocast(self):
         """Wraps every forward pass (never a backward or the loss): `model.dtype` compute, fp32 weights."""
@@ -83,12 +85,12 @@ class Forwards:
                                                                        self.micro_batch_size)]
 
     def shared_plan(self, packed: PackedBatch, rows: list[int]) -> list[MicroBatch]:
-        """Micro-batches of whole packed sequences (`share_segments`: rows sharing a prefix, each trie at most
-        `share_width` tokens), longest first, at most `micro_batch_tokens` computed tokens each (sequences x the
-        widest trie; a lone wider sequence alone) or `micro_batch_size` packed sequences."""
+        """Micro-batches of whole packed sequences (`share_segments`: rows sharing a prefix where that is cheaper,
+        each trie at most `share_width` tokens), longest first, at most `micro_batch_tokens` computed tokens each
+        (sequences x the widest trie; a lone wider sequence alone) or `micro_batch_size` packed sequences."""
         lengths = packed.attention_mask[rows].sum(-1).tolist()  # [b] real tokens of each row
         tokens = [ids[:n] for ids, n in zip(packed.input_ids[rows].tolist(), lengths)]
-        segments = share_segments(tokens, self.share_width)
+        segments = share_segments(tokens, self.share_width, self.pair_cost)
         plan = []
         for part in plan_micro_batches([size for _, size in segments], self.micro_batch_tokens,
                                        self.micro_batch_size):

@@ -25,6 +25,7 @@ from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
 from rlx.models.full_params import iter_full_parameters, reshard
 from rlx.models.load import load_tokenizer
+from rlx.models.logprobs import attention_pair_cost
 from rlx.recipes import resolve_model_path
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
@@ -94,7 +95,9 @@ class Trainer:
         self.needs = self.algo.requires(cfg.algo)
         self.scorer = Scorer(self.reward_fn, self.task, self.tokenizer, overlong_shape(cfg))
         self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
-                                 self.device, cfg.model.logprob_chunk, share_prefix=cfg.train.share_prefix)
+                                 self.device, cfg.model.logprob_chunk,
+                                 share_prefix=cfg.train.shares_prefixes(self.device.type),
+                                 pair_cost=attention_pair_cost(self.policy))
         self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards,
                                self.train_policy, self.train_critic)
         kl_in_rewards = self.reference is not None and cfg.algo.kl.mode in ("reward_token", "reward_response")
