@@ -8,8 +8,11 @@ confidence interval over seeds (Student t), and its paired difference to a basel
 the one run with `algo=grpo`; `--baseline LABEL`): per seed, accuracy minus the baseline's with the same seed,
 then mean and 95% interval of those differences.
 
-Writes into the sweep dir (or --out): report.md, report.csv and accuracy_vs_{step,tokens,wall,cpu}.png (training
-wall time and CPU time exclude evaluations; CPU time, `cpu_train_s`, is the fair clock when runs share a machine).
+Writes into the sweep dir (or --out): report.md, report.csv and accuracy_vs_{step,tokens,forward,wall,cpu}.png
+(training wall time and CPU time exclude evaluations; CPU time, `cpu_train_s`, is the fair clock when runs share a
+machine). Two compute axes: generated tokens (what sampling cost) and forward tokens, the sum of the steps'
+`tokens_forward` (the tokens one forward pass over each step's batch computes, a shared prefix once with
+`train.share_prefix`: what training cost, since the update's FLOPs scale with it).
 This is a plain argparse program, not a Hydra app: it reads finished runs and composes nothing.
 """
 
@@ -30,7 +33,8 @@ import yaml
 IGNORED_KEYS = ("seed", "+seed", "++seed", "output_dir", "hydra.run.dir", "hydra.sweep.dir")
 CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc_std", "final_acc_ci95",
                "diff_vs_baseline_mean", "diff_vs_baseline_ci95", "diff_n", "best_acc_mean", "best_acc_std",
-               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "wall_seconds_mean", "cpu_train_s_mean",
+               "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "tokens_forward_mean", "wall_seconds_mean",
+               "cpu_train_s_mean",
                "steps", "knot_value_stderr", "exact_token_share", "adv_sign_agreement"]
 # per-step metrics averaged over a run's steps, then over seeds: why prefix branching does or does not pay
 # (docs/frontier.md, "The compute-matched comparison")
@@ -45,8 +49,8 @@ class Run:
     path: Path
     key: tuple[str, ...]  # what identifies its configuration (overrides or flattened config, minus seed)
     seed: int | None
-    curve: list[tuple[int, float, int, float, float]]  # per evaluation: (step, test accuracy, generated tokens,
-    # training wall seconds, training CPU seconds)
+    curve: list[tuple[int, float, int, float, float, int]]  # per evaluation: (step, test accuracy, generated
+    # tokens, training wall seconds, training CPU seconds, forward tokens)
     final_acc: float | None  # None: the run did not finish (no summary.json, no `final` row)
     best_acc: float | None
     tokens_policy: int
@@ -55,6 +59,7 @@ class Run:
     steps: int
     diagnostics: dict[str, float] = field(default_factory=dict)  # DIAGNOSTIC_KEYS' means over the run's steps
     cpu_train_s: float | None = None  # the last logged cpu_train_s (training CPU seconds); None if never logged
+    tokens_forward: int = 0  # the steps' tokens_forward summed: the training compute
 
 
 @dataclass
@@ -122,14 +127,15 @@ def read_run(run_dir: Path) -> Run:
     rows = read_metrics(run_dir / "metrics.jsonl")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     key, seed = run_identity(run_dir)
-    curve: dict[int, tuple[float, int, float, float]] = {}  # step -> (accuracy, tokens, wall s, CPU s)
-    tokens_policy = tokens_branch = 0
+    curve: dict[int, tuple[float, int, float, float, int]] = {}  # step -> (accuracy, tokens, wall s, CPU s, forward)
+    tokens_policy = tokens_branch = tokens_forward = 0
     generated = None  # the run's own cumulative `tokens_total` (also counts dynamic sampling's dropped groups)
     final_acc, wall, trained_s, cpu_s = None, None, 0.0, 0.0
     for row in rows:
         step = int(row.get("step", 0))
         tokens_policy += int(row.get("tokens_policy", 0))
         tokens_branch += int(row.get("tokens_branch", 0))
+        tokens_forward += int(row.get("tokens_forward", 0))
         if "tokens_total" in row:
             generated = int(row["tokens_total"])
         if "wall_seconds" in row:
@@ -138,7 +144,7 @@ def read_run(run_dir: Path) -> Run:
         cpu_s = float(row.get("cpu_train_s", cpu_s))
         if "test_accuracy" in row:
             tokens = tokens_policy + tokens_branch if generated is None else generated
-            curve[step] = (float(row["test_accuracy"]), tokens, trained_s, cpu_s)  # a later row wins
+            curve[step] = (float(row["test_accuracy"]), tokens, trained_s, cpu_s, tokens_forward)  # a later row wins
             if row.get("final"):
                 final_acc = float(row["test_accuracy"])
     if "accuracy_after" in summary:
@@ -153,7 +159,7 @@ def read_run(run_dir: Path) -> Run:
     diagnostics = {k: sum(v) / len(v) for k in logged if (v := [float(r[k]) for r in rows if k in r])}
     cpu = next((float(r["cpu_train_s"]) for r in reversed(rows) if "cpu_train_s" in r), None)
     return Run(run_dir, key, seed, points, final_acc, best, tokens_policy, tokens_branch, wall, steps, diagnostics,
-               cpu)
+               cpu, tokens_forward)
 
 
 def group_runs(runs: Iterable[Run]) -> list[Configuration]:
@@ -216,6 +222,7 @@ def summarize(config: Configuration, baseline: Configuration | None = None) -> d
         "tokens_mean": mean_std([r.tokens_policy + r.tokens_branch for r in finished])[0],
         "tokens_policy_mean": mean_std([r.tokens_policy for r in finished])[0],
         "tokens_branch_mean": mean_std([r.tokens_branch for r in finished])[0],
+        "tokens_forward_mean": mean_std([r.tokens_forward for r in finished])[0],
         "wall_seconds_mean": mean_std(walls)[0],
         "cpu_train_s_mean": mean_std([r.cpu_train_s for r in finished if r.cpu_train_s is not None])[0],
         "steps": max((r.steps for r in finished), default=0),
@@ -223,9 +230,9 @@ def summarize(config: Configuration, baseline: Configuration | None = None) -> d
     }
 
 
-def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float, float, float]]:
-    """(step, mean tokens, mean acc, min acc, max acc, mean training wall seconds, mean training CPU seconds) at
-    every step evaluated by all finished seeds.
+def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, float, float, float, float]]:
+    """(step, mean tokens, mean acc, min acc, max acc, mean training wall seconds, mean training CPU seconds, mean
+    forward tokens) at every step evaluated by all finished seeds.
 
     Runs evaluated at token intervals (`train.eval_every_tokens`, `train.token_budget`) reach their evaluations
     at different steps per seed; when the seeds share fewer evaluated steps than their shortest curve, the
@@ -242,9 +249,9 @@ def mean_curve(runs: Sequence[Run]) -> list[tuple[int, float, float, float, floa
         points = [[o[k] for o in ordered] for k in range(shortest)]
     out = []
     for group in points:
-        steps, accs, tokens, seconds, cpu = ([p[i] for p in group] for i in range(5))
+        steps, accs, tokens, seconds, cpu, forward = ([p[i] for p in group] for i in range(6))
         out.append((round(sum(steps) / len(steps)), sum(tokens) / len(tokens), sum(accs) / len(accs), min(accs),
-                    max(accs), sum(seconds) / len(seconds), sum(cpu) / len(cpu)))
+                    max(accs), sum(seconds) / len(seconds), sum(cpu) / len(cpu), sum(forward) / len(forward)))
     return out
 
 
@@ -262,18 +269,21 @@ def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: P
              "Final test accuracy as mean ± std over seeds (sample std) and its 95% confidence interval (Student t "
              f"over seeds). Δ = paired difference to {baseline or 'a baseline (none chosen)'}: per seed, accuracy "
              "minus the baseline's with the same seed; mean [95% interval] (pairs). Best = best evaluation after "
-             "step 0. Tokens = policy + branch tokens generated over the whole run (mean over seeds).", "",
-             "| configuration | seeds | final acc | 95% CI | Δ (paired) | best acc | tokens | policy tokens | "
-             "branch tokens | wall (s) | train CPU (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "step 0. Tokens = policy + branch tokens generated over the whole run (mean over seeds); forward "
+             "tokens = the tokens the update's forward passes computed, one pass per step (its training compute).",
+             "", "| configuration | seeds | final acc | 95% CI | Δ (paired) | best acc | tokens | policy tokens | "
+             "branch tokens | forward tokens | wall (s) | train CPU (s) |", "|---" * 12 + "|"]
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['n_seeds']} | {_pm(r['final_acc_mean'], r['final_acc_std'])} | "
                      f"{_interval(r['final_acc_mean'], r['final_acc_ci95'])} | "
                      f"{_paired(r, r['configuration'] == baseline)} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
                      f"{_num(r['tokens_mean'])} | {_num(r['tokens_policy_mean'])} | {_num(r['tokens_branch_mean'])} | "
-                     f"{_num(r['wall_seconds_mean'])} | {_num(r['cpu_train_s_mean'])} |")
+                     f"{_num(r['tokens_forward_mean'])} | {_num(r['wall_seconds_mean'])} | "
+                     f"{_num(r['cpu_train_s_mean'])} |")
     lines += diagnostics_table(rows)
     lines += ["", "![accuracy vs step](accuracy_vs_step.png)", "", "![accuracy vs tokens](accuracy_vs_tokens.png)",
-              "", "![accuracy vs training wall time](accuracy_vs_wall.png)", "",
+              "", "![accuracy vs forward tokens](accuracy_vs_forward.png)", "",
+              "![accuracy vs training wall time](accuracy_vs_wall.png)", "",
               "![accuracy vs training CPU time](accuracy_vs_cpu.png)"]
     if skipped:
         lines += ["", "Unfinished runs (no summary.json and no final evaluation), left out:", ""]
@@ -318,8 +328,9 @@ def _num(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.0f}"
 
 
-X_COLUMN = {"step": 0, "tokens": 1, "wall": 5, "cpu": 6}  # columns of mean_curve's points
+X_COLUMN = {"step": 0, "tokens": 1, "forward": 7, "wall": 5, "cpu": 6}  # columns of mean_curve's points
 X_LABEL = {"step": "optimizer step", "tokens": "generated tokens (policy + branch)",
+           "forward": "forward tokens of the update (training compute)",
            "wall": "training wall time (s, evaluations excluded)",
            "cpu": "training CPU time of the run's process (s, evaluations excluded)"}
 

@@ -33,13 +33,13 @@ def test_report_reads_tokens_total_and_aligns_evaluations_by_index(tmp_path: Pat
             {"step": 2, "tokens_policy": 10, "tokens_branch": 0, "tokens_total": 25, "test_accuracy": 0.3},
             {"step": 2, "test_accuracy": 0.4, "final": True}]
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    assert read_run(run_dir).curve == [(0, 0.1, 0, 0.0, 0.0), (2, 0.4, 25, 0.0, 0.0)]  # tokens_total: + dropped
-    a = Run(run_dir, ("x",), 0, [(0, 0.1, 0, 0.0, 0.0), (3, 0.3, 100, 3.0, 2.0), (5, 0.5, 200, 5.0, 4.0)], 0.5, 0.5,
-            200, 0, 1.0, 5)
-    b = Run(run_dir, ("x",), 1, [(0, 0.2, 0, 0.0, 0.0), (4, 0.4, 110, 5.0, 3.0), (6, 0.6, 210, 7.0, 5.0)], 0.6, 0.6,
-            210, 0, 1.0, 6)
-    expected = [(0, 0.0, 0.15, 0.1, 0.2, 0.0, 0.0), (4, 105.0, 0.35, 0.3, 0.4, 4.0, 2.5),
-                (6, 205.0, 0.55, 0.5, 0.6, 6.0, 4.5)]
+    assert read_run(run_dir).curve == [(0, 0.1, 0, 0.0, 0.0, 0), (2, 0.4, 25, 0.0, 0.0, 0)]  # tokens_total: + dropped
+    a = Run(run_dir, ("x",), 0, [(0, 0.1, 0, 0.0, 0.0, 0), (3, 0.3, 100, 3.0, 2.0, 400), (5, 0.5, 200, 5.0, 4.0, 800)],
+            0.5, 0.5, 200, 0, 1.0, 5)
+    b = Run(run_dir, ("x",), 1, [(0, 0.2, 0, 0.0, 0.0, 0), (4, 0.4, 110, 5.0, 3.0, 600), (6, 0.6, 210, 7.0, 5.0, 900)],
+            0.6, 0.6, 210, 0, 1.0, 6)
+    expected = [(0, 0.0, 0.15, 0.1, 0.2, 0.0, 0.0, 0.0), (4, 105.0, 0.35, 0.3, 0.4, 4.0, 2.5, 500.0),
+                (6, 205.0, 0.55, 0.5, 0.6, 6.0, 4.5, 850.0)]
     got = mean_curve([a, b])
     assert [p[0] for p in got] == [0, 4, 6]  # the k-th evaluations, at their mean step
     assert all(g == pytest.approx(e) for g, e in zip(got, expected))

@@ -26,7 +26,7 @@ def make_run(root: Path, name: str, overrides: list[str] | None, *, evals: dict[
     rows = [{"step": 0, "test_accuracy": evals.get(0, 0.1)}]
     for step in range(1, steps + 1):
         row = {"step": step, "tokens_policy": tokens[0], "tokens_branch": tokens[1], "wall_seconds": step * 1.0,
-               "cpu_train_s": step * 0.25}
+               "cpu_train_s": step * 0.25, "tokens_forward": 4 * sum(tokens)}
         if step in evals and step != steps:
             row["test_accuracy"] = evals[step]
         rows.append(row)
@@ -78,6 +78,7 @@ def test_report_numbers_per_configuration(sweep):
     assert float(trepo["best_acc_std"]) == pytest.approx(0.1)
     assert float(trepo["tokens_mean"]) == 300  # (100 policy + 50 branch) x 2 steps
     assert float(trepo["tokens_branch_mean"]) == 100
+    assert float(trepo["tokens_forward_mean"]) == 1200  # 4 x 150 forward tokens x 2 steps: the training compute
     assert float(trepo["wall_seconds_mean"]) == pytest.approx(11.0)
     assert int(trepo["steps"]) == 2
     assert float(trepo["cpu_train_s_mean"]) == pytest.approx(0.5)  # the last step row's cpu_train_s, 2 x 0.25
@@ -94,7 +95,8 @@ def test_report_markdown_and_plots(sweep):
     # 95% CI: 0.6 ± t(0.975, 2) 0.1 / sqrt(3) = 0.6 ± 4.303 x 0.0577; no grpo run, so no paired difference
     assert "| algo=trepo | 3 | 0.600 ± 0.100 | [0.352, 0.848] | n/a | 0.700 ± 0.100 | 300 |" in text
     assert "4_ppo" in text  # the unfinished run is named, not silently dropped
-    for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png", "accuracy_vs_wall.png", "accuracy_vs_cpu.png"):
+    for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png", "accuracy_vs_forward.png", "accuracy_vs_wall.png",
+                 "accuracy_vs_cpu.png"):
         assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -102,11 +104,11 @@ def test_mean_curve_aligns_seeds_by_step(sweep):
     runs = [read_run(sweep / f"{s}_trepo") for s in range(3)]
     curve = mean_curve(runs)
     assert [point[0] for point in curve] == [0, 1, 2]
-    step, tokens, mean, low, high, seconds, cpu = curve[-1]  # step 2 = the final evaluation
-    assert (step, tokens, seconds) == (2, 300, 2.0)  # seconds: the last step row's wall clock (no wall_train_s)
+    step, tokens, mean, low, high, seconds, cpu, forward = curve[-1]  # step 2 = the final evaluation
+    assert (step, tokens, seconds, forward) == (2, 300, 2.0, 1200)  # seconds: the last step row's wall clock
     assert cpu == 2 * 0.25  # cpu_train_s of the last step row
     assert (mean, low, high) == pytest.approx((0.6, 0.5, 0.7))
-    assert curve[1][1:] == pytest.approx((150, 0.6, 0.4, 0.8, 1.0, 0.25))
+    assert curve[1][1:] == pytest.approx((150, 0.6, 0.4, 0.8, 1.0, 0.25, 600))
 
 
 def test_without_overrides_runs_group_by_config_minus_seed(tmp_path):
@@ -129,7 +131,8 @@ def test_cli(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 configurations" in result.stdout
     assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "accuracy_vs_step.png",
-                                               "accuracy_vs_tokens.png", "accuracy_vs_wall.png", "accuracy_vs_cpu.png"}
+                                               "accuracy_vs_tokens.png", "accuracy_vs_forward.png",
+                                               "accuracy_vs_wall.png", "accuracy_vs_cpu.png"}
     empty = tmp_path / "empty"
     empty.mkdir()
     result = subprocess.run([sys.executable, "-m", "rlx.cli", "report", str(empty)], capture_output=True,
