@@ -47,7 +47,7 @@ def test_preset_composes_and_validates(name):
 
 
 # preset: (min ops, max ops, operators, prompts, G, tokens, lr)
-SMOLLM2 = {"smollm2_arith": (1, 1, "+", 8, 8, 16, 1e-5)}
+SMOLLM2 = {"smollm2_arith": (1, 1, "+", 8, 8, 16, 1e-5), "smollm2_chain": (2, 3, "+", 8, 8, 40, 1e-5)}
 
 
 @pytest.mark.parametrize("name", sorted(SMOLLM2))
