@@ -16,6 +16,7 @@ def build_sampler(cfg, policy, tokenizer, model_path: str, dtype: str, seed: int
 
         resolved = dataclasses.replace(cfg, dtype=cfg.dtype or dtype)  # sampler.dtype null = model.dtype
         sampler = VLLMSampler(model_path, tokenizer.eos_token_id, resolved, seed=seed)
-        sampler.calibrate_canary(policy)  # both sides hold model_path's weights here, whatever comes later (resume)
+        if policy is not None:  # both sides hold model_path's weights here, whatever comes later (resume)
+            sampler.calibrate_canary(policy)
         return sampler
     raise ValueError(f"sampler.name: unknown sampler {cfg.name!r}")
