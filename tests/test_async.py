@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,3 +187,35 @@ def _signal_all(agent_pid: int, sig: int) -> None:
 
     for process in [*psutil.Process(agent_pid).children(recursive=True), psutil.Process(agent_pid)]:
         process.send_signal(sig)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_the_trainer_updates_stops_the_run_within_a_minute(tiny_model_dir, tmp_path):
+    """kill -9 of the generation rank while the trainer is in its update (k = 0: the worker waits for the next
+    weights, so the trainer's next channel operation is a send, which raised gloo's raw "Connection closed by
+    peer" before): the documented message, a checkpoint of the last finished step, a non-zero exit within 60 s,
+    and `resume=auto` continues from that checkpoint."""
+    run_dir = tmp_path / "run"
+    slow_update = ("train.max_staleness=0", "train.steps=30", "algo.optimization_num=40", "train.eval_every=0")
+    proc = subprocess.Popen(cmd(run_dir, tiny_model_dir, *slow_update), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(_rows(run_dir)) < 3:  # step 0 (evaluation), steps 1, 2
+        time.sleep(0.01)
+    last = json.loads(_rows(run_dir)[-1])
+    # the worker generates the next step while the trainer waits, then the trainer updates: kill mid-update
+    time.sleep(last["time_wait"] + 0.5 * last["time_train"])
+    os.kill(_generation_rank(proc.pid), signal.SIGKILL)
+    killed = time.time()
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and time.time() - killed <= 60, output[-3000:]
+    saved = complete_checkpoints(run_dir / "checkpoints")
+    assert len(saved) == 1, output[-3000:]
+    step = int(saved[0].name.removeprefix("step_"))
+    assert step >= 2 and ("rlx train: generation worker (rank 1) failed: cannot send the weights message "
+                          "(Connection closed by peer [127.0.0.1]:" in output), output[-3000:]
+    assert f"Stopped after step {step}: resumable checkpoint {saved[0]}; continue with resume=auto" in output
+    assert re.search(r'File ".*/rlx/', output) is None, output[-3000:]  # torchrun's own report aside, no traceback
+    out = run(cmd(run_dir, tiny_model_dir, *slow_update[:1], f"train.steps={step + 1}", "resume=auto"))
+    assert f"resumed from {saved[0]}" in out.stdout
+    assert [r["step"] for r in metrics(run_dir) if "reward_mean" in r] == list(range(1, step + 2))

@@ -147,19 +147,19 @@ class Pipeline:
         self.pending, self.version = dict(pending), first_step - 1
         named = list(weights)
         flat, layout = flatten(named), layout_of(named)
-        for chan in self.channels.values():
-            chan.send({"kind": "start", "first_step": first_step + len(pending), "version": self.version,
-                       "layout": layout})
-            chan.send_weights(flat)
+        for rank, chan in self.channels.items():
+            message = {"kind": "start", "first_step": first_step + len(pending), "version": self.version,
+                       "layout": layout}
+            self._guard(rank, lambda c=chan, m=message: (c.send(m), c.send_weights(flat)))
 
     def publish(self, weights) -> None:
         """The next policy version to every worker (each has taken the previous one before it is sent)."""
         self.version += 1
         flat = flatten(weights)
         for rank, chan in self.channels.items():
-            self._guard(rank, lambda c=chan: c.flush(self.cfg.train.rollout_timeout_s, "weight-sync acknowledgement"))
-            chan.send({"kind": "weights", "version": self.version})
-            chan.send_weights(flat)
+            self._guard(rank, lambda c=chan: (c.flush(self.cfg.train.rollout_timeout_s, "weight-sync acknowledgement"),
+                                              c.send({"kind": "weights", "version": self.version}),
+                                              c.send_weights(flat)))
 
     def take(self, step: int) -> tuple[RolloutBatch, dict]:
         if step not in self.pending:
@@ -197,7 +197,7 @@ class Pipeline:
             return
         timeout = self.cfg.train.rollout_timeout_s
         for rank, chan in self.channels.items():
-            chan.send({"kind": "stop"})
+            self._guard(rank, lambda c=chan: c.send({"kind": "stop"}))
             while self._guard(rank, lambda c=chan: c.recv(timeout, "end of the generation stream"))["kind"] != "done":
                 pass
             self._guard(rank, lambda c=chan: c.flush(timeout))

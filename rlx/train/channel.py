@@ -7,13 +7,15 @@ RPC of our own. Two kinds of message, in order per (sender, receiver):
   - a weight publication: one flat float32 tensor of every parameter, laid out by a `layout` both sides know.
 Sends never block (their tensors are kept alive until `flush`, which waits until the peer has taken them);
 every receive waits with a deadline, so a rank whose peer died or hangs gets a `ChannelError` naming what it
-waited for instead of hanging (gloo also fails a receive at once when the peer's connection closes). A gloo
-point-to-point wait that times out closes the connection: a timeout ends the exchange for good.
+waited for instead of hanging (gloo also fails a receive at once when the peer's connection closes), and a send
+to a peer whose connection closed is a `ChannelError` too. A gloo point-to-point wait that times out closes the
+connection: a timeout ends the exchange for good.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
@@ -26,7 +28,10 @@ class ChannelError(RuntimeError):
 
 
 def _reason(err: Exception) -> str:
+    """gloo's first sentence without its source location: "[.../pair.cc:553] Connection closed by peer
+    [127.0.0.1]:29348. This is typically caused by ..." -> "Connection closed by peer [127.0.0.1]:29348"."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text).split(". ")[0]
     return "timed out" if "timed out" in text.lower() else text
 
 
@@ -58,15 +63,20 @@ class Channel:
 
     def send(self, obj: object) -> None:
         data = torch.frombuffer(bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)), dtype=torch.uint8)
-        self._post(torch.tensor([data.numel()], dtype=torch.int64), self.object_group)
-        self._post(data, self.object_group)
+        what = f"{obj.get('kind', 'object')} message" if isinstance(obj, dict) else "object"
+        self._post(torch.tensor([data.numel()], dtype=torch.int64), self.object_group, what)
+        self._post(data, self.object_group, what)
 
     def send_weights(self, flat: torch.Tensor) -> None:
         """One publication: `flat` float32 [numel] (see `flatten`)."""
-        self._post(flat.to(self.device), self.weight_group)
+        self._post(flat.to(self.device), self.weight_group, "weights")
 
-    def _post(self, tensor: torch.Tensor, group) -> None:
-        self._sending.append((torch_dist.isend(tensor, self.peer, group=group), tensor))
+    def _post(self, tensor: torch.Tensor, group, what: str = "message") -> None:
+        try:
+            work = torch_dist.isend(tensor, self.peer, group=group)
+        except RuntimeError as err:  # gloo: the peer's connection closed (the process died): fails at once
+            raise ChannelError(f"cannot send the {what} ({_reason(err)})") from None
+        self._sending.append((work, tensor))
 
     def flush(self, timeout_s: float, what: str = "delivery of the sent messages") -> None:
         """Wait until the peer has taken everything sent so far."""
