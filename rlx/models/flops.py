@@ -36,6 +36,21 @@ def update_flops(model: nn.Module, lengths: list[int], frozen_passes: int = 0) -
     return (3 + frozen_passes) * forward_flops(model, lengths)
 
 
+def lm_head_params(model: nn.Module) -> int:
+    """Weights of the output projection (the LM head; a tied head is the embedding's matrix, counted here once)."""
+    head = model.get_output_embeddings()
+    return head.weight.numel() if isinstance(head, nn.Linear) else 0
+
+
+def loss_update_flops(model: nn.Module, lengths: list[int], response_tokens: int) -> float:
+    """One policy-gradient update as its loss needs it: forward + backward through every layer over every real
+    token, but the LM head only at the `response_tokens` positions that predict a response token (a prompt
+    position's logits enter no loss term, so rlx's lean log-probs never compute them; on a few-shot prompt
+    with a 49k vocabulary those would be ~20% of all FLOPs)."""
+    head = 2.0 * lm_head_params(model)
+    return 3.0 * (forward_flops(model, lengths) - head * sum(lengths) + head * response_tokens)
+
+
 def matmul_peak(device: str, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
     """Measured FLOP/s of a square matmul on this device and dtype: the ceiling the update is compared with.
     Random data (zeros run faster on some GPUs); the best of `repeats` after a warm-up."""
