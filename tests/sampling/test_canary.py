@@ -50,3 +50,34 @@ def test_trainer_weights_add_the_tied_output_head(hf_model):
 
 def test_default_tolerance_is_loose_only_for_half_precision():
     assert default_tolerance("float32") <= 1e-3 < default_tolerance("bfloat16")
+
+
+def test_calibration_scales_the_start_up_gap_keeps_the_floor_and_a_fixed_tolerance(hf_model, tokenizer):
+    """The start-up gap here is exact: the 'sampler' is a copy scaled on one norm weight, so its gap is what the
+    trainer-side scorer measures against it; calibrated = max(floor, 3 x gap), fixed stays, a huge gap refuses."""
+    from rlx.sampling.canary import CALIBRATION_FACTOR
+
+    probe = default_probe(len(tokenizer))
+    shifted = copy.deepcopy(hf_model)
+    with torch.no_grad():
+        shifted.model.norm.weight[3] += 0.05
+    gap = WeightSyncCanary(probe, 1.0).gap(as_sampler(shifted, tokenizer), hf_model)
+    assert 1e-3 < gap < 0.5
+    calibrated = WeightSyncCanary(probe, None, dtype="float32")
+    assert calibrated.tolerance == default_tolerance("float32")  # the floor until calibrated
+    assert calibrated.calibrate(as_sampler(shifted, tokenizer), hf_model) == pytest.approx(CALIBRATION_FACTOR * gap)
+    assert calibrated.start_gap == gap
+    trained = copy.deepcopy(hf_model)
+    with torch.no_grad():
+        trained.model.norm.weight[3] -= 1.0  # a weight that moved but never reached the 'sampler'
+    with pytest.raises(WeightSyncError, match=r"calibrated from a start-up gap of"):
+        calibrated.check(as_sampler(shifted, tokenizer), trained, step=4)
+    same = WeightSyncCanary(probe, None, dtype="bfloat16")
+    assert same.calibrate(as_sampler(hf_model, tokenizer), hf_model) == default_tolerance("bfloat16")  # gap 0: floor
+    fixed = WeightSyncCanary(probe, 0.25, dtype="bfloat16")
+    assert fixed.calibrate(as_sampler(shifted, tokenizer), hf_model) == 0.25  # sampler.canary_tolerance=0.25 wins
+    broken = copy.deepcopy(hf_model)
+    with torch.no_grad():
+        broken.model.embed_tokens.weight.mul_(50.0)  # tied: the output head too
+    with pytest.raises(WeightSyncError, match="did not load the same model"):
+        WeightSyncCanary(probe, None).calibrate(as_sampler(broken, tokenizer), hf_model)
