@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from dataclasses import replace
 from fractions import Fraction
 
@@ -367,3 +368,49 @@ def test_drop_zero_adv_reads_the_raw_advantages():
                               None, adv)
     assert weights.keep.tolist() == [[0.0] * 5, [1.0] * 5, [1.0] * 5]
     assert weights.metrics["rows_dropped_zero_adv"] == 1.0
+
+
+SIBLINGS = [[0, 1, 4], [0, 1, 4], [2, 3], [2, 3], [0, 1, 4], [5]]  # hand_tree's nodes from each node's start state
+
+
+def expected_normalised(trees_rewards, mode, global_value, sibling_norm, adv_norm) -> list[list[float]]:
+    """The rows of several hand_tree copies (one group each), divided by the sibling deviation and whitened as
+    docs/algorithms.md defines it, computed independently of rlx (rationals, then floats)."""
+    rows_per_tree = []
+    for r in trees_rewards:
+        rows = expected_rows(r, mode, global_value)
+        if sibling_norm:
+            stds = [statistics.pstdev([Fraction(r[j]) for j in group]) for group in SIBLINGS]
+            rows = [[a / float(s) for a in row] if s > 1e-12 else row for row, s in zip(rows, stds)]
+        rows_per_tree.append(rows)
+
+    def whiten(rows):
+        flat = [a for row in rows for a in row]
+        mean = sum(flat) / len(flat)
+        std = math.sqrt(sum((a - mean) ** 2 for a in flat) / len(flat))
+        return [[(a - mean) / (std + 1e-8) for a in row] for row in rows]
+
+    if adv_norm == "group":
+        rows_per_tree = [whiten(rows) for rows in rows_per_tree]
+    flat_rows = [row for rows in rows_per_tree for row in rows]
+    return whiten(flat_rows) if adv_norm == "batch" else flat_rows
+
+
+@pytest.mark.parametrize("adv_norm", ["none", "batch", "group"])
+@pytest.mark.parametrize("sibling_norm", [False, True])
+@pytest.mark.parametrize("mode,global_value", MODES)
+def test_every_mode_option_and_normalisation_on_real_and_composite_trees(mode, global_value, sibling_norm,
+                                                                         adv_norm):
+    """Two trees in one batch (real-valued outcomes, composite ones), every advantage mode, global value,
+    sibling_norm and adv_norm, against an independent float64 computation of the definitions."""
+    trees = [real_tree(REAL), replace(real_tree(COMPOSITE), group=1)]
+    rows = [(tree, i) for tree in trees for i in range(6)]
+    T, cols = layout_columns([len(tree.nodes[i].token_ids) for tree, i in rows], "scattered")
+    mask = mask_of(cols, T)
+    inp = AdvantageInputs(token_rewards=torch.zeros_like(mask), response_mask=mask,
+                          group_ids=torch.tensor([tree.group for tree, _ in rows]), tree_rows=rows)
+    cfg = TreeAlgoConfig(adv_norm=adv_norm, tree=TreeConfig(advantage=mode, global_value=global_value,
+                                                            sibling_norm=sibling_norm))
+    got = unpack(tree_advantages(inp, cfg), cols)
+    assert nested_close(got, expected_normalised([REAL, COMPOSITE], mode, global_value, sibling_norm, adv_norm),
+                        1e-12)
