@@ -9,8 +9,9 @@ rows, frozen pi_old / pi_ref / critic passes, advantages, forward + backward, op
 times per setting, the settings alternating (the machine's drift touches both alike), from the same weights and
 optimizer state (restored before every run), so both see identical inputs. Reported: the median update seconds,
 the forward tokens one pass over the batch computes (`tokens_forward`: every row's prompt + response unshared,
-each trie token once shared), and the largest |loss difference| between the settings (equal up to float
-rounding: the update is the same). The real-model row (SmolLM2-135M, `model=smollm2`, its few-shot chat
+each trie token once shared; the cost-based packing may leave some sharing out), the unique tokens (the
+floor: every distinct prefix once), and the largest |loss difference| between the settings (equal up to
+float rounding: the update is the same). The real-model row (SmolLM2-135M, `model=smollm2`, its few-shot chat
 prompt) runs only where `conf/model/smollm2.yaml` exists.
 
 A second table times one AdamW step over each model's parameters (random gradients, one thread, the best of 5)
@@ -39,6 +40,7 @@ SHAPES = {  # name -> overrides (as +sweep=compare_long sets the long task)
     "grpo 32x8": ["algo=grpo", "train.prompts_per_step=32", "algo.samples_per_prompt=8"],
     "default job (trepo 32x4)": ["algo=trepo"],
     "tree preset": ["algo=tree"],
+    "ppo (critic)": ["algo=ppo"],
     "long-task tree": ["algo=tree", *LONG],
     "smollm2 grpo 16x8": ["model=smollm2", "data=arith_chat", "algo=grpo", "train.prompts_per_step=16",
                           "algo.samples_per_prompt=8"],
@@ -46,14 +48,19 @@ SHAPES = {  # name -> overrides (as +sweep=compare_long sets the long task)
 REAL = {"smollm2 grpo 16x8": ROOT / "conf" / "model" / "smollm2.yaml"}
 
 
-def timed_learn(trainer, record, step: int, share: bool, saved) -> tuple[float, int, float]:
-    """(update seconds, forward tokens, loss) of the learning phase on `record`, from the `saved` state."""
+def timed_learn(trainer, record, step: int, share: bool, saved) -> tuple[float, int, float, int]:
+    """(update seconds, forward tokens, loss, unique tokens) of the learning phase on `record`, from the `saved`
+    state; unique tokens: the batch's distinct prefixes, each once (one trie over every row: the floor)."""
+    from rlx.models.prefix import trie
+
     restore(trainer, saved)
     trainer.forwards.share_prefix = share
     start = time.perf_counter()
     rows, batch, _, metrics = trainer.learn(record, step)
     seconds = time.perf_counter() - start
-    return seconds, trainer.forwards.forward_tokens(batch.packed), metrics["loss"]
+    packed = batch.packed
+    real = [ids[:n] for ids, n in zip(packed.input_ids.tolist(), packed.attention_mask.sum(-1).tolist())]
+    return seconds, trainer.forwards.forward_tokens(packed), metrics["loss"], len(trie(real)[0])
 
 
 def snapshot(trainer):
@@ -77,7 +84,8 @@ def child(shape: str, records: int, repeats: int) -> dict:
     from rlx.train.metrics import PhaseTimer
 
     overrides = [*SHAPES[shape], "sampler=hf", "train.steps=1000", "train.progress_bar=false"]
-    out = {"update_s": {"off": [], "on": []}, "tokens_forward": {"off": [], "on": []}, "loss_diff": 0.0}
+    out = {"update_s": {"off": [], "on": []}, "tokens_forward": {"off": [], "on": []}, "loss_diff": 0.0,
+           "tokens_unique": []}
     with tempfile.TemporaryDirectory() as tmp:
         trainer = one_thread_trainer(overrides, tmp)
         trainer.train_step(1)  # warm-up
@@ -87,9 +95,10 @@ def child(shape: str, records: int, repeats: int) -> dict:
             for _ in range(repeats):
                 losses = {}
                 for setting, share in (("off", False), ("on", True)):
-                    seconds, tokens, losses[setting] = timed_learn(trainer, record, step, share, saved)
+                    seconds, tokens, losses[setting], unique = timed_learn(trainer, record, step, share, saved)
                     out["update_s"][setting].append(seconds)
                     out["tokens_forward"][setting].append(tokens)
+                out["tokens_unique"].append(unique)
                 out["loss_diff"] = max(out["loss_diff"], abs(losses["on"] - losses["off"]))
         trainer.close()
     return out
@@ -143,16 +152,17 @@ def summary(shape: str, run: dict) -> dict:
     off, on = (statistics.median(run["update_s"][k]) for k in ("off", "on"))
     tok_off, tok_on = (statistics.mean(run["tokens_forward"][k]) for k in ("off", "on"))
     return {"shape": shape, "update_s_off": off, "update_s_on": on, "speedup": off / on, "tokens_forward_off": tok_off,
-            "tokens_forward_on": tok_on, "token_ratio": tok_off / tok_on, "loss_diff": run["loss_diff"], "run": run}
+            "tokens_forward_on": tok_on, "token_ratio": tok_off / tok_on, "loss_diff": run["loss_diff"],
+            "tokens_unique": statistics.mean(run["tokens_unique"]), "run": run}
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| shape | update s, unshared | update s, shared | speed-up | forward tokens, unshared | "
-             "forward tokens, shared | fewer tokens | max abs loss diff |", "|---|---|---|---|---|---|---|---|"]
+             "forward tokens, shared | fewer tokens | unique tokens | max abs loss diff |", "|---" * 9 + "|"]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['update_s_off']:.3f} | {r['update_s_on']:.3f} | {r['speedup']:.2f}x | "
                      f"{r['tokens_forward_off']:.0f} | {r['tokens_forward_on']:.0f} | {r['token_ratio']:.2f}x | "
-                     f"{r['loss_diff']:.1e} |")
+                     f"{r['tokens_unique']:.0f} | {r['loss_diff']:.1e} |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,9 @@ prompt+response tokens per forward, longest first, so short sequences share a mi
 `train.micro_batch_size` sequences) and the no-grad passes that freeze a batch (pi_old and pi_ref
 log-probs, critic values), each computed per micro-batch and written back into [B, T] tensors. Forwards
 run under `model.dtype` autocast over fp32 weights; the results are fp32 (or the model's wider dtype).
+With `train.share_prefix` a micro-batch is a set of packed sequences, each a token trie of rows sharing a
+prefix (rlx/models/prefix.py: a shared prefix computed once, the same numbers and gradients), and the token
+cap counts what is computed: sequences x the widest trie.
 
 Under torchrun every rank runs the same number of micro-batches (`synced_plan`): a sharded (FSDP2) module's
 forward and backward are collectives, and DDP averages the gradients once per optimizer step. A rank with
