@@ -27,11 +27,29 @@ def main() -> None:
     command = args[0]
     if command not in COMMANDS:
         sys.exit(f"rlx: unknown command {command!r}; valid: {', '.join(COMMANDS)} (see `rlx --help`)")
+    if command == "train":
+        train(args)
+        return
     from rlx.console import before_imports
 
     before_imports()
     sys.argv = [f"rlx {command}", *args[1:]]  # Hydra parses sys.argv itself (-m, --cfg, overrides)
     __import__(COMMANDS[command][0], fromlist=["main"]).main()
+
+
+def train(args: list[str]) -> None:
+    """`rlx train`: the preemption handler first, before Hydra or torch is imported (a SIGTERM half a second
+    after the start used to kill the process with 143); a signal before the run's first phase ends it at once
+    with the preemption exit code (rlx/train/preemption.py, `launch`)."""
+    from rlx.train import preemption
+
+    preemption.launch()
+    preemption.pause_point("start-up")  # test hook (RLX_PAUSE_AT=start-up): wait here for a signal
+    from rlx.console import before_imports
+
+    before_imports()
+    sys.argv = [f"rlx {args[0]}", *args[1:]]  # Hydra parses sys.argv itself (-m, --cfg, overrides)
+    __import__(COMMANDS[args[0]][0], fromlist=["main"]).main()
 
 
 if __name__ == "__main__":

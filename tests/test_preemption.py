@@ -211,3 +211,50 @@ def test_sigterm_during_the_final_evaluation_checkpoints_the_last_step_and_resum
     assert f"resumed from {step_2} (step 2)" in stdout
     assert "train.steps was spent at step 2: no step to run, on to the final evaluation" in stdout  # none redone
     assert_same_accuracies(run, two_step_reference)
+
+
+def test_the_handler_is_installed_before_hydra_and_torch_are_imported(tmp_path):
+    """A SIGTERM in the first instant of `rlx train` (paused right after the handler, RLX_PAUSE_AT=start-up)
+    exits with EXIT_CODE, not 143; Hydra and torch had not been imported yet (it used to come after `import
+    hydra`, so a SIGTERM 0.5-2.5 s after the start killed the process)."""
+    env = {**os.environ, "RLX_PAUSE_AT": "start-up"}
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "rlx.cli", "train",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
+    for line in proc.stdout:  # stderr (the import log) and stdout in the order they were written
+        seen.append(line)
+        if "RLX_PAUSE_AT: paused in start-up" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    output = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == preemption.EXIT_CODE, output[-3000:]
+    before = [line.rsplit("|", 1)[1].strip() for line in seen if line.startswith("import time:")]
+    assert "rlx.train.preemption" in before and not {"hydra", "torch", "omegaconf"} & set(before)
+    assert ("[rlx] preempted during start-up: no step finished, nothing to save; resume=auto (same run directory) "
+            f"starts again from step 1; exit code {preemption.EXIT_CODE}") in output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_signal_inside_a_finaliser_is_raised_after_it():
+    """The handler raised `Preempted` inside whatever the main thread ran; inside a finaliser Python prints
+    "Exception ignored" and goes on (a SIGTERM during model load once let the run reach its first evaluation).
+    Now it is raised right after the finaliser."""
+    import time
+
+    class Dying:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the finaliser
+            time.sleep(0.001)
+
+    preemption.install()
+    try:
+        with pytest.raises(preemption.Preempted) as stopped, preemption.within("model_load"):
+            Dying()  # collected at once: its finaliser receives the signal
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            pytest.fail("the signal was swallowed by the finaliser")
+        assert stopped.value.phase == "model_load"
+    finally:
+        preemption.uninstall()

@@ -4,8 +4,11 @@ SLURM sends SIGTERM when it preempts or cancels a job, and (`sbatch --signal=USR
 `signal_delay_s`, which uses USR2 by default) a warning signal that long before the time limit. What a signal
 does depends on the phase the run is in (`phase`, set by `rlx.train.loop` and `rlx.train.schedule`):
 
-- start-up (CLI, Hydra, run-directory lock, configuration): the handler raises a flag; the run leaves before
-  any model loads;
+- start-up (CLI, Hydra, run-directory lock, configuration): the handler is installed by the CLI before any
+  other import (`launch`), and until the run enters its first phase it ends the process from the handler
+  itself (`_leave_now`: the exit functions, such as the run-directory lock's release, then exit), within
+  seconds even in the middle of importing torch, where an exception could corrupt the import or abort the
+  process in a C++ callback; nothing has started, nothing is lost;
 - model load, the first evaluation and the final evaluation (`INTERRUPTIBLE`): the handler raises `Preempted`
   at once, since nothing of a finished step is at stake: the first evaluation precedes step 1 and the final one
   follows the last step, whose resumable checkpoint is then written (`resume=auto` goes straight back into the
@@ -14,6 +17,9 @@ does depends on the phase the run is in (`phase`, set by `rlx.train.loop` and `r
   after the step (all ranks agree through one tiny all-reduce, since a signal may reach the ranks at different
   steps), writes a resumable checkpoint and calls `exit()`;
 - the end (final checkpoint and summary.json, seconds): the run completes and exits 0: nothing is left to resume.
+
+The handler never raises inside a finaliser (`__del__`, a weakref callback): Python would print "Exception
+ignored" and swallow it, and the run would go on. There it re-delivers the signal 50 ms later instead.
 
 Every stop prints what it kept and exits through `exit()`: it hands over to the handler that was installed before
 ours, if it is a Python function (submitit's: it requeues the SLURM job, then exits); otherwise the process exits
@@ -24,6 +30,8 @@ Tests pause a run inside a phase with `RLX_PAUSE_AT=<phase>` (`pause_point`) to 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -50,7 +58,13 @@ INTERRUPTIBLE = frozenset({"model_load", "first_eval", "final_eval"})  # the han
 PAUSE_ENV = "RLX_PAUSE_AT"  # test hook: comma-separated phases where `pause_point` waits for a signal
 PAUSE_SECONDS = 120
 
-_STATE: dict[str, Any] = {"signal": None, "previous": {}, "phase": "start-up"}
+_STATE: dict[str, Any] = {"signal": None, "previous": {}, "phase": "start-up", "launching": False}
+REDELIVER_S = 0.05  # a signal that lands in a finaliser is sent again this much later
+# after a preemption's checkpoint (or with nothing to save), the teardown (the sampler's engine, the process
+# group, the interpreter's exit) gets this long; a hung one is cut short: SLURM, torchrun and Kubernetes SIGKILL
+# 30 s after their SIGTERM
+TEARDOWN_S = 10.0
+_CLI = {"bounded": False}  # set by `launch`: only the `rlx train` process bounds its teardown
 
 
 class Preempted(BaseException):
@@ -69,8 +83,68 @@ def _handle(signum: int, frame: Any) -> None:
         # os.write, not print: a print here could re-enter a print the main thread was in the middle of
         os.write(2, f"[rlx] received {signal.Signals(signum).name} during {name}: {action}\n".encode())
     _STATE["signal"] = signum
+    if phase == "start-up" and _STATE["launching"]:
+        _leave_now(signum)
     if phase in INTERRUPTIBLE:
+        if _in_finaliser(frame):  # raised here it would be printed and swallowed: raise it after the finaliser
+            timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
         raise Preempted(phase)
+
+
+def _in_finaliser(frame: Any) -> bool:
+    """Whether `frame` (where the signal interrupted the main thread) runs inside an object's `__del__` or a
+    weakref finaliser, where an exception cannot propagate."""
+    depth = 0
+    while frame is not None and depth < 200:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name == "__call__" and code.co_filename.endswith("weakref.py")):
+            return True
+        frame, depth = frame.f_back, depth + 1
+    return False
+
+
+def launch() -> None:
+    """`rlx train`'s first act (rlx/cli.py): install the handler, which ends the process at once until the run
+    enters its first phase (`enter`), so a signal during the imports and the configuration stops it in seconds."""
+    install()
+    _STATE["launching"] = True
+    _CLI["bounded"] = True
+
+
+def bound_teardown(code: int = EXIT_CODE) -> None:
+    """Leave within TEARDOWN_S from now whatever the teardown does (a vLLM engine's shutdown, a barrier with a
+    dead peer): a daemon timer ends the process with `code`. Called once nothing is left to save."""
+    if not _CLI["bounded"]:
+        return
+
+    def cut_short() -> None:
+        os.write(2, f"[rlx] the teardown took over {TEARDOWN_S:.0f}s after the checkpoint: exiting without it "
+                    f"(exit code {code})\n".encode())
+        os._exit(code)
+
+    timer = threading.Timer(TEARDOWN_S, cut_short)
+    timer.daemon = True
+    timer.start()
+
+
+def _leave_now(signum: int) -> None:
+    """A signal before the run's first phase: say so, hand over to the previous handler (submitit's requeue), run
+    the exit functions (the run-directory lock's release), and leave with EXIT_CODE without unwinding."""
+    with contextlib.suppress(Exception):  # a print the signal interrupted may hold the stream: then skip it
+        sys.stdout.flush()
+    os.write(1, f"[rlx] preempted during {PHASES['start-up'][0]}: no step finished, nothing to save; resume=auto "
+                f"(same run directory) starts again from step 1; exit code {EXIT_CODE}\n".encode())
+    previous = _STATE["previous"].get(signum)
+    uninstall()
+    if callable(previous):
+        with contextlib.suppress(Exception, SystemExit):
+            previous(signum, None)
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    os._exit(EXIT_CODE)
 
 
 def install() -> bool:
@@ -91,12 +165,12 @@ def uninstall() -> None:
     """Restore the handlers `install` replaced and forget any received signal."""
     for number, previous in _STATE["previous"].items():
         signal.signal(number, previous)
-    _STATE.update(previous={}, signal=None, phase="start-up")
+    _STATE.update(previous={}, signal=None, phase="start-up", launching=False)
 
 
 def enter(phase: str) -> None:
     """The run is now in `phase` (a key of PHASES); entering an INTERRUPTIBLE phase after a signal raises."""
-    _STATE["phase"] = phase
+    _STATE["phase"], _STATE["launching"] = phase, False  # from the model load on, start-up only raises a flag
     if phase in INTERRUPTIBLE and requested():
         raise Preempted(phase)
 
@@ -136,6 +210,8 @@ def pause_point(phase: str) -> None:
 
 
 def _is_main() -> bool:
+    if "rlx.train.distributed" not in sys.modules:  # a stop during the imports: do not import torch to say so
+        return int(os.environ.get("RANK", "0")) == 0
     from rlx.train import distributed as dist
 
     return dist.is_main() if dist.joined() else int(os.environ.get("RANK", "0")) == 0
@@ -148,6 +224,7 @@ def leave_unsaved(phase: str, resume_from: Path | None, close: Callable[[], None
         since = f"its checkpoint {resume_from}" if resume_from else "step 1"
         print(f"[rlx] preempted during {PHASES[phase][0]}: no step finished, nothing to save; resume=auto (same run "
               f"directory) starts again from {since}; exit code {EXIT_CODE}", flush=True)
+    bound_teardown()
     if close is not None:
         close()
     exit()
@@ -164,6 +241,7 @@ def checkpoint_and_exit(trainer, step: int, extra: dict, progress=None, phase: s
         during = f" (stopped during {PHASES[phase][0]})" if phase != "training" else ""
         print(f"[rlx] preempted after step {step}{during}: resumable checkpoint {path}; continue with resume=auto "
               f"(same run directory); exit code {EXIT_CODE}", flush=True)
+    bound_teardown()
     trainer.close()
     exit()
 
@@ -179,6 +257,7 @@ def checkpoint_and_abort(trainer, step: int, extra: dict, progress, err: Excepti
     where = "nothing to checkpoint"
     if step >= 1:
         where = f"resumable checkpoint {trainer.checkpoint(step, extra)}; continue with resume=auto"
+    bound_teardown(1)
     raise SystemExit(f"rlx train: {err}. Stopped after step {step}: {where}")
 
 
