@@ -258,3 +258,25 @@ def test_a_signal_inside_a_finaliser_is_raised_after_it():
         assert stopped.value.phase == "model_load"
     finally:
         preemption.uninstall()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_steps_generation_stops_at_once_and_resumes_exactly(tiny_model_dir, tmp_path,
+                                                                              two_step_reference):
+    """A single-process run stops inside step 2's rollout generation without finishing the step (it used to
+    finish it: 36 s on a loaded machine, past the 30 s before SIGKILL): the checkpoint of step 1, and
+    `resume=auto` regenerates step 2 and logs the uninterrupted run's metrics."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = paused_in(phase_cmd(run, tiny_model_dir), env, "generate@2", tmp_path / "gen")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "gen.err").read_text()[-3000:]
+    step_1 = run / "checkpoints" / "step_1"
+    assert complete_checkpoints(run / "checkpoints") == [step_1]
+    assert (f"[rlx] preempted after step 1 (stopped during a step's rollout generation): resumable checkpoint "
+            f"{step_1}") in (tmp_path / "gen.out").read_text()
+    assert "received SIGTERM during a step's rollout generation: stopping now" in (tmp_path / "gen.err").read_text()
+    assert metrics(run) == metrics(two_step_reference)[:2]  # steps 0 and 1
+    stdout = resume_matches(phase_cmd(run, tiny_model_dir, "resume=auto"), env, run, two_step_reference)
+    assert f"resumed from {step_1} (step 1)" in stdout
+    assert_same_accuracies(run, two_step_reference)

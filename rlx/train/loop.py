@@ -116,7 +116,9 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         timer = PhaseTimer()
         problems = dist.shard(self.step_problems(step))  # this rank's prompts: r, r + W, ...
-        rollout_batch, extra = self.rollouts(problems, step, timer)  # the step's immutable rollout record
+        with preemption.within(preemption.generation_phase(self.cfg.train.rollout_workers)):  # may stop at once
+            preemption.pause_point("generate", step)
+            rollout_batch, extra = self.rollouts(problems, step, timer)  # the step's immutable rollout record
         with timer("train"):
             rows, batch, advantages, metrics = self.learn(rollout_batch, step)
         if self.logger.wants_samples(step):

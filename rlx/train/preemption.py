@@ -13,6 +13,9 @@ does depends on the phase the run is in (`phase`, set by `rlx.train.loop` and `r
   at once, since nothing of a finished step is at stake: the first evaluation precedes step 1 and the final one
   follows the last step, whose resumable checkpoint is then written (`resume=auto` goes straight back into the
   final evaluation, no step redone);
+- a step's rollout generation in a single-process synchronous run (`generate`): the handler raises `Preempted`
+  at once; nothing of the step is trained yet, so the run checkpoints the step before and exits (the step's
+  records are regenerated identically on resume: every sampling seed is a function of (seed, step));
 - a training step (with any evaluation due at it): the handler raises a flag; the loop checks `should_stop()`
   after the step (all ranks agree through one tiny all-reduce, since a signal may reach the ranks at different
   steps), writes a resumable checkpoint and calls `exit()`;
@@ -50,11 +53,14 @@ PHASES = {
     "model_load": ("model load", "stopping now"),
     "first_eval": ("the first evaluation", "stopping now (no step has run yet)"),
     "training": ("training", "finishing the current step, then checkpointing"),
+    "generate": ("a step's rollout generation", "stopping now, then checkpointing the step before"),
     "serving": ("rollout generation", "generating on until the trainer, which checkpoints, says stop"),
     "final_eval": ("the final evaluation", "stopping now, then checkpointing the last step"),
     "end": ("the end of the run", "completing it (final checkpoint and summary.json)"),
 }
-INTERRUPTIBLE = frozenset({"model_load", "first_eval", "final_eval"})  # the handler raises Preempted at once
+# the handler raises Preempted at once; "generate" (a step's rollout phase, nothing of the step trained yet) only
+# in single-process synchronous runs (rlx.train.loop): ranks that stopped in different phases would deadlock
+INTERRUPTIBLE = frozenset({"model_load", "first_eval", "final_eval", "generate"})
 PAUSE_ENV = "RLX_PAUSE_AT"  # test hook: comma-separated phases where `pause_point` waits for a signal
 PAUSE_SECONDS = 120
 
@@ -186,6 +192,15 @@ def within(phase: str) -> Iterator[None]:
         _STATE["phase"] = before
 
 
+def generation_phase(rollout_workers: int) -> str:
+    """The phase of a step's rollout generation: `generate` (a signal stops it at once) in a single-process
+    synchronous run; `training` (a flag, the step finishes) when several ranks train, which must stop after the
+    same step, or when the rollouts arrive from generation ranks."""
+    from rlx.train import distributed as dist
+
+    return "generate" if dist.world_size() == 1 and not rollout_workers else "training"
+
+
 def requested() -> bool:
     """True once this process received a preemption signal."""
     return _STATE["signal"] is not None
@@ -198,10 +213,12 @@ def should_stop() -> bool:
     return dist.max_over_ranks(int(requested())) > 0
 
 
-def pause_point(phase: str) -> None:
-    """Test hook: with RLX_PAUSE_AT naming `phase`, say so on stdout and wait here (PAUSE_SECONDS at most) until a
-    preemption signal arrives, so that a test can signal the run inside that phase. A no-op otherwise."""
-    if phase not in os.environ.get(PAUSE_ENV, "").split(","):
+def pause_point(phase: str, step: int | None = None) -> None:
+    """Test hook: with RLX_PAUSE_AT naming `phase` (or `phase@step`), say so on stdout and wait here (PAUSE_SECONDS
+    at most) until a preemption signal arrives, so that a test can signal the run inside that phase. A no-op
+    otherwise."""
+    wanted = os.environ.get(PAUSE_ENV, "").split(",")
+    if phase not in wanted and f"{phase}@{step}" not in wanted:
         return
     print(f"[rlx] {PAUSE_ENV}: paused in {PHASES[phase][0]} (pid {os.getpid()})", flush=True)
     deadline = time.monotonic() + PAUSE_SECONDS

@@ -78,6 +78,8 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
             metrics, stop = _step(trainer, cfg, step, budget, counters, started)
         except preemption.RunAborted as err:  # e.g. a generation worker died or hangs: checkpoint, stop
             preemption.checkpoint_and_abort(trainer, step - 1, extra, progress, err)
+        except preemption.Preempted as stopped:  # during the step's generation: nothing of it trained yet
+            _stop_in_generation(trainer, step, extra, progress, stopped.phase)
         extra = resume_state(state["accuracy_before"], started, counters)
         if t.save_every and step % t.save_every == 0 and stop is None:
             trainer.checkpoint(step, extra)
@@ -92,6 +94,15 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
             break
     progress.close()
     return step, counters
+
+
+def _stop_in_generation(trainer, step: int, extra: dict, progress, phase: str) -> None:
+    """A signal in step `step`'s rollout generation (rlx/train/preemption.py, `generate`): the checkpoint of the
+    step before, whose state the generation left untouched; none before step 1 (the run starts again)."""
+    if step == 1:
+        progress.close()
+        preemption.leave_unsaved(phase, None, trainer.close)
+    preemption.checkpoint_and_exit(trainer, step - 1, extra, progress, phase=phase)
 
 
 def _step(trainer, cfg: RunConfig, step: int, budget: Budget, counters: BudgetCounters, started: float,
