@@ -109,7 +109,10 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path):
 
 
 def test_bad_value_fails_before_any_model_is_loaded(tmp_path):
-    result = rlx("train", "algo.gamma=1.5", "model.path=/nonexistent", cwd=tmp_path)
+    model = tmp_path / "model"  # passes the cheap checks (rlx/preflight.py), is never loaded
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = rlx("train", "algo.gamma=1.5", f"model.path={model}", cwd=tmp_path)
     assert result.returncode != 0
     assert "algo.gamma" in result.stderr
     assert not list(tmp_path.rglob("metrics.jsonl"))

@@ -85,7 +85,10 @@ def test_tree_run_resumes_exactly(tiny_model_dir, tmp_path):
     (("algo=trepo", "algo.tree.depth=2"), "algo.train_on_branches=true"),
 ])
 def test_bad_tree_settings_fail_before_any_model_loads(override, message, tmp_path):
-    result = rlx("train", *override, "model.path=/nonexistent", cwd=tmp_path)
+    model = tmp_path / "model"  # passes the cheap checks (rlx/preflight.py), is never loaded
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = rlx("train", *override, f"model.path={model}", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert not list(tmp_path.rglob("metrics.jsonl"))
