@@ -99,5 +99,6 @@ def test_the_cli_names_a_moved_keys_new_home_in_one_line(override):
 def test_unknown_group_option_suggests_the_closest_one():
     with pytest.raises(ConfigError) as err:
         validate_jobs("train", ["data=gsm8kk"], parse_run_config)
-    assert str(err.value) == ("data=gsm8kk: no such option. Available options in 'data': arith, arith_long, gsm8k, "
-                              "jsonl, math500; did you mean 'data=gsm8k'? (in the job data=gsm8kk)")
+    assert str(err.value) == ("data=gsm8kk: no such option. Available options in 'data': arith, arith_chain, "
+                              "arith_chat, arith_long, gsm8k, jsonl, math500; did you mean 'data=gsm8k'? "
+                              "(in the job data=gsm8kk)")

@@ -101,7 +101,8 @@ class WeightSyncCanary:
                 f"weight sync check failed at step {step}: the sampler's log-probs differ from the trainer's by "
                 f"up to {gap:.3g} nats on the probe batch (tolerance {self.tolerance:.3g}{self._origin()}). "
                 f"The sampler is not generating with the trained weights (e.g. a parameter name vLLM did not "
-                f"load, or a stale tied output head); raise sampler.canary_tolerance only if the gap is numerical noise.")
+                f"load, or a stale tied output head); raise sampler.canary_tolerance only if the gap is "
+                f"numerical noise.")
         return gap
 
     def _origin(self) -> str:
