@@ -24,7 +24,7 @@ from rlx.models.logprobs import pack
 from rlx.models.prefix import build_layout, share_segments, trie, worth_joining
 from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
 from rlx.train.batch import training_rows
-from rlx.train.forwards import Forwards
+from rlx.train.forwards import Forwards, MicroBatch
 from rlx.train.update import UpdateBatch, Updater
 
 KL = KLConfig(beta=0.3, estimator="k3", mode="loss")
@@ -139,6 +139,7 @@ def assert_same_update(name, algo_cfg, models, data: UpdateBatch) -> None:
     frozen_inputs(data, policy, reference)
     m_plain, g_plain = gradients(name, algo_cfg, policy, critic, data, forwards(False))
     for fw in (forwards(True), forwards(True, tokens=60, width=60)):  # one micro-batch; several, split tries
+        assert all(isinstance(rows, MicroBatch) for rows in fw.plan(data.packed))  # the shared path runs
         m_shared, g_shared = gradients(name, algo_cfg, policy, critic, data, fw)
         assert max(float((a - b).abs().max()) for a, b in zip(g_plain, g_shared)) < 1e-10
         for key in m_plain:
@@ -197,12 +198,20 @@ def test_shared_micro_batches_never_compute_more_than_the_cap():
         assert sorted(r for rows in plan for r in rows) == list(range(28))  # every row once
         for rows in plan:
             sub = fw.select(packed, rows)
-            lone = len(rows.segments) == 1  # a packed sequence wider than the cap gets a micro-batch alone
+            lone = len(getattr(rows, "segments", rows)) == 1  # a sequence wider than the cap: a micro-batch alone
             assert fw.computed_tokens(sub) <= cap or lone
     real = [ids[:n] for ids, n in zip(packed.input_ids.tolist(), packed.attention_mask.sum(-1).tolist())]
     unique = len(trie(real)[0])  # every distinct prefix once
     assert forwards(True).forward_tokens(packed) == unique < sum(map(len, real))
     assert forwards(False).forward_tokens(packed) == sum(map(len, real))
+
+
+def test_a_batch_sharing_too_little_runs_unshared():
+    """Rows that share (almost) nothing: sharing's overheads would cost more than it saves (SHARE_GAIN)."""
+    packed = pack([[3 + i, 9, 9] for i in range(6)], [[5, 6, 7]] * 6, pad_id=0)  # every first token differs
+    assert forwards(True).plan(packed) == forwards(False).plan(packed)
+    assert not any(isinstance(rows, MicroBatch) for rows in forwards(True).plan(packed))
+    assert forwards(True).forward_tokens(packed) == 36
 
 
 def test_the_trie_shares_exactly_the_common_prefixes():

@@ -36,6 +36,10 @@ from rlx.train import distributed as dist
 from rlx.train import parallel
 
 DUMMY = pack([[0]], [[0]], 0)  # the one-token batch a rank without real rows forwards to join a collective
+# sharing must cut the computed (padded) tokens to at most this share of the unshared plan's: below that its
+# overheads (the tries, the block mask, dense attention over packed sequences) cost more than it saves (PPO
+# with one sample per prompt: 1% fewer tokens, 0.83x the speed; make bench-prefix)
+SHARE_GAIN = 0.9
 
 
 def even_out(plan: list[list[int]], count: int) -> list[list[int]]:
@@ -54,10 +58,11 @@ class MicroBatch(list):
     packed sequences that compute their shared prefixes once, as positions in this list (None: unshared), and
     `unique_tokens`: their tries' sizes, summed (each shared token once)."""
 
-    def __init__(self, rows, segments: list[list[int]] | None = None, unique_tokens: int = 0):
+    def __init__(self, rows, segments: list[list[int]], unique_tokens: int, computed_tokens: int):
         super().__init__(rows)
         self.segments = segments
         self.unique_tokens = unique_tokens
+        self.computed_tokens = computed_tokens  # packed sequences x the widest trie: padding included
 
 
 class Forwards:
@@ -81,11 +86,14 @@ class Forwards:
     def plan(self, packed: PackedBatch, rows: Sequence[int] | None = None) -> list[list[int]]:
         """Micro-batches of `rows` (default: every row) as lists of row indices of `packed`, in row order."""
         rows = list(range(packed.response_mask.shape[0])) if rows is None else list(rows)
-        if self.share_prefix:
-            return self.shared_plan(packed, rows)
         lengths = packed.attention_mask[rows].sum(-1).tolist()  # prompt + response tokens of each row
-        return [[rows[i] for i in part] for part in plan_micro_batches(lengths, self.micro_batch_tokens,
-                                                                       self.micro_batch_size)]
+        plain = [[rows[i] for i in part] for part in plan_micro_batches(lengths, self.micro_batch_tokens,
+                                                                        self.micro_batch_size)]
+        if not self.share_prefix:
+            return plain
+        shared = self.shared_plan(packed, rows)
+        unshared_cost = sum(len(part) * int(packed.attention_mask[part].sum(-1).max()) for part in plain)
+        return shared if sum(m.computed_tokens for m in shared) <= SHARE_GAIN * unshared_cost else plain
 
     def shared_plan(self, packed: PackedBatch, rows: list[int]) -> list[MicroBatch]:
         """Micro-batches of whole packed sequences (`share_segments`: rows sharing a prefix where that is cheaper,
@@ -99,8 +107,9 @@ class Forwards:
                                        self.micro_batch_size):
             members = sorted(i for k in part for i in segments[k][0])  # positions in `rows`
             local = {i: j for j, i in enumerate(members)}
+            sizes = [segments[k][1] for k in part]
             plan.append(MicroBatch([rows[i] for i in members], [[local[i] for i in segments[k][0]] for k in part],
-                                   sum(segments[k][1] for k in part)))
+                                   sum(sizes), len(sizes) * max(sizes)))
         return plan
 
     def select(self, packed: PackedBatch, rows: Sequence[int]) -> PackedBatch:
@@ -120,9 +129,8 @@ class Forwards:
     def forward_tokens(self, packed: PackedBatch) -> int:
         """Real tokens one forward pass over every row of `packed` computes, padding aside: each row's prompt +
         response, or with shared prefixes each packed sequence's trie (a shared token once)."""
-        if not self.share_prefix:
-            return int(packed.attention_mask.sum())
-        return sum(rows.unique_tokens for rows in self.plan(packed))
+        return sum(rows.unique_tokens if isinstance(rows, MicroBatch) else int(packed.attention_mask[rows].sum())
+                   for rows in self.plan(packed))
 
     @staticmethod
     def computed_tokens(sub: PackedBatch) -> int:
