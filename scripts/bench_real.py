@@ -125,7 +125,10 @@ def update_child(dtype: str, repeats: int, variants: list[str]) -> dict:
         record, _ = trainer.rollouts(dist.shard(trainer.step_problems(2)), 2, PhaseTimer())
         rows = trainer.batches.rows(record)
         packed = trainer.batches.build(rows, trainer.batches.pack(rows)).packed
-        plan = trainer.forwards.plan(packed)
+        shared, trainer.forwards.share_prefix = trainer.forwards.share_prefix, False
+        plan = trainer.forwards.plan(packed)  # the references: rows as rlx micro-batches them unshared
+        trainer.forwards.share_prefix = shared
+        computed = trainer.forwards.forward_tokens(packed)  # rlx's defaults: a shared prefix's tokens once
         flops = loss_update_flops(trainer.policy, packed.attention_mask.sum(-1).tolist(),
                                   int(packed.response_mask.sum()))
         reference_adamw = torch.optim.AdamW(trainer.policy.parameters(), lr=1e-5, weight_decay=0.0)
@@ -136,8 +139,10 @@ def update_child(dtype: str, repeats: int, variants: list[str]) -> dict:
             for name in variants:
                 restore(trainer, saved)
                 start, cpu_start = time.perf_counter(), time.process_time()
-                if name == "rlx":
+                if name.startswith("rlx"):  # rlx_unshared: train.share_prefix=false, the same rows unshared
+                    trainer.forwards.share_prefix = shared and name == "rlx"
                     trainer.learn(record, 2)
+                    trainer.forwards.share_prefix = shared
                 else:
                     plain_update(trainer.policy, reference_adamw, packed, plan, dtype, name == "plain_lean")
                 seconds[name].append(time.perf_counter() - start)
@@ -147,6 +152,7 @@ def update_child(dtype: str, repeats: int, variants: list[str]) -> dict:
     return {"dtype": dtype, "seconds": seconds, "cpu_seconds": cpu, "update_flops": flops,
             "matmul_peak_flops_per_s": peak, "rows": len(rows), "micro_batches": len(plan),
             "forward_tokens": int(packed.attention_mask.sum()), "response_tokens": int(packed.response_mask.sum()),
+            "rlx_computed_tokens": computed, "share_prefix": bool(shared),
             "padded_tokens": sum(len(r) * int(packed.attention_mask[r].sum(-1).max()) for r in plan),
             "torch_threads": torch.get_num_threads()}
 
@@ -162,9 +168,13 @@ def update_summary(run: dict) -> dict:
         rate = {k: run["update_flops"] / s for k, s in med.items()}  # FLOP/s
         out[clock] = {"median": med, "best": {k: min(v) for k, v in times.items()},
                       "peak_share": {k: r / run["matmul_peak_flops_per_s"] for k, r in rate.items()}}
-        for ref in (k for k in times if k != "rlx"):
+        for ref in (k for k in times if k != "rlx"):  # rlx_unshared / plain_lean: the unshared path's own ratio
             out[clock][f"rlx_over_{ref}"] = med["rlx"] / med[ref]
             out[clock][f"paired_rlx_over_{ref}"] = statistics.median(a / b for a, b in zip(times["rlx"], times[ref]))
+        if "rlx_unshared" in times and "plain_lean" in times:  # the same computed tokens on both sides
+            out[clock]["rlx_unshared_over_plain_lean"] = med["rlx_unshared"] / med["plain_lean"]
+            out[clock]["paired_rlx_unshared_over_plain_lean"] = statistics.median(
+                a / b for a, b in zip(times["rlx_unshared"], times["plain_lean"]))
     return out
 
 
@@ -280,7 +290,7 @@ def spawn(section: str, dtype: str, args) -> dict:
 def print_tables(report: dict) -> None:
     for dtype, entry in report.get("update", {}).items():
         for clock, s in entry["summary"].items():
-            ratios = ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k.startswith("rlx_over"))
+            ratios = ", ".join(f"{k} {v:.2f}" for k, v in s.items() if "_over_" in k and not k.startswith("paired"))
             print(f"update, {dtype}, {clock}: " + ", ".join(
                 f"{k} {v:.2f} s ({100 * s['peak_share'][k]:.1f}% of peak)" for k, v in s["median"].items())
                 + f"; {ratios}")
@@ -299,8 +309,9 @@ def main() -> None:
     parser.add_argument("--sections", default="update,generate")
     parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--references", default="plain_lean,plain_full_logits",
-                        help="update: the plain-torch references timed beside rlx's update")
+    parser.add_argument("--references", default="rlx_unshared,plain_lean,plain_full_logits",
+                        help="update: what is timed beside rlx's update with its defaults (rlx_unshared: "
+                             "train.share_prefix=false; plain_*: the plain-torch references)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "real.json"))
     parser.add_argument("--child", choices=["update", "generate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
