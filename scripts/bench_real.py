@@ -10,7 +10,9 @@
     forward under the same autocast, the response tokens' log-probs, backward, grad clip, `torch.optim.AdamW`.
     "plain, lean": the decoder over every token and the LM head only at the positions predicting a response
     token (the FLOPs rlx computes); "plain, full logits": `model(...).logits` at every position, the usual way.
-    The three alternate, each from the same weights and optimizer state (restored before every run). FLOPs:
+    Also timed: rlx with `train.share_prefix=false` (`rlx_unshared`; with the default each shared prefix is
+    computed once, so fewer tokens than the references). They alternate, each from the same weights and
+    optimizer state (restored before every run). FLOPs:
     `loss_update_flops` (rlx/models/flops.py); share of a square matmul's FLOP/s timed in the same process, dtype
     and thread count.
 (b) generate: vLLM as rlx builds it on CPU (`sampler=vllm`: in-process engine, one engine thread, prefix
@@ -21,8 +23,8 @@
     (every nn.Linear, [64, in] x [in, out]), the rate a decode step could reach with no attention, sampling or
     engine overhead.
 
-Every (section, dtype) runs in a fresh process, one torch thread; figures are medians over `--repeats` (the best
-in brackets): the machine is shared, so read ratios measured side by side, not absolute seconds.
+Every (section, dtype) runs in a fresh process, one torch thread; figures are medians over `--repeats`, in wall
+and in CPU seconds: the machine is shared, so read ratios measured side by side and rates per CPU second.
 """
 
 from __future__ import annotations
