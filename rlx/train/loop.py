@@ -81,6 +81,7 @@ class Trainer:
         self.optimizers = setup.build_optimizers(cfg, self.policy, self.critic)  # after the wrap: FSDP2's shards
         self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, self.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
+        reshard(self.train_policy)  # the canary's start-up calibration ran a forward: FSDP2 left the root gathered
         if cfg.train.num_threads > 0:  # after the sampler: a vLLM engine start may change the count
             torch.set_num_threads(cfg.train.num_threads)
         self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()

@@ -142,6 +142,17 @@ class RunLock:
             self.path.unlink(missing_ok=True)
 
 
+def settled_owner(path: Path, seconds: float = 2.0) -> dict | None:
+    """`read_owner`, waiting up to `seconds` while the lock file exists but is still empty: a racing start takes
+    the file (O_EXCL) before it writes its pid into it, and the error should name that run."""
+    deadline = time.monotonic() + seconds
+    owner = read_owner(path)
+    while owner is None and path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        owner = read_owner(path)
+    return owner
+
+
 def read_owner(path: Path) -> dict | None:
     try:
         owner = json.loads(path.read_text())
@@ -154,7 +165,7 @@ def check_unlocked(run_dir: Path) -> None:
     """Fail at once when a live run holds `run_dir` (a stale lock is left for `RunLock.acquire` to take)."""
     path = run_dir / LOCK_FILE
     if path.exists():
-        owner = read_owner(path)
+        owner = settled_owner(path)
         if owner is None or owner.get("host") != socket.gethostname() or _alive(owner):
             raise _held(run_dir, owner)
 
@@ -166,7 +177,7 @@ def _held(run_dir: Path, owner: dict | None) -> RunDirError:
 
 
 def _take_over_if_stale(path: Path) -> None:
-    owner = read_owner(path)
+    owner = settled_owner(path)
     if owner is None and path.exists() and time.time() - path.stat().st_mtime < 10:
         raise _held(path.parent, None)  # being written right now
     if owner is not None and (owner.get("host") != socket.gethostname() or _alive(owner)):
