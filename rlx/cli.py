@@ -40,8 +40,8 @@ def main() -> None:
 def train(args: list[str]) -> None:
     """`rlx train`: the preemption handler first, before Hydra or torch is imported (a SIGTERM half a second
     after the start used to kill the process with 143); a signal before the run's first phase ends it at once
-    with the preemption exit code (rlx/train/preemption.py, `launch`)."""
-    from rlx.train import preemption
+    with the preemption exit code (rlx/train/infra/preemption.py, `launch`)."""
+    from rlx.train.infra import preemption
 
     preemption.launch()
     preemption.pause_point("start-up")  # test hook (RLX_PAUSE_AT=start-up): wait here for a signal

@@ -57,7 +57,7 @@ class TrainerConfig:
     dynamic_sampling: bool = False  # drop zero-reward-variance groups and refill from further prompts
     max_refill_rounds: int = 3  # extra sampling rounds per step at most (then train on fewer groups)
     overlong_filter: bool = False  # truncated responses (no EOS) leave the loss
-    # asynchronous rollouts (rlx/train/async_rollouts.py, docs/pending/async.md)
+    # asynchronous rollouts (rlx/train/rollout/remote.py, docs/pending/async.md)
     max_staleness: int = 0  # k: step s trains on the records of policy version max(0, s - 1 - k); 0 = synchronous
     rollout_workers: int = 0  # torchrun ranks that only generate (the last N); 0 = generation in the trainer
     decoupled_objective: bool | None = None  # decoupled PPO (behaviour weight pi_prox / pi_behav); null = k >= 1

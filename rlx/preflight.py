@@ -162,7 +162,7 @@ def check_job(cfg) -> None:
 
 
 def check_world_size(workers) -> None:
-    """`train.rollout_workers=k` needs torchrun with k + 1 ranks (rlx/train/async_rollouts.py, `place`)."""
+    """`train.rollout_workers=k` needs torchrun with k + 1 ranks (rlx/train/rollout/remote.py, `place`)."""
     if not isinstance(workers, int) or workers <= 0:
         return
     world = int(os.environ.get("WORLD_SIZE", "1"))

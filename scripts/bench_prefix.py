@@ -80,7 +80,7 @@ def restore(trainer, saved) -> None:
 def child(shape: str, records: int, repeats: int) -> dict:
     from bench_trl import one_thread_trainer  # scripts/ is on the import path
 
-    from rlx.train import distributed as dist
+    from rlx.train.infra import distributed as dist
     from rlx.train.metrics import PhaseTimer
 
     overrides = [*SHAPES[shape], "sampler=hf", "train.steps=1000", "train.progress_bar=false"]

@@ -115,7 +115,7 @@ def update_child(dtype: str, repeats: int, variants: list[str]) -> dict:
     from bench_trl import one_thread_trainer
 
     from rlx.models.flops import loss_update_flops
-    from rlx.train import distributed as dist
+    from rlx.train.infra import distributed as dist
     from rlx.train.metrics import PhaseTimer
 
     peak = one_thread_peak(dtype)

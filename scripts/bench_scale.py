@@ -123,9 +123,9 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     from rlx.algos.base import AdvantageInputs
     from rlx.algos.stats import terminal_rewards
     from rlx.models.logprobs import model_device
-    from rlx.train.forwards import Forwards
+    from rlx.train.learn.forwards import Forwards
+    from rlx.train.learn.update import UpdateBatch, Updater
     from rlx.train.setup import build_optimizers
-    from rlx.train.update import UpdateBatch, Updater
 
     algo = algos.get(cfg.algo.name)
     forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
@@ -262,8 +262,8 @@ def main(argv=None) -> dict:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     result = {"rows": rows, "shape": args.shape, "layers": args.layers, "device": args.device, "dtype": args.dtype,
               "response_tokens": args.response_tokens, "prompt_tokens": len(prompts[0]), "threads": args.threads,
-              "optimization_num": args.optimization_num, "update": "rlx.train.forwards.Forwards + "
-              "rlx.train.update.Updater (the trainer's own)",
+              "optimization_num": args.optimization_num, "update": "rlx.train.learn.forwards.Forwards + "
+              "rlx.train.learn.update.Updater (the trainer's own)",
               "overrides": {"hidden": args.hidden, "heads": args.heads, "kv_heads": args.kv_heads,
                             "intermediate": args.intermediate},
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}

@@ -142,7 +142,7 @@ def _has_trl(python: Path) -> bool:
 def one_thread_trainer(overrides: list[str], output_dir: str):
     """The `Trainer` of `rlx train <overrides>` (real Hydra composition, rlx's own parser) on one torch thread,
     logging nowhere. Also used by scripts/bench_packing.py and scripts/bench_real.py."""
-    from rlx.train import distributed as dist
+    from rlx.train.infra import distributed as dist
     from rlx.train.loop import Trainer
 
     trainer = Trainer(compose_config(overrides, output_dir))

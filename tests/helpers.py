@@ -50,9 +50,9 @@ def assert_same_accuracies(run_dir: Path, reference: Path) -> None:
 
 
 def paused_in(cmd: list[str], env: dict, phase: str, log: Path) -> subprocess.Popen:
-    """Starts `cmd` with RLX_PAUSE_AT=`phase` (rlx/train/preemption.py), its stdout and stderr to `log`.out and
+    """Starts `cmd` with RLX_PAUSE_AT=`phase` (rlx/train/infra/preemption.py), its stdout and stderr to `log`.out and
     `log`.err, and returns once it says it paused there (ready for a signal), or has exited."""
-    from rlx.train.preemption import PAUSE_ENV
+    from rlx.train.infra.preemption import PAUSE_ENV
 
     with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
         proc = subprocess.Popen(cmd, env={**env, PAUSE_ENV: phase}, stdout=out, stderr=err, text=True)

@@ -1,4 +1,4 @@
-"""Asynchronous rollouts (rlx/train/async_rollouts.py): the staleness rules as pure functions, then real
+"""Asynchronous rollouts (rlx/train/rollout/remote.py): the staleness rules as pure functions, then real
 2-process torchrun runs (gloo, one trainer rank + one HF-sampler generation rank, the real tiny model)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from rlx.data.base import Problem
-from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
-from rlx.train.async_rollouts import (
+from rlx.record import Node, RolloutBatch, RolloutTree
+from rlx.train.infra.checkpoint import complete_checkpoints
+from rlx.train.rollout.remote import (
     from_plain,
     required_version,
     restore_pending,
@@ -24,7 +25,6 @@ from rlx.train.async_rollouts import (
     to_plain,
     worker_rank,
 )
-from rlx.train.checkpoint import complete_checkpoints
 from tests.helpers import metrics
 from tests.test_distributed import TORCHRUN, free_port
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from rlx.algos.base import AdvantageInputs
 from rlx.algos.stats import masked_whiten
 from rlx.models.load import load_causal_lm
-from rlx.train import distributed as dist
+from rlx.train.infra import distributed as dist
 
 # This interpreter's torchrun: a `torchrun` script's shebang may name another environment's Python, whose
 # workers would import another checkout of rlx.

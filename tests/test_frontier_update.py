@@ -1,5 +1,5 @@
 """Rollout correction, the overlong filter, clip-higher and CISPO through the shared update code
-(rlx/train/correction.py, rlx/train/update.py, rlx/algos/losses.py), against hand-computed values and on the
+(rlx/train/learn/correction.py, rlx/train/learn/update.py, rlx/algos/losses.py), against hand-computed values and on the
 real tiny model in float64."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from rlx.algos.trepo import TRePOConfig
 from rlx.config import TrainerConfig
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
-from rlx.train.correction import LossWeights, loss_weights, step_weights
-from rlx.train.dynamic import refill_problems
-from rlx.train.forwards import Forwards
-from rlx.train.update import UpdateBatch, Updater, combine, mean_of_steps
+from rlx.train.learn.correction import LossWeights, loss_weights, step_weights
+from rlx.train.learn.forwards import Forwards
+from rlx.train.learn.update import UpdateBatch, Updater, combine, mean_of_steps
+from rlx.train.rollout.dynamic import refill_problems
 
 DT = torch.float64
 
@@ -182,8 +182,8 @@ def test_two_round_branch_phase_spends_the_fixed_schedules_tokens_on_the_least_c
     rollouts, and the high-variance knot gets most of them; round 2 uses its own seeds and temperatures."""
     from rlx.algos.base import Knot
     from rlx.sampling.base import Generation
-    from rlx.train.adaptive import two_rounds
-    from rlx.train.rollout import Trajectory
+    from rlx.train.rollout.adaptive import two_rounds
+    from rlx.train.rollout.generate import Trajectory
 
     class FiveTokens:
         def __init__(self):

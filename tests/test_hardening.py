@@ -22,7 +22,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlx.train.checkpoint import CheckpointWriteError, read_manifest, save_checkpoint
+    from rlx.train.infra.checkpoint import CheckpointWriteError, read_manifest, save_checkpoint
 
     run_dir, model_dir = Path(sys.argv[1]), sys.argv[2]
     policy = AutoModelForCausalLM.from_pretrained(model_dir)

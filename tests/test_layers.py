@@ -14,6 +14,7 @@ LAYERS = {  # package or module -> level (higher = may import more)
     "rlx.grading": 0,  # answer grading, used by data (answer checks) and rewards alike
     "rlx.console": 0,  # log levels of the libraries: a leaf any layer may use
     "rlx.data": 1,
+    "rlx.record": 1,  # the rollout record: what sampling hands to learning (read by algos and train)
     "rlx.models": 2,
     "rlx.sampling": 3,
     "rlx.rewards": 4,

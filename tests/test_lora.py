@@ -24,7 +24,7 @@ from rlx.models.lora import (
     trainable_parameters,
 )
 from rlx.sampling.vllm import trainer_weights
-from rlx.train.checkpoint import load_checkpoint, save_checkpoint
+from rlx.train.infra.checkpoint import load_checkpoint, save_checkpoint
 
 R, ALPHA = 4, 8.0
 

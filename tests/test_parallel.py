@@ -13,8 +13,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from rlx.config import ConfigError
 from rlx.models.full_params import iter_full_parameters
-from rlx.train import distributed as dist
-from rlx.train import parallel
+from rlx.train.infra import distributed as dist
+from rlx.train.infra import parallel
 from tests.test_distributed import free_port
 
 CONFIG = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

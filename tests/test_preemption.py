@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rlx.train import preemption
-from rlx.train.checkpoint import complete_checkpoints
+from rlx.train.infra import preemption
+from rlx.train.infra.checkpoint import complete_checkpoints
 from tests.helpers import assert_same_accuracies, metrics, paused_in, resume_matches, run_to_end, signal_when
 
 
@@ -230,7 +230,7 @@ def test_the_handler_is_installed_before_hydra_and_torch_are_imported(tmp_path):
     output = "".join(seen) + proc.communicate(timeout=60)[0]
     assert proc.returncode == preemption.EXIT_CODE, output[-3000:]
     before = [line.rsplit("|", 1)[1].strip() for line in seen if line.startswith("import time:")]
-    assert "rlx.train.preemption" in before and not {"hydra", "torch", "omegaconf"} & set(before)
+    assert "rlx.train.infra.preemption" in before and not {"hydra", "torch", "omegaconf"} & set(before)
     assert ("[rlx] preempted during start-up: no step finished, nothing to save; resume=auto (same run directory) "
             f"starts again from step 1; exit code {preemption.EXIT_CODE}") in output
     assert not (tmp_path / "run").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rlx.train.checkpoint import complete_checkpoints
+from rlx.train.infra.checkpoint import complete_checkpoints
 from tests.helpers import assert_same_accuracies, resume_matches, run_to_end, signal_when
 
 

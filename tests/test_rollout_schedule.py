@@ -5,7 +5,7 @@ from __future__ import annotations
 from rlx.algos.base import Knot
 from rlx.data.base import Problem
 from rlx.sampling.base import Generation, request_seed
-from rlx.train.rollout import Trajectory, gather_branches, schedule_branch_requests, step_starts
+from rlx.train.rollout.generate import Trajectory, gather_branches, schedule_branch_requests, step_starts
 
 PROBLEM = Problem(id="p", question="1+1=?", answer="2")
 

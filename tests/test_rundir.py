@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rlx.train import checkpoint, preemption
+from rlx.train.infra import checkpoint, preemption
 from tests.helpers import wait_for
 
 TIMING_KEYS = {"time_generate", "time_branch", "time_score", "time_train", "time_sync", "wall_seconds",
@@ -135,7 +135,7 @@ def test_rng_states_round_trip_through_the_safe_format(tmp_path):
 
 
 def test_missing_or_edited_files_fail_verification(tmp_path):
-    from rlx.train.checkpoint import CheckpointError
+    from rlx.train.infra.checkpoint import CheckpointError
 
     ckpt = tmp_path / "step_3"
     ckpt.mkdir()
@@ -150,7 +150,7 @@ def test_missing_or_edited_files_fail_verification(tmp_path):
 
 
 def test_second_run_on_a_locked_directory_fails_at_once_naming_the_owner(tmp_path):
-    from rlx.train.rundir import RunDirError, RunLock
+    from rlx.train.infra.rundir import RunDirError, RunLock
 
     lock = RunLock.acquire(tmp_path)
     owner = f"pid {os.getpid()} on {socket.gethostname()}"
@@ -167,7 +167,7 @@ def test_second_run_on_a_locked_directory_fails_at_once_naming_the_owner(tmp_pat
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
-    from rlx.train.rundir import RunLock
+    from rlx.train.infra.rundir import RunLock
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: its PID names no process
@@ -182,7 +182,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
 
 def test_lock_of_a_reused_pid_is_stale(tmp_path, capsys):
     """The PID is alive but is another process (started at another time): the lock is stale."""
-    from rlx.train.rundir import RunLock
+    from rlx.train.infra.rundir import RunLock
 
     stale = {"pid": os.getpid(), "host": socket.gethostname(), "start": "0", "since": "earlier"}
     (tmp_path / "rlx.lock").write_text(json.dumps(stale))
@@ -238,7 +238,7 @@ def test_simultaneous_starts_on_one_directory_leave_the_winner_s_files_alone(tin
     """Three runs started at once on one directory (seeds 0, 1, 2): one takes the lock, the others fail in one
     line having written nothing: `.hydra/` and `config.yaml` are the winner's (the losers' Hydra used to write
     their `.hydra/` over the winner's, then lose the lock)."""
-    from rlx.train.preemption import PAUSE_ENV
+    from rlx.train.infra.preemption import PAUSE_ENV
 
     run_dir, seeds = tmp_path / "run", (0, 1, 2)
     procs = []
@@ -268,7 +268,7 @@ def test_simultaneous_starts_on_one_directory_leave_the_winner_s_files_alone(tin
 @pytest.mark.slow
 def test_the_lock_is_taken_before_hydra_writes_into_the_run_directory(tiny_model_dir, tmp_path):
     """The deterministic half of the race above: when Hydra's `.hydra/` appears, `rlx.lock` is already there."""
-    from rlx.train.preemption import PAUSE_ENV
+    from rlx.train.infra.preemption import PAUSE_ENV
 
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(train_cmd(run_dir, tiny_model_dir), env={**ENV, PAUSE_ENV: "model_load"},

@@ -22,10 +22,10 @@ from rlx.models.critic import ValueModel
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
 from rlx.models.prefix import build_layout, share_segments, trie, worth_joining
-from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
-from rlx.train.batch import training_rows
-from rlx.train.forwards import Forwards, MicroBatch
-from rlx.train.update import UpdateBatch, Updater
+from rlx.record import Node, RolloutBatch, RolloutTree
+from rlx.train.learn.batch import training_rows
+from rlx.train.learn.forwards import Forwards, MicroBatch
+from rlx.train.learn.update import UpdateBatch, Updater
 
 KL = KLConfig(beta=0.3, estimator="k3", mode="loss")
 AGGS = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]  # DAPO / GRPO / Dr.GRPO

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from rlx.train import preemption
+from rlx.train.infra import preemption
 from tests.helpers import metrics, resume_matches, run_to_end, signal_when
 
 pytestmark = pytest.mark.slow

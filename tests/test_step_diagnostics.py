@@ -22,7 +22,7 @@ def test_step_metrics_counts_generated_trained_and_forward_tokens_by_hand():
     both trained (train_on_branches): generated 4 + 3, trained 4 + 3, forward (3 + 4) + (3 + 2 + 3) = 15."""
     from rlx.data.base import Problem
     from rlx.models.logprobs import pack
-    from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
+    from rlx.record import Node, RolloutBatch, RolloutTree
     from rlx.train.metrics import step_metrics
 
     response = Node(-1, 0, (5, 6, 7, 8), (-0.1,) * 4, 1.0, True, 1.0, True, "a", 0)

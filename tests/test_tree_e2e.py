@@ -19,7 +19,7 @@ from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.tree_preset import TreeAlgoConfig
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack, response_logprobs
-from rlx.train.checkpoint import complete_checkpoints
+from rlx.train.infra.checkpoint import complete_checkpoints
 from tests.algos.test_tree import hand_tree
 from tests.helpers import resume_matches, run_to_end, signal_when
 from tests.test_train_e2e import rlx

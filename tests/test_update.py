@@ -1,4 +1,4 @@
-"""The micro-batched update (rlx/train/update.py) on the real tiny model in float64: the gradient accumulated
+"""The micro-batched update (rlx/train/learn/update.py) on the real tiny model in float64: the gradient accumulated
 over micro-batches equals the unsplit batch's for every loss_agg, with the KL loss term, the entropy bonus,
 the critic loss and GRPO's sequence/sentence ratios; mini-batches keep groups whole and reshuffle
 reproducibly; a non-finite loss stops the run or skips the step."""
@@ -20,8 +20,8 @@ from rlx.config import TrainerConfig
 from rlx.models.critic import ValueModel
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
-from rlx.train.forwards import Forwards
-from rlx.train.update import NonFiniteError, UpdateBatch, Updater, combine, mini_batch_rows
+from rlx.train.learn.forwards import Forwards
+from rlx.train.learn.update import NonFiniteError, UpdateBatch, Updater, combine, mini_batch_rows
 
 KL = KLConfig(beta=0.3, estimator="k3", mode="loss")
 CASES = [
@@ -162,7 +162,7 @@ def test_non_finite_loss_stops_the_run_naming_the_step_or_skips_it(models):
 
 
 def test_even_out_splits_the_largest_then_pads_with_dummies():
-    from rlx.train.forwards import even_out
+    from rlx.train.learn.forwards import even_out
 
     assert even_out([[0, 1, 2, 3], [4]], 2) == [[0, 1, 2, 3], [4]]  # already as many: unchanged
     assert even_out([[0, 1, 2, 3], [4]], 3) == [[0, 1], [2, 3], [4]]

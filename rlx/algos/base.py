@@ -189,7 +189,7 @@ class AdvantageInputs:
     # non-empty response always ends a step), and one reward per step (STEP_REWARDS).
     step_ends: list[list[int]] | None = None
     step_rewards: list[list[float]] | None = None
-    # TREE_ROWS: row b trains node tree_rows[b][1] of the rollout tree tree_rows[b][0] (rlx/sampling/tree.py);
+    # TREE_ROWS: row b trains node tree_rows[b][1] of the rollout tree tree_rows[b][0] (rlx/record.py);
     # its columns are that node's own tokens. Rows of one tree share a group id.
     tree_rows: list[tuple[Any, int]] | None = None
 

@@ -15,7 +15,7 @@ Eq. 5) clips around the proximal policy and corrects for the behaviour policy wi
     w_t = pi_prox(y_t | s_t) / pi_behav(y_t | s_t)      r_t = pi_theta(y_t | s_t) / pi_prox(y_t | s_t)
 
 Because w_t >= 0 is detached, w_t * min(r A, clip(r) A) = min(r (w A), clip(r) (w A)): the weight can multiply
-the advantage before any algorithm's loss, which is how the update applies it (`rlx.train.correction`), the
+the advantage before any algorithm's loss, which is how the update applies it (`rlx.train.learn.correction`), the
 same way rollout correction's TIS weight enters (w_t is exactly rollout correction's rho_t =
 pi_old / pi_sampler). The rollout-correction modes therefore compose: `tis` caps w_t at C, `mis` / `seq_mask`
 reject tokens / sequences out of band and keep w_t on the rest; `none` uses w_t uncapped (its log clamped to

@@ -17,7 +17,7 @@ and the modes of `algo.rollout_correction.mode`:
             (verl "sequence rejection" with the geometric mean, which does not grow with length)
 
 C = `algo.rollout_correction.cap` (default 2). The weights are a [B, T] tensor that any algorithm's per-token
-loss is weighted by in the shared update code (`rlx.train.correction`: TIS scales the advantage, rejections
+loss is weighted by in the shared update code (`rlx.train.learn.correction`: TIS scales the advantage, rejections
 leave the response mask, as `split_weights` states), never per algorithm.
 Conventions as in `rlx.algos.stats`: B = trajectories, T = padded length, mask float [B, T].
 """

@@ -1,7 +1,7 @@
 """Tree advantages: every node of a prompt's rollout tree is a training row (docs/algorithms.md, "Training on
 every branch").
 
-A rollout tree (rlx/sampling/tree.py) holds the responses to one prompt and the rollouts branched from them
+A rollout tree (rlx/record.py) holds the responses to one prompt and the rollouts branched from them
 (and from each other). Every node is a complete sample with outcome R(n). A *state* is a point of the tree:
 the prompt (the root), or position p of node n (n's first p own tokens generated). The leaves through a
 state are its *pool*: for (n, p) with p >= 1, n itself plus the whole subtree of every child of n that forks
@@ -29,7 +29,7 @@ Real-valued outcomes (docs/algorithms.md, "Training on every branch", "Real-valu
 in float64 until the returned tensor; a difference of values within ROUNDING of the tree's largest |outcome|
 is float rounding of equal means and is exactly 0, and so is the spread of sibling outcomes equal up to
 rounding. With `algo.tree.drop_zero_adv` a row whose *raw* advantages are all 0 leaves the whitening and comes
-out as exact zeros, which is what the loss weights read (rlx/train/correction.py).
+out as exact zeros, which is what the loss weights read (rlx/train/learn/correction.py).
 """
 
 from __future__ import annotations

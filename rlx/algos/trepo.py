@@ -70,7 +70,7 @@ class TRePOConfig(ClippedAlgoConfig):
     lam: float = 0.0  # 0.0 = paper (Theorem 2 between neighbouring knots)
     adv_norm: str = "batch"  # none | batch | group (Remark 4)
     kl: KLConfig = field(default_factory=lambda: KLConfig(beta=0.0, estimator="k1", mode="reward_token"))
-    # two-round branch phase (rlx/train/adaptive.py): M0 rollouts per knot, then the rest of the fixed-M
+    # two-round branch phase (rlx/train/rollout/adaptive.py): M0 rollouts per knot, then the rest of the fixed-M
     # schedule's branch tokens to the knots with the largest standard error (VinePPO arXiv 2410.01679)
     adaptive_rollouts: bool = False
     adaptive_first_round: int = 2  # M0, in [1, rollouts_per_branch]

@@ -257,7 +257,7 @@ def trainer_weights(model: torch.nn.Module, weights: Iterable[tuple[str, torch.T
 
 
 def _under_torchrun() -> bool:
-    """True in a multi-process torchrun job whose process group is already up (`rlx.train.distributed.init`).
+    """True in a multi-process torchrun job whose process group is already up (`rlx.train.infra.distributed.init`).
 
     Every rank must then build its engine at the same point: vLLM creates its groups with collectives."""
     return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1

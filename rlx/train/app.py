@@ -18,7 +18,7 @@ def main() -> None:
     """Check every job of the command line first (sweep guard), lock the run directory, then hand over to Hydra."""
     from rlx.data.configs import ConfigError
     from rlx.preflight import preflight
-    from rlx.train import preemption
+    from rlx.train.infra import preemption
 
     preemption.install()  # from here on a SIGTERM/SIGUSR1 stops the run with preemption.EXIT_CODE, never 143
     if not any(flag in sys.argv for flag in NO_RUN_FLAGS):
@@ -48,7 +48,7 @@ def lock_run_directory(argv: list[str]) -> list[str]:
     from hydra.errors import HydraException
 
     from rlx.sweep_guard import job_overrides
-    from rlx.train.rundir import RunLock, check_unlocked, check_writable, make_run_dir
+    from rlx.train.infra.rundir import RunLock, check_unlocked, check_writable, make_run_dir
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 holds the lock of the shared run directory
         return argv
@@ -94,8 +94,8 @@ def train_job(cfg: DictConfig) -> float:
 
     from rlx.config import ConfigError, parse_run_config
     from rlx.console import quiet_libraries
+    from rlx.train.learn.update import NonFiniteError
     from rlx.train.loop import train
-    from rlx.train.update import NonFiniteError
 
     quiet_libraries(show_all=bool(HydraConfig.get().verbose))  # library chatter to the run's log file
 

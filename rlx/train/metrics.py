@@ -15,8 +15,8 @@ import torch
 from rlx.data.tasks import Task
 from rlx.logger import knot_stats
 from rlx.sampling.base import GenRequest
-from rlx.train import distributed as dist
-from rlx.train.batch import knot_children
+from rlx.train.infra import distributed as dist
+from rlx.train.learn.batch import knot_children
 
 
 def seed_everything(seed: int) -> None:

@@ -3,7 +3,7 @@
 It owns the stopping rule (`train.steps`, `train.token_budget`, `train.time_budget_s`, whichever comes first;
 `rlx.train.budget`), the evaluation cadence (every `train.eval_every` steps and every `train.eval_every_tokens`
 generated tokens), resumable checkpoints every `train.save_every` steps, preemption (a SIGTERM/SIGUSR1 flag
-checked after each step; a signal in the final evaluation checkpoints the last step; `rlx.train.preemption`), and
+checked after each step; a signal in the final evaluation checkpoints the last step; `rlx.train.infra.preemption`), and
 the end of a run: the final evaluation, the gathered HF checkpoint and summary.json. `trainer` is the loop's
 `Trainer` (duck-typed, so this module imports no upward).
 """
@@ -14,9 +14,9 @@ import time
 from typing import TYPE_CHECKING
 
 from rlx.models.full_params import reshard
-from rlx.train import checkpoint, preemption
-from rlx.train import distributed as dist
 from rlx.train.budget import Budget, BudgetCounters
+from rlx.train.infra import checkpoint, preemption
+from rlx.train.infra import distributed as dist
 from rlx.train.metrics import progress_bar, write_summary
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
 
 
 def _stop_in_generation(trainer, step: int, extra: dict, progress, phase: str) -> None:
-    """A signal in step `step`'s rollout generation (rlx/train/preemption.py, `generate`): the checkpoint of the
+    """A signal in step `step`'s rollout generation (rlx/train/infra/preemption.py, `generate`): the checkpoint of the
     step before, whose state the generation left untouched; none before step 1 (the run starts again)."""
     if step == 1:
         progress.close()

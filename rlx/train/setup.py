@@ -15,8 +15,8 @@ from rlx.models.critic import ValueModel
 from rlx.models.load import DTYPES, load_causal_lm
 from rlx.models.lora import maybe_wrap_lora, trainable_parameters
 from rlx.models.precision import MASTER_DTYPE, enable_gradient_checkpointing
-from rlx.train import distributed as dist
-from rlx.train import parallel
+from rlx.train.infra import distributed as dist
+from rlx.train.infra import parallel
 
 
 def check_inputs(algo, cfg, reward_fn) -> None:
@@ -42,7 +42,7 @@ def check_world(cfg) -> None:
 
 
 def wrap_for_strategy(cfg, policy, critic, reference) -> tuple:
-    """(train_policy, train_critic, reference) under `train.strategy` (`rlx.train.parallel`): what every
+    """(train_policy, train_critic, reference) under `train.strategy` (`rlx.train.infra.parallel`): what every
     forward goes through (DDP wrappers; FSDP2 shards the modules in place); in one process the modules
     themselves. Build the optimizers afterwards, on `policy`'s and `critic`'s parameters (FSDP2: DTensors)."""
     t = cfg.train

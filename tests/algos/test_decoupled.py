@@ -14,7 +14,7 @@ from rlx.algos.decoupled import behaviour_weights, decoupled_ppo_loss
 from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.ppo import PPOConfig
 from rlx.config import ConfigError, TrainerConfig
-from rlx.train.correction import loss_weights
+from rlx.train.learn.correction import loss_weights
 
 DT = torch.float64
 # row 0: three tokens; row 1: one token then padding. Probabilities of the sampled tokens under each policy.
@@ -55,7 +55,7 @@ def test_capped_behaviour_weight():
 
 
 def test_the_update_applies_it_as_the_advantage_weight_of_any_clipped_loss():
-    """What the update does (rlx/train/correction.py: the weight scales the advantages, then the algorithm's own
+    """What the update does (rlx/train/learn/correction.py: the weight scales the advantages, then the algorithm's own
     clipped loss runs against pi_old = pi_prox) equals the decoupled objective exactly."""
     logp, prox, behav, adv, mask = tensors()
     weights = loss_weights(RolloutCorrectionConfig(), mask, prox, behav, None, decoupled=True)

@@ -1,5 +1,5 @@
 """Rollout correction on constructed log-probs: each mode weights or masks exactly the intended tokens, in the
-loss weights the training step uses (rlx/train/correction.loss_weights)."""
+loss weights the training step uses (rlx/train/learn/correction.loss_weights)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from rlx.algos.rollout_correction import (
     sampler_logp_tensor,
     split_weights,
 )
-from rlx.train.correction import loss_weights
+from rlx.train.learn.correction import loss_weights
 
 DT = torch.float64
 LN = math.log
 
 
 def _weighted_token_mean(loss_mat, mask, weights):
-    """token_mean of a per-token loss under the step's loss weights, as rlx/train/update.py applies them: the
+    """token_mean of a per-token loss under the step's loss weights, as rlx/train/learn/update.py applies them: the
     advantage multiplier scales the (advantage-linear) loss, the keep mask multiplies the loss mask."""
     scaled = loss_mat if weights.advantage is None else loss_mat * weights.advantage
     kept = mask if weights.keep is None else mask * weights.keep

@@ -20,7 +20,7 @@ from rlx.algos.stats import group_whiten, masked_whiten
 from rlx.algos.tree import ROOT, TreeConfig, TreeValues, node_advantages, sibling_std, tree_advantages
 from rlx.algos.tree_preset import TreeAlgoConfig
 from rlx.algos.trepo import TRePOConfig
-from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
+from rlx.record import Node, RolloutBatch, RolloutTree
 from tests.algos.algo_helpers import LAYOUTS, layout_columns, mask_of, nested_close, unpack
 from tests.algos.toy_mdp import Toy
 
@@ -201,8 +201,8 @@ def test_tempo_declares_the_record_rows():
 def test_training_rows_and_mini_batches_keep_a_tree_whole():
     """Responses first (prompt then sample order), then each tree's trainable branch nodes: a duplicate (shared
     greedy generation) and a rollout off the training temperature are not rows; a tree's rows share its group."""
-    from rlx.train.batch import training_rows
-    from rlx.train.update import mini_batch_rows
+    from rlx.train.learn.batch import training_rows
+    from rlx.train.learn.update import mini_batch_rows
 
     tree = hand_tree()
     nodes = list(tree.nodes)
@@ -351,7 +351,7 @@ def test_drop_zero_adv_reads_the_raw_advantages():
     from types import SimpleNamespace
 
     from rlx.config import TrainerConfig
-    from rlx.train.correction import step_weights
+    from rlx.train.learn.correction import step_weights
 
     tree = RolloutTree(None, 0, (1,), (node(-1, 0, 3, 0.7), node(-1, 0, 2, 0.1), node(-1, 0, 2, 1.3)))
     inp = tree_inputs(tree, torch.float32)

@@ -21,7 +21,7 @@ from rlx.algos.trepo import (
     temperature_schedule,
     trepo_advantages,
 )
-from rlx.sampling.tree import knot_prefix
+from rlx.record import knot_prefix
 
 from .algo_helpers import DT, LAYOUTS, layout_columns, mask_of, nested_close, pack, t, terminal, unpack
 

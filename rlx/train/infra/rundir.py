@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlx.train import checkpoint
-from rlx.train.checkpoint import CheckpointError
+from rlx.train.infra import checkpoint
+from rlx.train.infra.checkpoint import CheckpointError
 
 LOCK_FILE = "rlx.lock"
 HISTORY_FILE = "config_history.jsonl"

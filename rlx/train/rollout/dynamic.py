@@ -7,7 +7,7 @@ trains on fewer when the rounds ran out). Deterministic under the seed, and inde
 (so a resumed run refills identically): round r of step s draws its prompts from the training stream with a
 generator seeded by (seed, s, r), and samples with the request seeds of phase `refill/r`. Dropped (and trimmed)
 groups still count as generated tokens (`tokens_dropped`), since the budgets measure compute. The kept
-responses carry their rewards into the step's rollout record (rlx/train/record.py): no response is scored twice.
+responses carry their rewards into the step's rollout record (rlx/train/rollout/drafts.py): no response is scored twice.
 Single process only for now: with several ranks each would refill on its own, so a torchrun job with
 `train.dynamic_sampling` stops at its first step with an error naming the key.
 """
@@ -21,8 +21,8 @@ import torch
 
 from rlx.algos.dapo import groups_still_needed, informative_groups
 from rlx.sampling.base import request_seed
-from rlx.train import distributed as dist
-from rlx.train import rollout
+from rlx.train.infra import distributed as dist
+from rlx.train.rollout import generate as rollout
 
 
 def refill_problems(task, seed: int, step: int, round_: int, count: int) -> list:

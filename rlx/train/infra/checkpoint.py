@@ -184,8 +184,8 @@ def save_resumable(run_dir: Path, step: int, policy, tokenizer, optimizers, crit
                    meta: dict) -> Path:
     """`save_checkpoint` as a run does it: call it on every rank (FSDP2 gathers, a collective), rank 0 writes,
     and every rank waits until it is complete (any rank can then resume from it)."""
-    from rlx.train import distributed as dist
-    from rlx.train import parallel
+    from rlx.train.infra import distributed as dist
+    from rlx.train.infra import parallel
 
     gathered = parallel.gather_train_state(policy, optimizers, critic)
     if dist.is_main():
@@ -199,8 +199,8 @@ def save_final(run_dir: Path, policy, tokenizer) -> Path:
     """The final HF checkpoint `run_dir/checkpoint`, written by rank 0. Call it on every rank: FSDP2 gathers
     the weights (a collective). LoRA: the adapter (ckpt/adapter) and the merged model."""
     from rlx.models.lora import save_policy
-    from rlx.train import distributed as dist
-    from rlx.train import parallel
+    from rlx.train.infra import distributed as dist
+    from rlx.train.infra import parallel
 
     ckpt = run_dir / "checkpoint"
     gathered = parallel.gather_train_state(policy, [], None)
@@ -223,7 +223,7 @@ def load_checkpoint(path: Path, policy, optimizers, critic) -> tuple[int, dict]:
     from safetensors.torch import load_file
 
     from rlx.models.lora import is_lora, load_adapter_weights
-    from rlx.train import parallel
+    from rlx.train.infra import parallel
 
     state = load_trainer_state(path)
     if parallel.is_sharded(policy):  # FSDP2: every rank reads the full checkpoint and keeps its shards

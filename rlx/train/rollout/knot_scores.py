@@ -15,8 +15,8 @@ import torch
 
 from rlx.algos.base import SAMPLER_LOGPROBS, TOKEN_ENTROPY
 from rlx.models.logprobs import pack
-from rlx.train.forwards import Forwards
-from rlx.train.rollout import Trajectory
+from rlx.train.learn.forwards import Forwards
+from rlx.train.rollout.generate import Trajectory
 
 
 def knot_scores(needs: frozenset[str], trajs: list[Trajectory], pad_id: int, forwards: Forwards,

@@ -15,9 +15,9 @@ import torch
 
 from rlx.algos.base import Knot
 from rlx.data.base import Problem
+from rlx.record import knot_prefix
 from rlx.sampling.base import Generation, GenRequest, request_seed
-from rlx.sampling.tree import knot_prefix
-from rlx.train import distributed as dist
+from rlx.train.infra import distributed as dist
 
 
 @dataclass
@@ -137,7 +137,7 @@ def trajectories(problems, group: int, requests: Sequence[GenRequest], generatio
 def plan_all(algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
              scores: list | None = None) -> list[list[Knot]]:
     """The knots the algorithm plans for every response. `scores[b]` [T]: per-token knot scores of trajectory
-    b, for the algorithms that declare them (`rlx.train.knot_scores`)."""
+    b, for the algorithms that declare them (`rlx.train.rollout.knot_scores`)."""
     rng = knot_generator(cfg.seed, step)
     extra = [{} if scores is None else {"scores": scores[b]} for b in range(len(trajs))]
     return [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng, **kw)

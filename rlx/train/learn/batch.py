@@ -18,10 +18,10 @@ from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TREE_RO
 from rlx.algos.kl import kl_token_rewards
 from rlx.algos.stats import terminal_rewards
 from rlx.models.logprobs import PackedBatch, pack
-from rlx.sampling.tree import RolloutBatch, RolloutTree
-from rlx.train import distributed as dist
-from rlx.train import rollout
-from rlx.train.forwards import Forwards
+from rlx.record import RolloutBatch, RolloutTree
+from rlx.train.infra import distributed as dist
+from rlx.train.learn.forwards import Forwards
+from rlx.train.rollout import generate as rollout
 
 
 @dataclass

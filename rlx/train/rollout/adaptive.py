@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from rlx.algos.adaptive_rollouts import allocate_rollouts, knot_variances, standard_errors
 from rlx.algos.base import Knot
-from rlx.train import rollout
+from rlx.train.rollout import generate as rollout
 
 
 def first_round(algo_cfg) -> int:

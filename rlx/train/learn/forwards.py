@@ -32,8 +32,8 @@ from rlx.models.logprobs import (
 )
 from rlx.models.precision import autocast_context
 from rlx.models.prefix import share_segments
-from rlx.train import distributed as dist
-from rlx.train import parallel
+from rlx.train.infra import distributed as dist
+from rlx.train.infra import parallel
 
 DUMMY = pack([[0]], [[0]], 0)  # the one-token batch a rank without real rows forwards to join a collective
 # sharing must cut the computed (padded) tokens to at most this share of the unshared plan's: below that its

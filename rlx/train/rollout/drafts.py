@@ -1,4 +1,4 @@
-"""Building a step's rollout record (rlx/sampling/tree.py): drafts while the rollout phase works, then frozen.
+"""Building a step's rollout record (rlx/record.py): drafts while the rollout phase works, then frozen.
 
 The rollout phase samples responses (`rollout.sample_policy`, or DAPO's `dynamic`), plans and generates their
 branch rollouts (`rollout.generate_branches`, or `adaptive.two_rounds`), and, for deeper trees
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import torch
 
 from rlx.algos.base import Knot
+from rlx.record import Node, RolloutBatch, RolloutTree, kept_prefix, knot_prefix
 from rlx.sampling.base import Generation, GenRequest, request_seed
-from rlx.sampling.tree import Node, RolloutBatch, RolloutTree, kept_prefix, knot_prefix
-from rlx.train import rollout
-from rlx.train.rollout import Branches, Trajectory
+from rlx.train.rollout import generate as rollout
+from rlx.train.rollout.generate import Branches, Trajectory
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Point-to-point messages between the trainer rank and the generation ranks (rlx/train/async_rollouts.py).
+"""Point-to-point messages between the trainer rank and the generation ranks (rlx/train/rollout/remote.py).
 
 Built only on torch.distributed's point-to-point operations (`isend` / `irecv`) over process groups that
 torchrun's ranks join (gloo for pickled objects; the weights over the world group, NCCL on GPUs): no sockets or

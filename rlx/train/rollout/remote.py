@@ -5,9 +5,9 @@ Placement (`train.rollout_workers` = N >= 1, under `torchrun --nproc_per_node=1+
 counts the training ranks only). Each generation rank holds its own sampler (vLLM engine, or the HF sampler
 on its own copy of the policy) and runs the whole rollout phase of the steps it serves (step s goes to worker
 1 + (s - 1) mod N): responses, branch rollouts and deeper forks all from the same worker and the same policy
-version, scored there, frozen into the step's immutable `RolloutBatch` (rlx/sampling/tree.py) stamped with that
+version, scored there, frozen into the step's immutable `RolloutBatch` (rlx/record.py) stamped with that
 version. Records flow back to the trainer and weights out to the workers as point-to-point messages over the
-process group (`rlx.train.channel`): no sockets or RPC of our own.
+process group (`rlx.train.infra.channel`): no sockets or RPC of our own.
 
 Staleness. Policy version v = optimizer updates applied (step s trains with version s - 1). Step s's records are
 generated with version max(0, s - 1 - k) exactly: the worker waits for that publication and uses no newer one,
@@ -39,16 +39,16 @@ from rlx.models.full_params import iter_full_parameters, reshard
 from rlx.models.load import load_causal_lm, load_tokenizer
 from rlx.models.precision import MASTER_DTYPE
 from rlx.recipes import resolve_model_path
+from rlx.record import Node, RolloutBatch, RolloutTree
 from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
-from rlx.sampling.tree import Node, RolloutBatch, RolloutTree
-from rlx.train import distributed as dist
-from rlx.train import preemption
-from rlx.train.channel import Channel, ChannelError, flatten, layout_of, unflatten
-from rlx.train.forwards import Forwards
+from rlx.train.infra import distributed as dist
+from rlx.train.infra import preemption
+from rlx.train.infra.channel import Channel, ChannelError, flatten, layout_of, unflatten
+from rlx.train.learn.forwards import Forwards
 from rlx.train.loop import Trainer
 from rlx.train.metrics import PhaseTimer, seed_everything
-from rlx.train.scoring import Scorer, overlong_shape
+from rlx.train.rollout.scoring import Scorer, overlong_shape
 
 GENERATE, TRAIN = "generate", "train"
 PIPELINE_KEY = "async_pipeline"  # the checkpoint's records of the steps after it (plain containers)

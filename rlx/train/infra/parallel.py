@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import torch
 
-from rlx.train import distributed as dist
+from rlx.train.infra import distributed as dist
 
 STRATEGIES = ("ddp", "fsdp")
 T = TypeVar("T")

@@ -8,7 +8,7 @@ ranks). Where the ranks meet:
     all-gathered and every rank computes the advantages of the GLOBAL batch, then keeps its own rows. This is
     exact for every algorithm, including those with batch statistics (`adv_norm: batch` whitening in TRePO
     and PPO, REINFORCE's batch-mean baseline); it costs one small object all-gather per step;
-  - backward: the trained modules are wrapped by `rlx.train.parallel` (`train.strategy`: DistributedDataParallel
+  - backward: the trained modules are wrapped by `rlx.train.infra.parallel` (`train.strategy`: DistributedDataParallel
     by default), whose backward averages the gradients over ranks before clipping, so every rank takes the same
     optimizer step and the replicas stay identical;
   - metrics are averaged over ranks; rank 0 alone logs, evaluates and writes checkpoints (others wait).
@@ -41,7 +41,7 @@ _STATE = {"joined": False, "rollout_workers": 0}
 
 def world_size() -> int:
     """The training ranks: torchrun's processes minus the `train.rollout_workers` generation ranks, which run no
-    trainer collective (rlx/train/async_rollouts.py; they are the last ranks, so trainer ranks keep 0 .. W-1)."""
+    trainer collective (rlx/train/rollout/remote.py; they are the last ranks, so trainer ranks keep 0 .. W-1)."""
     return torch_dist.get_world_size() - _STATE["rollout_workers"] if torch_dist.is_initialized() else 1
 
 

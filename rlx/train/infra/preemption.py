@@ -196,7 +196,7 @@ def generation_phase(rollout_workers: int) -> str:
     """The phase of a step's rollout generation: `generate` (a signal stops it at once) in a single-process
     synchronous run; `training` (a flag, the step finishes) when several ranks train, which must stop after the
     same step, or when the rollouts arrive from generation ranks."""
-    from rlx.train import distributed as dist
+    from rlx.train.infra import distributed as dist
 
     return "generate" if dist.world_size() == 1 and not rollout_workers else "training"
 
@@ -208,7 +208,7 @@ def requested() -> bool:
 
 def should_stop() -> bool:
     """True on every rank when any rank received a preemption signal (a collective: call it on all ranks)."""
-    from rlx.train import distributed as dist
+    from rlx.train.infra import distributed as dist
 
     return dist.max_over_ranks(int(requested())) > 0
 
@@ -227,9 +227,9 @@ def pause_point(phase: str, step: int | None = None) -> None:
 
 
 def _is_main() -> bool:
-    if "rlx.train.distributed" not in sys.modules:  # a stop during the imports: do not import torch to say so
+    if "rlx.train.infra.distributed" not in sys.modules:  # a stop during the imports: do not import torch to say so
         return int(os.environ.get("RANK", "0")) == 0
-    from rlx.train import distributed as dist
+    from rlx.train.infra import distributed as dist
 
     return dist.is_main() if dist.joined() else int(os.environ.get("RANK", "0")) == 0
 

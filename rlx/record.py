@@ -1,6 +1,6 @@
 """The rollout record: what sampling hands to learning, one immutable tree of samples per prompt.
 
-A step's rollout phase (rlx/train/rollout.py) samples the responses, plans and generates the branch rollouts
+A step's rollout phase (rlx/train/rollout/generate.py) samples the responses, plans and generates the branch rollouts
 (forks of responses, and forks of forks), scores every node once, and freezes the result into a
 `RolloutBatch`. The learning side reads only this record; nothing after the rollout phase mutates it
 (frozen dataclasses of tuples). docs/algorithms.md, "The rollout record".

@@ -25,9 +25,9 @@ from rlx.algos.base import LossInputs, ValueLossInputs
 from rlx.algos.losses import AggScale
 from rlx.algos.stats import masked_mean
 from rlx.models.logprobs import PackedBatch
-from rlx.train import parallel
-from rlx.train.correction import LossWeights, mismatch
-from rlx.train.forwards import DUMMY, Forwards
+from rlx.train.infra import parallel
+from rlx.train.learn.correction import LossWeights, mismatch
+from rlx.train.learn.forwards import DUMMY, Forwards
 
 SUMMED = ("loss", "policy_loss", "pg_loss", "kl_ref", "vf_loss")  # globally normalised: micro-batches add up
 EXTREMES = {"mismatch_ratio_max": max, "mismatch_ratio_min": min}  # over micro-batches and optimizer steps
@@ -50,7 +50,7 @@ class UpdateBatch:
     old_values: torch.Tensor | None = None
     returns: torch.Tensor | None = None  # critic regression targets
     sampler_logp: torch.Tensor | None = None  # log pi_sampler of the responses, for the mismatch metrics
-    weights: LossWeights | None = None  # rollout correction / overlong filter (rlx/train/correction.py)
+    weights: LossWeights | None = None  # rollout correction / overlong filter (rlx/train/learn/correction.py)
 
 
 def mini_batch_rows(group_ids: torch.Tensor, mini_batches: int, generator: torch.Generator) -> list[list[int]]:
@@ -87,7 +87,7 @@ def mean_of_steps(taken: list[dict[str, float]]) -> dict[str, float]:
 class Updater:
     """`policy` / `critic` are the modules whose parameters the optimizers own (clipped here); `train_policy` /
     `train_critic` are what the forwards go through: the same modules in one process, their DDP / FSDP2
-    wrappers under torchrun (`rlx.train.parallel`)."""
+    wrappers under torchrun (`rlx.train.infra.parallel`)."""
 
     def __init__(self, cfg, algo, policy, critic, optimizers: list, forwards: Forwards, train_policy=None,
                  train_critic=None):

@@ -5,7 +5,7 @@ own tokens), the reward of every response and branch rollout, and the task's cor
 node. With `reward_model.overlong_penalty`, DAPO's soft overlong punishment (arXiv 2503.14476 Eq. 13) is added
 to every reward from the token length of that whole response.
 
-`Scorer.score_drafts` scores the drafts of the rollout record that have no reward yet (rlx/train/record.py).
+`Scorer.score_drafts` scores the drafts of the rollout record that have no reward yet (rlx/train/rollout/drafts.py).
 `Scorer.score` scores Trajectory/Branches rounds that the rollout phase must read before the record exists
 (DAPO's dynamic sampling, the first round of adaptive rollouts); `record.draft_trees` carries those rewards
 into the drafts, so no node is scored twice.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rlx.record import knot_prefix
 from rlx.rewards.overlong import shape_overlong
-from rlx.sampling.tree import knot_prefix
-from rlx.train.rollout import Branches, Trajectory
+from rlx.train.rollout.generate import Branches, Trajectory
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Run infrastructure: processes, signals, run directories and checkpoints."""
