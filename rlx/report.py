@@ -12,7 +12,10 @@ Writes into the sweep dir (or --out): report.md, report.csv and accuracy_vs_{ste
 (training wall time and CPU time exclude evaluations; CPU time, `cpu_train_s`, is the fair clock when runs share a
 machine). Two compute axes: generated tokens (what sampling cost) and forward tokens, the sum of the steps'
 `tokens_forward` (the tokens one forward pass over each step's batch computes, a shared prefix once with
-`train.share_prefix`: what training cost, since the update's FLOPs scale with it).
+`train.share_prefix`: what training cost, since the update's FLOPs scale with it). Where runs log forward tokens,
+a second verdict compares at equal forward tokens: per seed, a configuration's final accuracy minus the
+baseline's accuracy at the same forward-token count (its curve linear between the two evaluations around it;
+none where that count lies beyond the baseline's run).
 This is a plain argparse program, not a Hydra app: it reads finished runs and composes nothing.
 """
 
@@ -35,7 +38,8 @@ CSV_COLUMNS = ["configuration", "n_seeds", "seeds", "final_acc_mean", "final_acc
                "diff_vs_baseline_mean", "diff_vs_baseline_ci95", "diff_n", "best_acc_mean", "best_acc_std",
                "tokens_mean", "tokens_policy_mean", "tokens_branch_mean", "tokens_forward_mean", "wall_seconds_mean",
                "cpu_train_s_mean",
-               "steps", "knot_value_stderr", "exact_token_share", "adv_sign_agreement"]
+               "steps", "knot_value_stderr", "exact_token_share", "adv_sign_agreement",
+               "baseline_acc_at_forward", "diff_at_forward_mean", "diff_at_forward_ci95", "diff_at_forward_n"]
 # per-step metrics averaged over a run's steps, then over seeds: why prefix branching does or does not pay
 # (docs/frontier.md, "The compute-matched comparison")
 DIAGNOSTIC_KEYS = ("knot_value_stderr", "exact_token_share", "adv_sign_agreement")
@@ -206,10 +210,34 @@ def paired_difference(config: Configuration, baseline: Configuration | None) -> 
     return mean_std(diffs)[0], ci95(diffs), len(diffs)
 
 
+def accuracy_at_forward(run: Run, forward: float) -> float:
+    """`run`'s test accuracy at `forward` forward tokens (its steps' `tokens_forward` summed), linear between the
+    two evaluations around that count; nan beyond its last evaluation or where it logs no forward tokens."""
+    points = [(point[5], point[1]) for point in run.curve]  # (forward tokens, accuracy) per evaluation
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= forward <= x1 and x1 > x0:
+            return y0 + (y1 - y0) * (forward - x0) / (x1 - x0)
+    return math.nan
+
+
+def paired_at_forward(config: Configuration, baseline: Configuration | None) -> tuple[float, float, int, float]:
+    """(mean, 95% half-width, pairs, the baseline's mean accuracy there) of final accuracy minus the baseline's
+    accuracy at the same forward tokens (this run's total; `accuracy_at_forward`), seed by seed."""
+    if baseline is None:
+        return math.nan, math.nan, 0, math.nan
+    theirs = {r.seed: r for r in baseline.runs if r.final_acc is not None and r.seed is not None}
+    pairs = [(r.final_acc, accuracy_at_forward(theirs[r.seed], r.tokens_forward)) for r in config.runs
+             if r.final_acc is not None and r.seed in theirs and r.tokens_forward > 0]
+    pairs = [(mine, base) for mine, base in pairs if not math.isnan(base)]
+    diffs = [mine - base for mine, base in pairs]
+    return mean_std(diffs)[0], ci95(diffs), len(diffs), mean_std([base for _, base in pairs])[0]
+
+
 def summarize(config: Configuration, baseline: Configuration | None = None) -> dict[str, Any]:
     finished = [r for r in config.runs if r.final_acc is not None]
     final = mean_std([r.final_acc for r in finished])
     diff = paired_difference(config, baseline)
+    at_forward = paired_at_forward(config, baseline)
     best = mean_std([r.best_acc for r in finished if r.best_acc is not None])
     walls = [r.wall_seconds for r in finished if r.wall_seconds is not None]
     return {
@@ -227,6 +255,8 @@ def summarize(config: Configuration, baseline: Configuration | None = None) -> d
         "cpu_train_s_mean": mean_std([r.cpu_train_s for r in finished if r.cpu_train_s is not None])[0],
         "steps": max((r.steps for r in finished), default=0),
         **{k: mean_std([r.diagnostics[k] for r in finished if k in r.diagnostics])[0] for k in DIAGNOSTIC_KEYS},
+        "baseline_acc_at_forward": at_forward[3], "diff_at_forward_mean": at_forward[0],
+        "diff_at_forward_ci95": at_forward[1], "diff_at_forward_n": at_forward[2],
     }
 
 
@@ -280,6 +310,7 @@ def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: P
                      f"{_num(r['tokens_mean'])} | {_num(r['tokens_policy_mean'])} | {_num(r['tokens_branch_mean'])} | "
                      f"{_num(r['tokens_forward_mean'])} | {_num(r['wall_seconds_mean'])} | "
                      f"{_num(r['cpu_train_s_mean'])} |")
+    lines += forward_table(rows, baseline)
     lines += diagnostics_table(rows)
     lines += ["", "![accuracy vs step](accuracy_vs_step.png)", "", "![accuracy vs tokens](accuracy_vs_tokens.png)",
               "", "![accuracy vs forward tokens](accuracy_vs_forward.png)", "",
@@ -293,6 +324,26 @@ def write_markdown(rows: list[dict[str, Any]], skipped: list[Path], sweep_dir: P
 
 def _pm(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def forward_table(rows: list[dict[str, Any]], baseline: str | None) -> list[str]:
+    """Markdown lines: the verdict at equal forward tokens (`paired_at_forward`), where a baseline is chosen and the
+    runs log forward tokens."""
+    if baseline is None or not any(r["diff_at_forward_n"] for r in rows):
+        return []
+    lines = ["", f"At equal forward tokens (training compute): per seed, final accuracy minus {baseline}'s accuracy "
+             "at the same forward-token count, its curve linear between the two evaluations around it; mean "
+             "[95% interval] (pairs).", "", f"| configuration | forward tokens | final acc | {baseline} at those "
+             "forward tokens | Δ at equal forward tokens |", "|---" * 5 + "|"]
+    for r in rows:
+        if r["configuration"] == baseline:
+            continue
+        paired = {"diff_vs_baseline_mean": r["diff_at_forward_mean"], "diff_vs_baseline_ci95":
+                  r["diff_at_forward_ci95"], "diff_n": r["diff_at_forward_n"]}
+        base = "n/a" if math.isnan(r["baseline_acc_at_forward"]) else f"{r['baseline_acc_at_forward']:.3f}"
+        lines.append(f"| {r['configuration']} | {_num(r['tokens_forward_mean'])} | "
+                     f"{_pm(r['final_acc_mean'], r['final_acc_std'])} | {base} | {_paired(paired, False)} |")
+    return lines
 
 
 def diagnostics_table(rows: list[dict[str, Any]]) -> list[str]:

@@ -187,3 +187,22 @@ def test_branching_diagnostics_are_averaged_over_steps_then_seeds(tmp_path):
     assert table["algo=grpo"]["knot_value_stderr"] == "nan"  # no branch tokens: its logged 0 is no knot statistic
     text = (tmp_path / "report.md").read_text()
     assert "| algo=trepo | 1.500 | n/a | 0.750 |" in text and "| algo=grpo | n/a" not in text
+
+
+def test_the_verdict_at_equal_forward_tokens_reads_the_baselines_curve_there(tmp_path):
+    """Each step logs 600 forward tokens (make_run): GRPO's curve is (0, 0.1), (1200, 0.3), (2400, 0.5); a tree run
+    of one step (600 forward tokens) meets GRPO at 0.2, halfway between its first two evaluations."""
+    for seed in (0, 1):
+        make_run(tmp_path, f"{seed}_grpo", ["algo=grpo", f"seed={seed}"], evals={0: 0.1, 2: 0.3}, final=0.5, steps=4)
+        make_run(tmp_path, f"{seed}_tree", ["algo=tree", f"seed={seed}"], evals={}, final=0.4 + 0.1 * seed, steps=1)
+    make_run(tmp_path, "0_long", ["algo=long", "seed=0"], evals={}, final=0.9, steps=5)  # 3000 > GRPO's 2400
+    build_report(tmp_path, plots=False)
+    table = read_csv(tmp_path / "report.csv")
+    tree, long = table["algo=tree"], table["algo=long"]
+    assert float(tree["baseline_acc_at_forward"]) == pytest.approx(0.2)
+    assert float(tree["diff_at_forward_mean"]) == pytest.approx(0.25) and int(tree["diff_at_forward_n"]) == 2
+    assert float(tree["diff_vs_baseline_mean"]) == pytest.approx(-0.05)  # at the end of each run, as before
+    assert int(long["diff_at_forward_n"]) == 0  # beyond the baseline's curve: no pair invented
+    text = (tmp_path / "report.md").read_text()
+    assert "| algo=tree | 600 | 0.450 ± 0.071 | 0.200 | +0.250 [-0.385, +0.885] (2) |" in text
+    assert "| algo=long | 3,000 | 0.900 ± 0.000 | n/a | n/a |" in text
