@@ -3,7 +3,9 @@
 It owns the stopping rule (`train.steps`, `train.token_budget`, `train.time_budget_s`, whichever comes first;
 `rlx.train.budget`), the evaluation cadence (every `train.eval_every` steps and every `train.eval_every_tokens`
 generated tokens), resumable checkpoints every `train.save_every` steps, preemption (a SIGTERM/SIGUSR1 flag
-checked after each step; a signal in the final evaluation checkpoints the last step; `rlx.train.infra.preemption`), and
+checked after each step; a step stopped in its generation or before its first optimizer step is abandoned and
+the step before checkpointed; a signal in the final evaluation checkpoints the last step;
+`rlx.train.infra.preemption`), and
 the end of a run: the final evaluation, the gathered HF checkpoint and summary.json. `trainer` is the loop's
 `Trainer` (duck-typed, so this module imports no upward).
 """
@@ -78,8 +80,8 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
             metrics, stop = _step(trainer, cfg, step, budget, counters, started)
         except preemption.RunAborted as err:  # e.g. a generation worker died or hangs: checkpoint, stop
             preemption.checkpoint_and_abort(trainer, step - 1, extra, progress, err)
-        except preemption.Preempted as stopped:  # during the step's generation: nothing of it trained yet
-            _stop_in_generation(trainer, step, extra, progress, stopped.phase)
+        except preemption.Preempted as stopped:  # in its generation or update: no optimizer step taken yet
+            _abandon_step(trainer, step, extra, progress, stopped.phase)
         extra = resume_state(state["accuracy_before"], started, counters)
         if t.save_every and step % t.save_every == 0 and stop is None:
             trainer.checkpoint(step, extra)
@@ -96,9 +98,11 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
     return step, counters
 
 
-def _stop_in_generation(trainer, step: int, extra: dict, progress, phase: str) -> None:
-    """A signal in step `step`'s rollout generation (rlx/train/infra/preemption.py, `generate`): the checkpoint of the
-    step before, whose state the generation left untouched; none before step 1 (the run starts again)."""
+def _abandon_step(trainer, step: int, extra: dict, progress, phase: str) -> None:
+    """A signal in step `step`'s rollout generation or in its update before the first optimizer step
+    (rlx/train/infra/preemption.py, `generate`, `update`): the checkpoint of the step before, whose state the
+    step left untouched (`extra` and the budget counters are still its); none before step 1 (the run starts
+    again)."""
     if step == 1:
         progress.close()
         preemption.leave_unsaved(phase, None, trainer.close)

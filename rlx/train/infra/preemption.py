@@ -16,9 +16,17 @@ does depends on the phase the run is in (`phase`, set by `rlx.train.loop` and `r
 - a step's rollout generation in a single-process synchronous run (`generate`): the handler raises `Preempted`
   at once; nothing of the step is trained yet, so the run checkpoints the step before and exits (the step's
   records are regenerated identically on resume: every sampling seed is a function of (seed, step));
-- a training step (with any evaluation due at it): the handler raises a flag; the loop checks `should_stop()`
-  after the step (all ranks agree through one tiny all-reduce, since a signal may reach the ranks at different
-  steps), writes a resumable checkpoint and calls `exit()`;
+- a step's rollouts under torchrun or from generation ranks (`rollouts`), and its update until its first
+  optimizer step (`update`: the frozen batch's forwards, the first optimizer step's forward and backward
+  passes): the handler raises a flag, which every trainer rank checks between micro-batches (`abandon_point`:
+  one tiny all-reduce, as many on every rank since `Forwards.synced_plan` gives them as many micro-batches).
+  The step is abandoned: no weight or optimizer state has changed yet, so the step's start equals the end of the
+  step before, and the run checkpoints that one and exits; `resume=auto` re-runs the step identically (its
+  sampling seeds and data order are functions of (seed, step)). The wait is one micro-batch, plus, under
+  torchrun, the rest of this rank's generation (its forwards may be collectives: it is not cut short);
+- the rest of a training step (`optimizing`: its optimizer steps after the first, the weight sync, any
+  evaluation due at it; `training`): the handler raises a flag; the loop checks `should_stop()` after the step
+  (all ranks agree through one tiny all-reduce), writes a resumable checkpoint and calls `exit()`;
 - the end (final checkpoint and summary.json, seconds): the run completes and exits 0: nothing is left to resume.
 
 The handler never raises inside a finaliser (`__del__`, a weakref callback): Python would print "Exception
@@ -28,7 +36,8 @@ Every stop prints what it kept and exits through `exit()`: it hands over to the 
 ours, if it is a Python function (submitit's: it requeues the SLURM job, then exits); otherwise the process exits
 with EXIT_CODE. `resume=auto` then continues (from the newest checkpoint, or from step 1 if none was written).
 
-Tests pause a run inside a phase with `RLX_PAUSE_AT=<phase>` (`pause_point`) to signal it there.
+Tests pause a run inside a phase with `RLX_PAUSE_AT=<phase>` (`pause_point`) to signal it there, or at a
+step's first check in the frozen batch's forwards (`frozen`) or its update's micro-batches (`update`).
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ PHASES = {
     "model_load": ("model load", "stopping now"),
     "first_eval": ("the first evaluation", "stopping now (no step has run yet)"),
     "training": ("training", "finishing the current step, then checkpointing"),
+    "rollouts": ("a step's rollouts", "stopping before its update, then checkpointing the step before"),
+    "update": ("a step's update before its first optimizer step",
+               "abandoning the step at the next micro-batch, then checkpointing the step before"),
+    "optimizing": ("a step's optimizer steps", "finishing the current step, then checkpointing"),
     "generate": ("a step's rollout generation", "stopping now, then checkpointing the step before"),
     "serving": ("rollout generation", "generating on until the trainer, which checkpoints, says stop"),
     "final_eval": ("the final evaluation", "stopping now, then checkpointing the last step"),
@@ -63,8 +76,10 @@ PHASES = {
 INTERRUPTIBLE = frozenset({"model_load", "first_eval", "final_eval", "generate"})
 PAUSE_ENV = "RLX_PAUSE_AT"  # test hook: comma-separated phases where `pause_point` waits for a signal
 PAUSE_SECONDS = 120
+# pause places that are not phases: the update's checks (`abandon_point`)
+PAUSES = {"frozen": "the frozen batch's forwards", "update": "the update's forward and backward passes"}
 
-_STATE: dict[str, Any] = {"signal": None, "previous": {}, "phase": "start-up", "launching": False}
+_STATE: dict[str, Any] = {"signal": None, "previous": {}, "phase": "start-up", "launching": False, "step": None}
 REDELIVER_S = 0.05  # a signal that lands in a finaliser is sent again this much later
 # after a preemption's checkpoint (or with nothing to save), the teardown (the sampler's engine, the process
 # group, the interpreter's exit) gets this long; a hung one is cut short: SLURM, torchrun and Kubernetes SIGKILL
@@ -194,11 +209,40 @@ def within(phase: str) -> Iterator[None]:
 
 def generation_phase(rollout_workers: int) -> str:
     """The phase of a step's rollout generation: `generate` (a signal stops it at once) in a single-process
-    synchronous run; `training` (a flag, the step finishes) when several ranks train, which must stop after the
-    same step, or when the rollouts arrive from generation ranks."""
+    synchronous run; `rollouts` (a flag, the step is abandoned at the update's first check) when several ranks
+    train, which must stop at the same check, or when the rollouts arrive from generation ranks."""
     from rlx.train.infra import distributed as dist
 
-    return "generate" if dist.world_size() == 1 and not rollout_workers else "training"
+    return "generate" if dist.world_size() == 1 and not rollout_workers else "rollouts"
+
+
+@contextmanager
+def updating(step: int) -> Iterator[None]:
+    """Step `step`'s update (phase `update` until its first optimizer step, `committed`): a signal abandons the
+    step at the next `abandon_point`. A signal before it (in `rollouts`) abandons it at the first one."""
+    _STATE["step"] = step
+    try:
+        with within("update"):
+            yield
+    finally:
+        _STATE["step"] = None
+
+
+def abandon_point(pause: str = "update") -> None:
+    """Between two micro-batches of a step's update before its first optimizer step: when any trainer rank was
+    signalled, every rank raises `Preempted("update")` (a collective: every rank calls it equally often). A no-op
+    in any other phase. `pause`: the `RLX_PAUSE_AT` name of this place (`frozen` or `update`)."""
+    if _STATE["phase"] != "update":
+        return
+    pause_point(pause, _STATE["step"])
+    if should_stop():
+        raise Preempted("update")
+
+
+def committed() -> None:
+    """The step's first optimizer step is taken: the step cannot be abandoned any more, a signal finishes it."""
+    if _STATE["phase"] == "update":
+        _STATE["phase"] = "optimizing"
 
 
 def requested() -> bool:
@@ -220,7 +264,8 @@ def pause_point(phase: str, step: int | None = None) -> None:
     wanted = os.environ.get(PAUSE_ENV, "").split(",")
     if phase not in wanted and f"{phase}@{step}" not in wanted:
         return
-    print(f"[rlx] {PAUSE_ENV}: paused in {PHASES[phase][0]} (pid {os.getpid()})", flush=True)
+    where = PAUSES.get(phase) or PHASES[phase][0]
+    print(f"[rlx] {PAUSE_ENV}: paused in {where} (pid {os.getpid()})", flush=True)
     deadline = time.monotonic() + PAUSE_SECONDS
     while not requested() and time.monotonic() < deadline:  # in an INTERRUPTIBLE phase the handler raises here
         time.sleep(0.05)
