@@ -280,3 +280,164 @@ def test_sigterm_during_a_steps_generation_stops_at_once_and_resumes_exactly(tin
     stdout = resume_matches(phase_cmd(run, tiny_model_dir, "resume=auto"), env, run, two_step_reference)
     assert f"resumed from {step_1} (step 1)" in stdout
     assert_same_accuracies(run, two_step_reference)
+
+
+# --------------------------------------------------------------------------------------- a step's update
+def test_the_update_checks_are_collective_points_only_inside_an_update():
+    try:
+        preemption.install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        preemption.abandon_point()  # between steps (no update in progress): only the flag, no stop
+        with pytest.raises(preemption.Preempted) as stopped, preemption.updating(4):
+            assert preemption._STATE["phase"] == "update"
+            preemption.abandon_point()
+            pytest.fail("a signalled update went on past its check")
+        assert stopped.value.phase == "update" and preemption._STATE["phase"] == "start-up"
+        with preemption.updating(4):
+            preemption.committed()  # the first optimizer step: from here the step finishes
+            preemption.abandon_point()
+            assert preemption._STATE["phase"] == "optimizing"
+        assert preemption._STATE["step"] is None
+    finally:
+        preemption.uninstall()
+
+
+@pytest.fixture(scope="module")
+def float64_policy(tiny_model_dir):
+    from rlx.models.load import load_causal_lm
+
+    return load_causal_lm(str(tiny_model_dir), "float32").double().train()
+
+
+def _signalled_update(policy, signal_at, optimization_num: int):
+    """An Updater of several micro-batches per optimizer step (AdamW, lr 0.1) whose `signal_at(plan)`-th
+    micro-batch loss (counted from 1 over the whole update; `plan`: micro-batches per optimizer step) sends this
+    process SIGTERM."""
+    import torch
+
+    from rlx.algos.grpo import GRPOConfig
+    from tests.test_update import batch, updater
+
+    up = updater("grpo", GRPOConfig(optimization_num=optimization_num), policy, None, micro_batch_tokens=120)
+    up.optimizers = [torch.optim.AdamW(policy.parameters(), lr=0.1)]
+    data = batch()
+    data.old_logp = up.forwards.frozen_logprobs(policy, data.packed)
+    plan = len(up.forwards.synced_plan(data.packed))
+    assert plan >= 2
+    loss_of, calls = up.micro_batch_loss, []
+
+    def micro_batch_loss(*args):
+        calls.append(1)
+        if len(calls) == signal_at(plan):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only raises the flag: the check acts on it
+        return loss_of(*args)
+
+    up.micro_batch_loss = micro_batch_loss
+    return up, data, calls, plan
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["first-micro-batch", "last-micro-batch"])
+def test_a_signal_before_the_first_optimizer_step_abandons_the_update_untouched(float64_policy, last):
+    """SIGTERM during the first (or last) micro-batch of the first optimizer step: the next check (before the
+    next micro-batch, or before the optimizer step) abandons the step; no weight or optimizer state changed, the
+    gradients are dropped: the state is the step before's, to checkpoint."""
+    up, data, calls, plan = _signalled_update(float64_policy, lambda plan: plan if last else 1, optimization_num=2)
+    before = [p.detach().clone() for p in float64_policy.parameters()]
+    try:
+        preemption.install()
+        with pytest.raises(preemption.Preempted) as stopped, preemption.updating(3):
+            up.run(data, step=3)
+        assert stopped.value.phase == "update" and len(calls) == (plan if last else 1)
+    finally:
+        preemption.uninstall()
+    assert all(p.equal(b) and p.grad is None for p, b in zip(float64_policy.parameters(), before))
+    assert up.optimizers[0].state == {}
+
+
+def test_a_signal_after_the_first_optimizer_step_lets_the_update_finish(float64_policy):
+    """SIGTERM in the second optimizer step (two epochs): the weights have changed, so the step finishes (both
+    optimizer steps, every micro-batch) and the loop checkpoints it."""
+    up, data, calls, plan = _signalled_update(float64_policy, lambda plan: plan + 1, optimization_num=2)
+    before = [p.detach().clone() for p in float64_policy.parameters()]
+    try:
+        preemption.install()
+        with preemption.updating(3):
+            metrics = up.run(data, step=3)
+            assert preemption._STATE["phase"] == "optimizing" and preemption.requested()
+    finally:
+        preemption.uninstall()
+    assert len(calls) == 2 * plan and metrics["grad_norm"] > 0
+    assert not all(p.equal(b) for p, b in zip(float64_policy.parameters(), before))
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_steps_update_abandons_it_within_seconds_and_resumes_exactly(tiny_model_dir, tmp_path,
+                                                                                    two_step_reference):
+    """A single-process run signalled in step 2's update before its first optimizer step (it used to finish the
+    step: 36 s on a loaded machine, past the 30 s before SIGKILL): the step is abandoned at the next micro-batch,
+    the checkpoint is step 1's, and `resume=auto` re-runs step 2 to the uninterrupted run's metrics."""
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = paused_in(phase_cmd(run, tiny_model_dir), env, "update@2", tmp_path / "update")
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "update.err").read_text()[-3000:]
+    assert time.monotonic() - sent < 30
+    step_1 = run / "checkpoints" / "step_1"
+    assert complete_checkpoints(run / "checkpoints") == [step_1]
+    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
+            f"resumable checkpoint {step_1}") in (tmp_path / "update.out").read_text()
+    assert ("received SIGTERM during a step's update before its first optimizer step: abandoning the step at the "
+            "next micro-batch, then checkpointing the step before") in (tmp_path / "update.err").read_text()
+    assert metrics(run) == metrics(two_step_reference)[:2]  # steps 0 and 1: nothing of step 2 logged
+    stdout = resume_matches(phase_cmd(run, tiny_model_dir, "resume=auto"), env, run, two_step_reference)
+    assert f"resumed from {step_1} (step 1)" in stdout
+    assert_same_accuracies(run, two_step_reference)
+
+
+def _torchrun(run_dir: Path, model_dir: Path, ranks: int, *extra: str) -> list[str]:
+    from tests.test_distributed import TORCHRUN, free_port
+
+    return [*TORCHRUN, f"--nproc_per_node={ranks}", f"--master_port={free_port()}",
+            *phase_cmd(run_dir, model_dir, *extra)[1:]]  # [1:]: torchrun takes the interpreter's place
+
+
+def _gone_within(proc: subprocess.Popen, seconds: float) -> float:
+    """Seconds until the torchrun agent `proc` and every process under it have exited (at most `seconds`)."""
+    import time
+
+    import psutil
+
+    sent = time.monotonic()
+    family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    proc.wait(timeout=600)
+    psutil.wait_procs(family, timeout=max(0.0, seconds - (time.monotonic() - sent)))
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return time.monotonic() - sent
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_in_the_frozen_forwards_abandons_the_step_on_every_rank(tiny_model_dir, tmp_path):
+    """SIGTERM to the torchrun agent while both ranks compute step 2's frozen batch (the reference's log-probs):
+    the ranks agree at the next micro-batch (one all-reduce), abandon the step, checkpoint step 1 and exit
+    within 30 s (it took 51 s to finish the step); `resume=auto` reproduces the uninterrupted 2-rank run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    kl = "algo.kl.beta=0.05"  # a reference model: its frozen forwards
+    reference = tmp_path / "reference"
+    run_to_end(_torchrun(reference, tiny_model_dir, 2, kl), env)
+    run = tmp_path / "run"
+    proc = paused_in(_torchrun(run, tiny_model_dir, 2, kl), env, "frozen@2", tmp_path / "frozen")
+    proc.send_signal(signal.SIGTERM)
+    assert _gone_within(proc, 30) < 30
+    output = (tmp_path / "frozen.out").read_text() + (tmp_path / "frozen.err").read_text()
+    step_1 = run / "checkpoints" / "step_1"
+    assert complete_checkpoints(run / "checkpoints") == [step_1], output[-3000:]
+    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
+            f"resumable checkpoint {step_1}") in output
+    assert output.count("received SIGTERM") == 2  # both ranks caught it, neither was killed
+    assert metrics(run) == metrics(reference)[:2]
+    resume_matches(_torchrun(run, tiny_model_dir, 2, kl, "resume=auto"), env, run, reference)
+    digests = {(d / f"rank_{r}.params.sha256").read_text() for d in (run, reference) for r in range(2)}
+    assert len(digests) == 1  # resumed replicas identical to each other and to the uninterrupted run's

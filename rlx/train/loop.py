@@ -125,7 +125,7 @@ class Trainer:
         with preemption.within(preemption.generation_phase(self.cfg.train.rollout_workers)):  # may stop at once
             preemption.pause_point("generate", step)
             rollout_batch, extra = self.rollouts(problems, step, timer)  # the step's immutable rollout record
-        with timer("train"):
+        with timer("train"), preemption.updating(step):  # a signal abandons the step until its first optimizer step
             rows, batch, advantages, metrics = self.learn(rollout_batch, step)
         if self.logger.wants_samples(step):
             self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, advantages))

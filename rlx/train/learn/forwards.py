@@ -33,7 +33,7 @@ from rlx.models.logprobs import (
 from rlx.models.precision import autocast_context
 from rlx.models.prefix import share_segments
 from rlx.train.infra import distributed as dist
-from rlx.train.infra import parallel
+from rlx.train.infra import parallel, preemption
 
 DUMMY = pack([[0]], [[0]], 0)  # the one-token batch a rank without real rows forwards to join a collective
 # sharing must cut the computed (padded) tokens to at most this share of the unshared plan's: below that its
@@ -171,6 +171,7 @@ class Forwards:
         Under torchrun the ranks run equally many (`synced_plan`); packed=None only joins them (-> None)."""
         out = None
         for rows in self.synced_plan(packed):
+            preemption.abandon_point("frozen")  # in a step's update: a signal abandons the step here (every rank)
             if not rows:
                 fn(DUMMY)  # joins the other ranks' forward; the result is discarded
                 continue

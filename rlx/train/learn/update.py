@@ -25,7 +25,7 @@ from rlx.algos.base import LossInputs, ValueLossInputs
 from rlx.algos.losses import AggScale
 from rlx.algos.stats import masked_mean
 from rlx.models.logprobs import PackedBatch
-from rlx.train.infra import parallel
+from rlx.train.infra import parallel, preemption
 from rlx.train.learn.correction import LossWeights, mismatch
 from rlx.train.learn.forwards import DUMMY, Forwards
 
@@ -133,13 +133,7 @@ class Updater:
             mask if keep is None else mask * keep[rows])
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        parts = []
-        for i, micro in enumerate(plan):
-            is_last = i == len(plan) - 1  # DDP/FSDP2 average the gradients over ranks in the last backward only
-            with parallel.no_sync(self.train_policy, is_last), parallel.no_sync(self.train_critic, is_last):
-                loss, metrics = self.micro_batch_loss(batch, micro, scale) if micro else self.dummy_loss()
-                loss.backward()
-            parts.append((metrics, float(batch.packed.response_mask[micro].sum())))
+        parts = self.backward_passes(batch, plan, scale)
         metrics = {"loss": 0.0, **combine(parts)}  # a rank whose micro-batches were all dummies reports 0
         # the gradients are now the mean over ranks (DDP/FSDP2): clipping and the step act on that mean
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
@@ -150,7 +144,30 @@ class Updater:
             return None
         for optimizer in self.optimizers:
             optimizer.step()
+        preemption.committed()  # the step has changed the weights: from here a signal lets it finish
         return metrics
+
+    def backward_passes(self, batch: UpdateBatch, plan: list[list[int]], scale: AggScale | None,
+                        ) -> list[tuple[dict[str, float], float]]:
+        """Forward + backward of every micro-batch of `plan`, gradients accumulated -> (metrics, response
+        tokens) per micro-batch. Before the step's first optimizer step a preemption signal on any rank abandons
+        the step before the next micro-batch or the optimizer step (`preemption.abandon_point`): the gradients
+        are dropped."""
+        parts = []
+        try:
+            for i, micro in enumerate(plan):
+                preemption.abandon_point()  # as many checks on every rank: `synced_plan` evened the counts out
+                is_last = i == len(plan) - 1  # DDP/FSDP2 average the gradients over ranks in the last backward only
+                with parallel.no_sync(self.train_policy, is_last), parallel.no_sync(self.train_critic, is_last):
+                    loss, metrics = self.micro_batch_loss(batch, micro, scale) if micro else self.dummy_loss()
+                    loss.backward()
+                parts.append((metrics, float(batch.packed.response_mask[micro].sum())))
+            preemption.abandon_point()  # and after the last backward: a signal during it still abandons the step
+        except preemption.Preempted:
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            raise
+        return parts
 
     def finite(self, metrics: dict[str, float], step: int) -> bool:
         """False (skip) or NonFiniteError (stop) when the loss or the gradient norm is not a finite number."""

@@ -162,9 +162,13 @@ class Pipeline:
                                               c.send_weights(flat)))
 
     def take(self, step: int) -> tuple[RolloutBatch, dict]:
+        """Step `step`'s record. It stays pending until the next step's is taken: a step abandoned before its
+        first optimizer step (a preemption signal) checkpoints the step before, whose pipeline holds it."""
+        for done in [s for s in self.pending if s < step]:
+            del self.pending[done]
         if step not in self.pending:
             self._receive(step)
-        return self.pending.pop(step)
+        return self.pending[step]
 
     def drain(self, step: int) -> list[tuple[int, RolloutBatch, dict]]:
         """The records of steps step+1 .. step+k (received now if need be): the pipeline a checkpoint holds."""
@@ -338,6 +342,10 @@ def serve(cfg) -> dict:
     chan = channels([0])[0]
     with preemption.within("serving"):  # a preemption signal only raises a flag: the trainer decides, says stop
         worker.run(chan)
+    if preemption.requested():  # the trainer checkpointed and said stop: leave as it does, with EXIT_CODE
+        preemption.bound_teardown()
     worker.sampler.close()
     dist.close()
+    if preemption.requested():
+        preemption.exit()
     return {"accuracy_after": float("nan")}
