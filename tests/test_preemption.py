@@ -7,6 +7,7 @@ RLX_PAUSE_AT holds a run inside a phase so that the signal lands there)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -441,3 +442,31 @@ def test_sigterm_to_torchrun_in_the_frozen_forwards_abandons_the_step_on_every_r
     resume_matches(_torchrun(run, tiny_model_dir, 2, kl, "resume=auto"), env, run, reference)
     digests = {(d / f"rank_{r}.params.sha256").read_text() for d in (run, reference) for r in range(2)}
     assert len(digests) == 1  # resumed replicas identical to each other and to the uninterrupted run's
+
+
+@pytest.mark.slow
+def test_sigterm_to_an_async_run_in_the_update_abandons_the_step_and_every_rank_exits(tiny_model_dir, tmp_path):
+    """Trainer + one generation rank, k = 1: SIGTERM to the torchrun agent while the trainer is in step 2's update
+    before its first optimizer step. The trainer abandons the step and checkpoints step 1 with the records it
+    holds for steps 2 (already taken) and 3, the generation rank stops when told: every process exits within
+    30 s; `resume=auto` trains each record once and logs the uninterrupted run's metrics."""
+    from tests.test_async import ENV, cmd, without
+    from tests.test_async import run as run_ok
+
+    k1 = ("train.steps=3", "train.max_staleness=1")
+    reference = tmp_path / "reference"
+    run_ok(cmd(reference, tiny_model_dir, *k1))
+    run = tmp_path / "run"
+    proc = paused_in(cmd(run, tiny_model_dir, *k1), ENV, "update@2", tmp_path / "update")
+    proc.send_signal(signal.SIGTERM)
+    assert _gone_within(proc, 30) < 30
+    output = (tmp_path / "update.out").read_text() + (tmp_path / "update.err").read_text()
+    step_1 = run / "checkpoints" / "step_1"
+    assert complete_checkpoints(run / "checkpoints") == [step_1], output[-3000:]
+    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
+            f"resumable checkpoint {step_1}") in output
+    assert "generation worker (rank 1) failed" not in output
+    assert not re.search(r'File ".*/rlx/', output), output[-3000:]  # no traceback through rlx (torchrun has its own)
+    out = run_ok(cmd(run, tiny_model_dir, *k1, "resume=auto"))
+    assert f"resumed from {step_1} (step 1)" in out.stdout
+    assert without(metrics(run), "time_") == without(metrics(reference), "time_")
