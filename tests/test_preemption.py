@@ -470,3 +470,27 @@ def test_sigterm_to_an_async_run_in_the_update_abandons_the_step_and_every_rank_
     out = run_ok(cmd(run, tiny_model_dir, *k1, "resume=auto"))
     assert f"resumed from {step_1} (step 1)" in out.stdout
     assert without(metrics(run), "time_") == without(metrics(reference), "time_")
+
+
+@pytest.mark.slow
+def test_sigterm_in_an_evaluation_due_at_a_step_checkpoints_the_step_and_evaluates_on_resume(tiny_model_dir,
+                                                                                              tmp_path):
+    """train.eval_every=1: SIGTERM during step 1's evaluation (500 problems by default: about a minute, which
+    the run used to wait for) stops it at once; the checkpoint is step 1's (trained) with its metrics row so far,
+    and `resume=auto` runs that evaluation first, logging the row the uninterrupted run logged."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    run_to_end(phase_cmd(reference, tiny_model_dir, "train.eval_every=1"), env)
+    run = tmp_path / "run"
+    proc = paused_in(phase_cmd(run, tiny_model_dir, "train.eval_every=1"), env, "step_eval", tmp_path / "eval")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "eval.err").read_text()[-3000:]
+    step_1 = run / "checkpoints" / "step_1"
+    assert complete_checkpoints(run / "checkpoints") == [step_1]
+    assert (f"[rlx] preempted after step 1 (stopped during the evaluation at a step): resumable checkpoint "
+            f"{step_1}") in (tmp_path / "eval.out").read_text()
+    assert metrics(run) == metrics(reference)[:1]  # step 0 only: step 1's row waits for its evaluation
+    assert "test_accuracy" in metrics(reference)[1]
+    stdout = resume_matches(phase_cmd(run, tiny_model_dir, "train.eval_every=1", "resume=auto"), env, run, reference)
+    assert f"resumed from {step_1} (step 1)" in stdout
+    assert_same_accuracies(run, reference)

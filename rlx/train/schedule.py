@@ -24,6 +24,16 @@ from rlx.train.metrics import progress_bar, write_summary
 if TYPE_CHECKING:
     from rlx.config import RunConfig
 
+PENDING_EVAL = "pending_eval"  # in a checkpoint's extra: its step's metrics row, whose evaluation a signal stopped
+
+
+class EvaluationStopped(Exception):
+    """A preemption signal cut short the evaluation due at a trained step; `row`: the step's metrics so far."""
+
+    def __init__(self, row: dict):
+        super().__init__("evaluation stopped")
+        self.row = row
+
 
 def resume_state(accuracy_before: float, started: float, counters: BudgetCounters) -> dict:
     """The `extra` of a resumable checkpoint: what a resumed run needs beyond weights, optimizers and RNG states."""
@@ -69,6 +79,7 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
     budget = Budget(t.steps, t.token_budget, t.time_budget_s, t.eval_every_tokens)
     counters = BudgetCounters.from_state(state)
     preemption.enter("training")  # a preemption signal now only raises a flag, checked after each step
+    _pending_evaluation(trainer, first_step - 1, state, started, counters)
     spent = budget.should_stop(first_step - 1, counters.tokens_total, counters.wall_train_s) if first_step > 1 else None
     if spent is not None:
         print(f"[rlx] train.{spent} was spent at step {first_step - 1}: no step to run, on to the final evaluation")
@@ -82,6 +93,9 @@ def run_steps(trainer, cfg: RunConfig, first_step: int, state: dict, started: fl
             preemption.checkpoint_and_abort(trainer, step - 1, extra, progress, err)
         except preemption.Preempted as stopped:  # in its generation or update: no optimizer step taken yet
             _abandon_step(trainer, step, extra, progress, stopped.phase)
+        except EvaluationStopped as stopped:  # the step is trained: checkpoint it, its evaluation still due
+            extra = {**resume_state(state["accuracy_before"], started, counters), PENDING_EVAL: stopped.row}
+            preemption.checkpoint_and_exit(trainer, step, extra, progress, phase="step_eval")
         extra = resume_state(state["accuracy_before"], started, counters)
         if t.save_every and step % t.save_every == 0 and stop is None:
             trainer.checkpoint(step, extra)
@@ -124,7 +138,26 @@ def _step(trainer, cfg: RunConfig, step: int, budget: Budget, counters: BudgetCo
     metrics.update(counters.state())
     by_steps = bool(t.eval_every) and step % t.eval_every == 0
     if stop is None and (by_steps or budget.eval_due(before, after)):  # the last step's eval follows the loop
-        metrics["test_accuracy"] = trainer.evaluate()
+        try:
+            metrics["test_accuracy"] = trainer.evaluate("step_eval")  # a signal stops it at once
+        except preemption.Preempted:
+            raise EvaluationStopped(metrics) from None
     metrics["wall_seconds"] = time.time() - started
     trainer.logger.log(step, metrics)
     return metrics, stop
+
+
+def _pending_evaluation(trainer, step: int, state: dict, started: float, counters: BudgetCounters) -> None:
+    """On resume from step `step`'s checkpoint written when a signal stopped the evaluation due at it: that
+    evaluation first, then the step's metrics row, as the uninterrupted run logged it. A signal in it again
+    writes the same checkpoint again."""
+    row = state.pop(PENDING_EVAL, None)
+    if row is None:
+        return
+    try:
+        row["test_accuracy"] = trainer.evaluate("step_eval")
+    except preemption.Preempted:
+        extra = {**resume_state(state["accuracy_before"], started, counters), PENDING_EVAL: row}
+        preemption.checkpoint_and_exit(trainer, step, extra, phase="step_eval")
+    row["wall_seconds"] = time.time() - started
+    trainer.logger.log(step, row)

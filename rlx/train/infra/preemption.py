@@ -24,9 +24,15 @@ does depends on the phase the run is in (`phase`, set by `rlx.train.loop` and `r
   step before, and the run checkpoints that one and exits; `resume=auto` re-runs the step identically (its
   sampling seeds and data order are functions of (seed, step)). The wait is one micro-batch, plus, under
   torchrun, the rest of this rank's generation (its forwards may be collectives: it is not cut short);
-- the rest of a training step (`optimizing`: its optimizer steps after the first, the weight sync, any
-  evaluation due at it; `training`): the handler raises a flag; the loop checks `should_stop()` after the step
-  (all ranks agree through one tiny all-reduce), writes a resumable checkpoint and calls `exit()`;
+- the rest of a training step (`optimizing`: its optimizer steps after the first, the weight sync; `training`):
+  the handler raises a flag; the loop checks `should_stop()` after the step (all ranks agree through one tiny
+  all-reduce), writes a resumable checkpoint and calls `exit()`. The wait is bounded by the step's remaining
+  optimizer steps (`algo.optimization_num` x `train.mini_batches` in all) and its weight sync;
+- an evaluation due at a step (`step_eval`, after its update): the handler raises `Preempted` at once (on rank
+  0, which evaluates; the others learn it from its broadcast), the run checkpoints the step with its metrics row
+  so far (`schedule.PENDING_EVAL`), and `resume=auto` runs that evaluation first and logs the row;
+- a generation rank of async rollouts (`serving`, rlx/train/rollout/remote.py): a flag; it generates on until
+  the trainer, which checkpoints the records it needs, says stop, then exits with EXIT_CODE;
 - the end (final checkpoint and summary.json, seconds): the run completes and exits 0: nothing is left to resume.
 
 The handler never raises inside a finaliser (`__del__`, a weakref callback): Python would print "Exception
@@ -61,6 +67,8 @@ PHASES = {
     "start-up": ("start-up", "stopping before any model loads"),
     "model_load": ("model load", "stopping now"),
     "first_eval": ("the first evaluation", "stopping now (no step has run yet)"),
+    "step_eval": ("the evaluation at a step", "stopping now, then checkpointing the step (the evaluation runs on "
+                  "resume)"),
     "training": ("training", "finishing the current step, then checkpointing"),
     "rollouts": ("a step's rollouts", "stopping before its update, then checkpointing the step before"),
     "update": ("a step's update before its first optimizer step",
@@ -73,7 +81,7 @@ PHASES = {
 }
 # the handler raises Preempted at once; "generate" (a step's rollout phase, nothing of the step trained yet) only
 # in single-process synchronous runs (rlx.train.loop): ranks that stopped in different phases would deadlock
-INTERRUPTIBLE = frozenset({"model_load", "first_eval", "final_eval", "generate"})
+INTERRUPTIBLE = frozenset({"model_load", "first_eval", "step_eval", "final_eval", "generate"})
 PAUSE_ENV = "RLX_PAUSE_AT"  # test hook: comma-separated phases where `pause_point` waits for a signal
 PAUSE_SECONDS = 120
 # pause places that are not phases: the update's checks (`abandon_point`)
