@@ -198,9 +198,9 @@ class Trainer:
 
     def evaluate(self, phase: str | None = None) -> float:
         """Greedy test accuracy on `train.eval_size` test problems: rank 0 measures, every rank gets it. With
-        `phase` ("first_eval", "final_eval": no step in progress) a preemption signal cuts it short: when any rank
-        was signalled before it, or rank 0 during it, every rank raises `preemption.Preempted`. Without (an
-        evaluation due at a step), a signal waits for the end of the step."""
+        `phase` ("first_eval", "step_eval": due at a trained step, "final_eval") a preemption signal cuts it short:
+        when any rank was signalled before it, or rank 0 during it, every rank raises `preemption.Preempted`.
+        Without, a signal waits for its end."""
         if phase is not None and preemption.should_stop():
             raise preemption.Preempted(phase)
         accuracy = self._greedy_accuracy(phase) if dist.is_main() else 0.0
