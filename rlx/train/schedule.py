@@ -32,7 +32,8 @@ class EvaluationStopped(Exception):
 
     def __init__(self, row: dict):
         super().__init__("evaluation stopped")
-        self.row = row
+        # plain Python numbers (numpy / 0-d tensor values .item()'d): the checkpoint's weights-only loader reads it
+        self.row = {k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
 
 
 def resume_state(accuracy_before: float, started: float, counters: BudgetCounters) -> dict:
