@@ -20,10 +20,13 @@ trained on nor counted as generated tokens (docs/algorithms.md, "The rollout rec
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-RECORD_VERSION = 1  # bump when the record's fields or their meaning change
+from rlx.data.base import Problem
+
+RECORD_VERSION = 2  # bump when the record's fields or their meaning change (2: Node.step_rewards)
 
 
 def knot_prefix(token_ids, t: int) -> tuple[int, ...]:
@@ -58,11 +61,13 @@ class Node:
     policy_version: int  # the policy version (optimizer updates applied) whose weights generated it
     duplicate: bool = False  # shares an earlier node's greedy generation: not trained, not counted
     depth: int = 1  # 1 = a response, 2 = a fork of a response, ...
+    # the process reward's one reward per reasoning step of `text`, when the algorithm reads step rewards
+    step_rewards: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
 class RolloutTree:
-    problem: Any  # rlx.data.base.Problem
+    problem: Problem
     group: int  # index of the prompt within the step (this rank's)
     prompt_ids: tuple[int, ...]
     nodes: tuple[Node, ...]  # parents before children
@@ -100,3 +105,46 @@ class RolloutBatch:
 
     def response_nodes(self) -> list[Node]:
         return [tree.nodes[i] for tree, i in self.responses()]
+
+
+def step_starts(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[int]:
+    """1-based positions t at which a reasoning step (a line) begins: t=1 and every t after a newline."""
+    starts = [1]
+    starts += [j + 2 for j, tok in enumerate(response_ids[:-1]) if tok in newline_ids]
+    return starts
+
+
+def step_ends(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[int]:
+    """0-based index of the last token of every reasoning step (a line, or the response's tail)."""
+    ends = [j for j, tok in enumerate(response_ids) if tok in newline_ids]
+    if response_ids and (not ends or ends[-1] != len(response_ids) - 1):
+        ends.append(len(response_ids) - 1)
+    return ends
+
+
+class RecordVersionError(ValueError):
+    """A saved record written with another `RECORD_VERSION` than this rlx reads."""
+
+
+def to_plain(batch: RolloutBatch) -> dict:
+    """`batch` as dicts, lists and scalars: what a checkpoint's weights-only loader accepts."""
+    return {"policy_version": batch.policy_version, "record_version": batch.record_version,
+            "trees": [{"problem": dataclasses.asdict(t.problem), "group": t.group, "prompt_ids": list(t.prompt_ids),
+                       "nodes": [dataclasses.asdict(n) for n in t.nodes]} for t in batch.trees]}
+
+
+def from_plain(plain: dict, where: str = "a saved rollout record") -> RolloutBatch:
+    """The record `to_plain` wrote; one of another record version is refused, naming `where` it came from."""
+    version = plain.get("record_version")
+    if version != RECORD_VERSION:
+        raise RecordVersionError(f"{where} has rollout-record version {version}, this rlx reads version "
+                                 f"{RECORD_VERSION}: resume it with the rlx version that wrote it, or start anew")
+
+    def node(d: dict) -> Node:
+        steps = d.get("step_rewards")
+        return Node(**{**d, "token_ids": tuple(d["token_ids"]), "logprobs": tuple(d["logprobs"]),
+                       "step_rewards": None if steps is None else tuple(steps)})
+
+    trees = tuple(RolloutTree(Problem(**t["problem"]), t["group"], tuple(t["prompt_ids"]),
+                              tuple(node(n) for n in t["nodes"])) for t in plain["trees"])
+    return RolloutBatch(trees, plain["policy_version"], plain["record_version"])

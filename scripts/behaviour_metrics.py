@@ -59,6 +59,9 @@ def compare(before: dict, after: dict) -> int:
     bad = 0
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
+        if old is None or new is None:
+            print(f"{name:16s} only in {'after' if old is None else 'before'}")
+            continue
         if old == new:
             print(f"{name:16s} identical ({len(old)} rows)")
             continue

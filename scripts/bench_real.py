@@ -125,8 +125,8 @@ def update_child(dtype: str, repeats: int, variants: list[str]) -> dict:
         trainer = one_thread_trainer(overrides, tmp)
         trainer.train_step(1)  # warm-up (allocations, the optimizer's state)
         record, _ = trainer.rollouts(dist.shard(trainer.step_problems(2)), 2, PhaseTimer())
-        rows = trainer.batches.rows(record)
-        packed = trainer.batches.build(rows, trainer.batches.pack(rows)).packed
+        packed = trainer.batches.build(record).packed
+        rows = packed.response_mask.shape[0]  # the trained rows (with train_on_branches every node)
         shared, trainer.forwards.share_prefix = trainer.forwards.share_prefix, False
         plan = trainer.forwards.plan(packed)  # the references: rows as rlx micro-batches them unshared
         trainer.forwards.share_prefix = shared
@@ -152,7 +152,7 @@ def update_child(dtype: str, repeats: int, variants: list[str]) -> dict:
         trainer.close()
     peak = max(peak, one_thread_peak(dtype))  # the better of two readings: load only ever slows it
     return {"dtype": dtype, "seconds": seconds, "cpu_seconds": cpu, "update_flops": flops,
-            "matmul_peak_flops_per_s": peak, "rows": len(rows), "micro_batches": len(plan),
+            "matmul_peak_flops_per_s": peak, "rows": rows, "micro_batches": len(plan),
             "forward_tokens": int(packed.attention_mask.sum()), "response_tokens": int(packed.response_mask.sum()),
             "rlx_computed_tokens": computed, "share_prefix": bool(shared),
             "padded_tokens": sum(len(r) * int(packed.attention_mask[r].sum(-1).max()) for r in plan),

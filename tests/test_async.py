@@ -15,16 +15,9 @@ from pathlib import Path
 import pytest
 
 from rlx.data.base import Problem
-from rlx.record import Node, RolloutBatch, RolloutTree
+from rlx.record import Node, RecordVersionError, RolloutBatch, RolloutTree, from_plain, to_plain
 from rlx.train.infra.checkpoint import complete_checkpoints
-from rlx.train.rollout.remote import (
-    from_plain,
-    required_version,
-    restore_pending,
-    staleness_metrics,
-    to_plain,
-    worker_rank,
-)
+from rlx.train.rollout.remote import required_version, restore_pending, staleness_metrics, worker_rank
 from tests.helpers import metrics
 from tests.test_distributed import TORCHRUN, free_port
 
@@ -59,6 +52,14 @@ def test_records_survive_a_checkpoint_and_the_bound_holds_after_resume():
     assert sorted(restore_pending(saved, first_step=6, max_staleness=1)) == [6, 7]
     assert restore_pending(saved, first_step=6, max_staleness=1)[6][1] == {"a": 1.0}
     assert restore_pending(saved, first_step=6, max_staleness=0) == {}  # resumed with a smaller k: regenerated
+
+
+@pytest.mark.parametrize("version", [1, 3, None])
+def test_a_saved_record_of_another_record_version_is_refused_naming_it(version):
+    plain = {**to_plain(batch([4])), "record_version": version}
+    with pytest.raises(RecordVersionError, match=f"the checkpoint's record of step 6 has rollout-record version "
+                                                 f"{version}, this rlx reads version 2"):
+        restore_pending([{"step": 6, "record": plain, "extra": {}}], first_step=6, max_staleness=1)
 
 
 def cmd(run_dir: Path, model_dir: Path, *extra: str, workers: int = 1) -> list[str]:

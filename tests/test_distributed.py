@@ -19,6 +19,7 @@ from rlx.algos.base import AdvantageInputs
 from rlx.algos.stats import masked_whiten
 from rlx.models.load import load_causal_lm
 from rlx.train.infra import distributed as dist
+from tests.algos.algo_helpers import knot_rows
 
 # This interpreter's torchrun: a `torchrun` script's shebang may name another environment's Python, whose
 # workers would import another checkout of rlx.
@@ -44,7 +45,7 @@ def rank_inputs(rank: int) -> AdvantageInputs:
     mask[0, -1] = 0.0
     rewards = torch.randn(rows, width, generator=generator) * mask  # [B, T]
     return AdvantageInputs(token_rewards=rewards, response_mask=mask, group_ids=torch.arange(rows) // 2,
-                           knots=[[1]] * rows)
+                           rows=knot_rows([[1]] * rows, [[[[0.0]]]] * rows))  # each row's tree: one fork at t = 1
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -70,7 +71,7 @@ def test_concat_pads_columns_and_makes_groups_global():
     merged = dist._concat_inputs([rank_inputs(0), rank_inputs(1)])
     assert merged.token_rewards.shape == (5, 5) and merged.response_mask[:2, 3:].sum() == 0
     assert merged.group_ids.tolist() == [0, 0, 1, 1, 3]  # local group g of rank r -> g * 2 + r
-    assert merged.knots == [[1]] * 5 and merged.values is None
+    assert [merged.knots(b) for b in range(5)] == [[1]] * 5 and merged.values is None  # the trees travelled
 
 
 def test_two_gloo_ranks_share_batch_statistics(tmp_path):

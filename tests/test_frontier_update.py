@@ -23,9 +23,10 @@ from rlx.algos.trepo import TRePOConfig
 from rlx.config import TrainerConfig
 from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
+from rlx.train.learn.batch import FrozenBatch
 from rlx.train.learn.correction import LossWeights, loss_weights, step_weights
 from rlx.train.learn.forwards import Forwards
-from rlx.train.learn.update import UpdateBatch, Updater, combine, mean_of_steps
+from rlx.train.learn.update import Updater, combine, mean_of_steps
 from rlx.train.rollout.dynamic import refill_problems
 
 DT = torch.float64
@@ -121,7 +122,7 @@ def policy(tiny_model_dir):
     return load_causal_lm(str(tiny_model_dir), "float32").double().train()
 
 
-def make_batch(rows: list[int] | None = None) -> UpdateBatch:
+def make_batch(rows: list[int] | None = None) -> FrozenBatch:
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, 40, (n,), generator=gen).tolist() for n in (5, 9, 3, 12, 7, 4)]
     responses = [torch.randint(3, 40, (n,), generator=gen).tolist() for n in (11, 3, 17, 6, 9, 14)]
@@ -130,11 +131,11 @@ def make_batch(rows: list[int] | None = None) -> UpdateBatch:
     packed = pack([prompts[r] for r in rows], [responses[r] for r in rows], pad_id=0)
     packed.response_mask = packed.response_mask.double()
     width = packed.response_mask.shape[1]
-    return UpdateBatch(packed, advantages=adv[rows, :width] * packed.response_mask, group_ids=torch.tensor(rows) // 2,
+    return FrozenBatch(packed, advantages=adv[rows, :width] * packed.response_mask, group_ids=torch.tensor(rows) // 2,
                        step_ends=[[len(responses[r]) - 1] for r in rows], old_logp=None)
 
 
-def grads(policy, algo_cfg, data: UpdateBatch, micro_batch_tokens=None) -> list[torch.Tensor]:
+def grads(policy, algo_cfg, data: FrozenBatch, micro_batch_tokens=None) -> list[torch.Tensor]:
     cfg = SimpleNamespace(seed=0, algo=algo_cfg, train=TrainerConfig(grad_clip=1e12, prompts_per_step=3))
     forwards = Forwards(micro_batch_tokens, 1024, "float32", torch.device("cpu"), logprob_chunk=16)
     up = Updater(cfg, get(algo_cfg.name), policy, None, [torch.optim.SGD(policy.parameters(), lr=0.0)], forwards)
@@ -153,7 +154,8 @@ def test_filtered_rows_leave_the_loss_exactly(policy, algo_cfg):
     every loss_agg, split into micro-batches or not."""
     full = make_batch()
     finished = torch.tensor([True, True, False, False, True, True])
-    full.weights = loss_weights(RolloutCorrectionConfig(), full.packed.response_mask, None, None, finished)
+    full = dataclasses.replace(full, weights=loss_weights(RolloutCorrectionConfig(), full.packed.response_mask, None,
+                                                          None, finished))
     without = make_batch([0, 1, 4, 5])
     reference = grads(policy, algo_cfg, without)
     assert max(float(g.abs().max()) for g in reference) > 1e-3
@@ -183,7 +185,7 @@ def test_two_round_branch_phase_spends_the_fixed_schedules_tokens_on_the_least_c
     from rlx.algos.base import Knot
     from rlx.sampling.base import Generation
     from rlx.train.rollout.adaptive import two_rounds
-    from rlx.train.rollout.generate import Trajectory
+    from rlx.train.rollout.drafts import Draft, DraftTree, NodeScore
 
     class FiveTokens:
         def __init__(self):
@@ -193,21 +195,30 @@ def test_two_round_branch_phase_spends_the_fixed_schedules_tokens_on_the_least_c
             self.calls.append(requests)
             return [Generation(token_ids=[7] * 5, logprobs=[-1.0] * 5, finished=True) for _ in requests]
 
-    def score_fn(trajs, branches):
-        for br in branches:
-            br.rewards = [[float(m % 2) if k.t == 1 else 1.0 for m in range(len(g))]
-                          for k, g in zip(br.knots, br.rollouts)]
+    class KnotRewards:  # knot 1's rollouts alternate 0, 1; knot 3's are all 1; the response 1
+        def __init__(self):
+            self.calls = 0
 
-    traj = Trajectory(problem=None, group=0, prompt_ids=[1, 2], response_ids=[3, 4, 5, 6], finished=True)
+        def score(self, trees):
+            self.calls += 1
+            for d in trees[0].nodes:
+                if d.score is None:
+                    first = [e for e in trees[0].nodes if e.parent == d.parent and e.knot == d.knot].index(d)
+                    d.score = NodeScore(float(first % 2) if d.fork == 0 and d.parent == 0 else 1.0, True, "")
+
+    tree = DraftTree(None, 0, (1, 2), [Draft(-1, 0, Generation([3, 4, 5, 6], [-1.0] * 4, True), 1.0, 1)])
     temps = (0.0, 1 / 3, 2 / 3, 1.0)
     cfg = SimpleNamespace(seed=0, algo=TRePOConfig(adaptive_rollouts=True, adaptive_first_round=2),
                           train=TrainerConfig(max_new_tokens=10))
-    sampler = FiveTokens()
-    branches, metrics = two_rounds(sampler, [traj], [[Knot(1, temps), Knot(3, temps)]], cfg, 1, score_fn)
-    counts = [len(g) for g in branches[0].rollouts]
+    sampler, scorer = FiveTokens(), KnotRewards()
+    metrics = two_rounds(sampler, [tree], [[Knot(1, temps), Knot(3, temps)]], cfg, 1, scorer)
+    counts = [sum(1 for d in tree.nodes if d.parent == 0 and d.knot == k) for k in (0, 1)]
     assert sum(counts) == 8 and counts[0] > counts[1]  # 8 rollouts x 5 tokens = the fixed schedule's 40
+    assert scorer.calls == 1  # round 1 scored once; round 2 is scored with the rest of the record
     assert metrics["adaptive_extra_rollouts"] == 4.0 and metrics["adaptive_se_after"] < metrics["adaptive_se_before"]
     round1, round2 = sampler.calls
     assert [r.temperature for r in round1] == [0.0, 1 / 3, 0.0, 1 / 3]
     assert {r.seed for r in round1}.isdisjoint({r.seed for r in round2})
-    assert branches[0].knots[0].temperatures == temps[: counts[0]] + (1.0,) * max(0, counts[0] - 4)
+    knot1 = [d for d in tree.nodes if d.parent == 0 and d.knot == 0]
+    assert tree.nodes[1:1 + counts[0]] == knot1  # round 2's rollouts follow round 1's of the same knot
+    assert tuple(d.temperature for d in knot1) == temps[: counts[0]] + (1.0,) * max(0, counts[0] - 4)

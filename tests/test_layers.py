@@ -106,3 +106,53 @@ def test_the_check_sees_a_back_edge(tmp_path):
     guarded = tmp_path / "guarded.py"
     guarded.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rlx.config import RunConfig\n")
     assert imports(guarded) == []
+
+
+# ------------------------------------------------------------------ import circles, inside a package too
+def import_graph() -> dict[str, set[str]]:
+    """module -> the rlx modules (files, not package __init__s) it imports at run time."""
+    graph = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        source = module_name(path)
+        graph[source] = {target for target, _ in imports(path)
+                         if target != source and ROOT.parent.joinpath(*target.split(".")).with_suffix(".py").exists()}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`: its strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_import_circles_anywhere_not_even_inside_a_package():
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_check_sees_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert circles(graph) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []

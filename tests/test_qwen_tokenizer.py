@@ -8,7 +8,7 @@ import pytest
 from rlx.data.base import Problem
 from rlx.data.prompts import TEMPLATES, prompt_function
 from rlx.models.qwen_tokenizer import ADDED_TOKENS, build_qwen2_tokenizer, ranks_file
-from rlx.train.rollout.generate import step_ends, step_starts
+from rlx.record import step_ends, step_starts
 
 TEXTS = [
     "Hello world!\n\nStep 1: 12345 + 678 = 13023.\nStep 2:  so x=3.\n",

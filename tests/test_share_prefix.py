@@ -7,6 +7,7 @@ compute more than train.micro_batch_tokens token slots; pure unit tests of the t
 from __future__ import annotations
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -23,9 +24,9 @@ from rlx.models.load import load_causal_lm
 from rlx.models.logprobs import pack
 from rlx.models.prefix import build_layout, share_segments, trie, worth_joining
 from rlx.record import Node, RolloutBatch, RolloutTree
-from rlx.train.learn.batch import training_rows
+from rlx.train.learn.batch import FrozenBatch, training_rows
 from rlx.train.learn.forwards import Forwards, MicroBatch
-from rlx.train.learn.update import UpdateBatch, Updater
+from rlx.train.learn.update import Updater
 
 KL = KLConfig(beta=0.3, estimator="k3", mode="loss")
 AGGS = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]  # DAPO / GRPO / Dr.GRPO
@@ -102,7 +103,7 @@ def tree_rows(seed: int = 1) -> tuple[list[list[int]], list[list[int]], torch.Te
             torch.tensor([t.group for t, _ in rows]))
 
 
-def update_batch(prompts, responses, group_ids, seed: int = 0) -> UpdateBatch:
+def update_batch(prompts, responses, group_ids, seed: int = 0) -> FrozenBatch:
     packed = pack(prompts, responses, pad_id=0)
     mask = packed.response_mask = packed.response_mask.double()  # [B, T]
     gen = torch.Generator().manual_seed(seed)
@@ -111,11 +112,11 @@ def update_batch(prompts, responses, group_ids, seed: int = 0) -> UpdateBatch:
         return torch.randn(mask.shape, generator=gen, dtype=torch.float64) * scale * mask  # [B, T]
 
     step_ends = [sorted({len(r) - 1, *range(0, len(r) - 1, 4)}) for r in responses]
-    return UpdateBatch(packed, advantages=frozen(1.0), group_ids=group_ids, step_ends=step_ends, old_logp=None,
+    return FrozenBatch(packed, advantages=frozen(1.0), group_ids=group_ids, step_ends=step_ends, old_logp=None,
                        ref_logp=None, old_values=frozen(0.5), returns=frozen(1.0))
 
 
-def gradients(name, algo_cfg, policy, critic, data: UpdateBatch, fw: Forwards):
+def gradients(name, algo_cfg, policy, critic, data: FrozenBatch, fw: Forwards):
     cfg = SimpleNamespace(seed=0, algo=algo_cfg, train=TrainerConfig(grad_clip=1e12, prompts_per_step=4))
     critic = critic if get(name).value_loss is not None else None
     modules = [policy] + ([critic] if critic is not None else [])
@@ -125,18 +126,19 @@ def gradients(name, algo_cfg, policy, critic, data: UpdateBatch, fw: Forwards):
     return metrics, grads
 
 
-def frozen_inputs(data: UpdateBatch, policy, reference) -> None:
+def frozen_inputs(data: FrozenBatch, policy, reference) -> FrozenBatch:
     """pi_old off pi_theta (ratios and clipping in play) and pi_ref from the reference model, computed unshared."""
     with torch.no_grad():
         plain = forwards(False)
         wobble = torch.sin(torch.arange(data.packed.response_mask.numel()).double()).view_as(data.packed.response_mask)
-        data.old_logp = plain.frozen_logprobs(policy, data.packed) + 0.3 * wobble * data.packed.response_mask
-        data.ref_logp = plain.frozen_logprobs(reference, data.packed)
+        return dataclasses.replace(
+            data, old_logp=plain.frozen_logprobs(policy, data.packed) + 0.3 * wobble * data.packed.response_mask,
+            ref_logp=plain.frozen_logprobs(reference, data.packed))
 
 
-def assert_same_update(name, algo_cfg, models, data: UpdateBatch) -> None:
+def assert_same_update(name, algo_cfg, models, data: FrozenBatch) -> None:
     policy, reference, critic = models
-    frozen_inputs(data, policy, reference)
+    data = frozen_inputs(data, policy, reference)
     m_plain, g_plain = gradients(name, algo_cfg, policy, critic, data, forwards(False))
     for fw in (forwards(True), forwards(True, tokens=60, width=60)):  # one micro-batch; several, split tries
         assert all(isinstance(rows, MicroBatch) for rows in fw.plan(data.packed))  # the shared path runs
@@ -147,7 +149,7 @@ def assert_same_update(name, algo_cfg, models, data: UpdateBatch) -> None:
     assert max(float(g.abs().max()) for g in g_plain) > 1e-3  # a real gradient was compared
 
 
-def assert_same_forwards(models, data: UpdateBatch) -> None:
+def assert_same_forwards(models, data: FrozenBatch) -> None:
     """Log-probs, entropies, reference log-probs and critic values: shared = unshared."""
     policy, reference, critic = models
     plain, shared = forwards(False), forwards(True, tokens=80, width=80)
@@ -159,7 +161,7 @@ def assert_same_forwards(models, data: UpdateBatch) -> None:
     assert computed(shared, data) < computed(plain, data)  # fewer tokens were computed
 
 
-def computed(fw: Forwards, data: UpdateBatch) -> int:
+def computed(fw: Forwards, data: FrozenBatch) -> int:
     return sum(fw.computed_tokens(fw.select(data.packed, rows)) for rows in fw.plan(data.packed))
 
 

@@ -8,6 +8,16 @@ The loop never branches on an algorithm's name. It asks the registered `Algorith
   4. `value_loss`     - only when it requires CRITIC_VALUES (PPO), with a typed `ValueLossInputs`.
 `requires(cfg)` declares the optional inputs (branch rollouts, critic values, step rewards) a configuration
 reads; the trainer checks them once at start-up and fills exactly those fields of `AdvantageInputs`.
+
+What an algorithm reads is its own typed view, not the trainer's batch. The trainer builds one frozen batch
+per step from the rollout record (rlx/train/learn/batch.py, `FrozenBatch`: packed token ids, pi_old / pi_ref,
+advantages, loss weights) and hands the algorithm `AdvantageInputs` (the advantage's inputs) and, per
+micro-batch, `LossInputs` (the loss's) made from it. They stay separate types because (1) the algorithms are
+pure functions that tests and the toy MDP call on hand-built tensors, with no model, tokenizer or packing;
+(2) under torchrun exactly `AdvantageInputs` is gathered from every rank (rlx/train/infra/distributed.py), so it
+holds what the advantage reads and nothing else; (3) nothing model-side (token ids, the loss weights) leaks
+into an algorithm. The rollout tree reaches an algorithm one way only: `AdvantageInputs.rows`, the record's
+own `RolloutTree` and node of every row; knots are read from it (`AdvantageInputs.knots`).
 Algorithm hyper-parameters live in a frozen dataclass per algorithm (`config_cls`, a subclass of `AlgoConfig`);
 its field names are exactly the keys allowed under `algo.` in the Hydra config (the sweep guard relies on that).
 """
@@ -21,6 +31,7 @@ from typing import Any
 import torch
 
 from rlx.algos.checks import check_choice, check_int, check_range
+from rlx.record import RolloutTree
 
 # the inputs an algorithm may need beyond the sampled responses; the trainer provides exactly the declared ones
 BRANCH_ROLLOUTS = "branch_rollouts"  # rollouts branched from the response (TRePO knots, ReMax's greedy decode)
@@ -30,9 +41,12 @@ STEP_REWARDS = "step_rewards"  # one reward per reasoning step from a process re
 TOKEN_ENTROPY = "token_entropy"  # H(pi_old(. | prompt, y_<t)), one no-grad trainer forward (entropy selection)
 SAMPLER_LOGPROBS = "sampler_logprobs"  # log pi_sampler(y_t), free from the sampler (low_prob selection)
 # train on every node of the rollout tree (algo.train_on_branches): every non-duplicate branch rollout sampled at
-# the training temperature is a row of its own after the responses, and `AdvantageInputs.tree_rows` says which
+# the training temperature is a row of its own after the responses, and `AdvantageInputs.rows` says which
 TREE_ROWS = "tree_rows"
 INPUTS = (BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TOKEN_ENTROPY, SAMPLER_LOGPROBS, TREE_ROWS)
+TREE_INPUTS = frozenset({BRANCH_ROLLOUTS, TREE_ROWS})  # the inputs read through the rows' trees
+
+TreeRow = tuple[RolloutTree, int]  # (the record's tree, node index): where a row of the batch comes from
 
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -111,6 +125,26 @@ class AlgoConfig:
         """Why the advantages need >= 2 responses per prompt, or None."""
         return "adv_norm=group" if getattr(self, "adv_norm", None) == "group" else None
 
+    def drops_zero_advantage_rows(self) -> bool:
+        """True when a row whose advantages are all zero leaves the loss and its normalisers (SPO-tree,
+        `algo.tree.drop_zero_adv`); the update's loss weights read it (rlx/train/learn/correction.py)."""
+        return False
+
+    # What the rollout phase reads of an algorithm's config (rlx/train/rollout/): declared here, so that train/
+    # never looks for an algorithm's field names
+    def first_round_rollouts(self) -> int:
+        """M0 of a two-round adaptive branch phase (rlx/train/rollout/adaptive.py); 0 = the fixed schedule."""
+        return 0
+
+    def fork_levels(self) -> int:
+        """Fork levels of the rollout tree: 1 = forks of the responses only; deeper levels are planned by the
+        algorithm's `plan_forks`."""
+        return 1
+
+    def fork_budget(self) -> int | None:
+        """At most this many branch rollouts per prompt, all levels together; None = no cap."""
+        return None
+
 
 @dataclass(frozen=True)
 class ClippedAlgoConfig(AlgoConfig):
@@ -168,7 +202,7 @@ class Knot:
     temperatures: tuple[float, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdvantageInputs:
     """Everything an advantage function may read. B = trajectories in the batch, T = padded length.
 
@@ -180,18 +214,32 @@ class AdvantageInputs:
     response_mask: torch.Tensor  # [B, T] float, 1.0 on valid response tokens (EOS included when generated)
     group_ids: torch.Tensor  # [B] long, trajectories sampled for the same prompt share an id
     values: torch.Tensor | None = None  # [B, T] critic V(s_t) (state before token t): CRITIC_VALUES
-    # BRANCH_ROLLOUTS, per trajectory b: knots[b] is the sorted list of 1-based knots (first is 1, may be
-    # empty when the algorithm branches nowhere); branch_rewards[b][i][m] is the [L] tensor of per-token
-    # rewards of rollout m branched at knots[b][i] (its continuation tokens only; task RM at its last token).
-    knots: list[list[int]] | None = None
+    # BRANCH_ROLLOUTS or TREE_ROWS (`TREE_INPUTS`): row b trains node rows[b][1] of the rollout tree rows[b][0]
+    # (rlx/record.py); its columns are that node's own tokens. Rows of one tree share a group id.
+    rows: Sequence[TreeRow] | None = None
+    # BRANCH_ROLLOUTS: branch_rewards[b][i][m] is the [L] tensor of per-token rewards of the m-th rollout
+    # branched at knot `knots(b)[i]` (its continuation tokens only; task RM at its last token).
     branch_rewards: list[list[list[torch.Tensor]]] | None = None
     # Reasoning steps: 0-based token index of the last token of each step (always filled; the last token of a
     # non-empty response always ends a step), and one reward per step (STEP_REWARDS).
     step_ends: list[list[int]] | None = None
     step_rewards: list[list[float]] | None = None
-    # TREE_ROWS: row b trains node tree_rows[b][1] of the rollout tree tree_rows[b][0] (rlx/record.py);
-    # its columns are that node's own tokens. Rows of one tree share a group id.
-    tree_rows: list[tuple[Any, int]] | None = None
+
+    def knots(self, b: int) -> list[int]:
+        """The 1-based knots t of row b (BRANCH_ROLLOUTS): where its node's direct branch rollouts fork
+        (t = fork + 1), in the order of `knot_children`; empty when nothing branches from it."""
+        tree, i = self.rows[b]
+        return [fork + 1 for fork, _ in knot_children(tree, i)]
+
+
+def knot_children(tree: RolloutTree, i: int) -> list[tuple[int, list[int]]]:
+    """The direct branch rollouts of node i grouped by fork position, forks in order of first appearance:
+    [(fork, child indices)]. For a TRePO response these are its knots t = fork + 1 with their M rollouts in
+    schedule order."""
+    forks: dict[int, list[int]] = {}
+    for c in tree.children(i):
+        forks.setdefault(tree.nodes[c].fork, []).append(c)
+    return list(forks.items())
 
 
 @dataclass(frozen=True)
@@ -242,6 +290,8 @@ AdvantageFn = Callable[[AdvantageInputs, Any], torch.Tensor]
 LossFn = Callable[[LossInputs, Any], tuple[torch.Tensor, dict[str, float]]]
 ValueLossFn = Callable[[ValueLossInputs, Any], tuple[torch.Tensor, dict[str, float]]]
 PlanFn = Callable[[Sequence[int], Sequence[int], Any, "torch.Generator"], list[Knot]]
+# plan_forks(token_ids, step_starts, sampler_logprobs, cfg, rng) -> the forks of a branch rollout at tree levels >= 3
+ForkPlanFn = Callable[[Sequence[int], Sequence[int], Sequence[float], Any, "torch.Generator"], list[Knot]]
 
 
 def no_branches(
@@ -263,6 +313,9 @@ class Algorithm:
     # plan_branches(response_ids, step_starts, cfg, rng) -> knots. step_starts are the 1-based positions
     # t at which a new reasoning step (line) begins, for step-boundary knot selection.
     plan_branches: PlanFn = no_branches
+    # plan_forks: where a branch rollout forks again when `cfg.fork_levels()` > 1 (None: the algorithm grows no
+    # deeper levels); its knots' `t` index the rollout's own tokens, as plan_branches' do a response's
+    plan_forks: ForkPlanFn | None = None
     # requires(cfg) -> the subset of INPUTS this configuration reads; checked once when the trainer starts
     requires: Callable[[Any], frozenset[str]] = no_inputs
     value_loss: ValueLossFn | None = None  # with CRITIC_VALUES

@@ -45,5 +45,5 @@ def prefix_td(tokens: list[tuple[int, ...]], scores: torch.Tensor, group_ids: to
 
 
 def row_tokens(inp) -> list[tuple[int, ...]]:
-    """The response tokens of every row, from the rollout record (`AdvantageInputs.tree_rows`)."""
-    return [tree.nodes[i].token_ids for tree, i in inp.tree_rows]
+    """The response tokens of every row, from the rollout record (`AdvantageInputs.rows`)."""
+    return [tree.nodes[i].token_ids for tree, i in inp.rows]

@@ -194,11 +194,11 @@ def sibling_std(values: TreeValues, i: int) -> float:
 
 
 def raw_tree_advantages(inp: AdvantageInputs, tree_cfg: TreeConfig) -> torch.Tensor:
-    """Unnormalised advantages [B, T] float64 of the rows `inp.tree_rows` (0 on padding)."""
+    """Unnormalised advantages [B, T] float64 of the rows `inp.rows` (0 on padding)."""
     mask = inp.response_mask  # [B, T]
     adv = torch.zeros(mask.shape, dtype=torch.float64)  # [B, T]
     cache: dict[int, TreeValues] = {}
-    for b, (tree, i) in enumerate(inp.tree_rows):
+    for b, (tree, i) in enumerate(inp.rows):
         values = cache.setdefault(id(tree), TreeValues(tree))
         cols = valid_positions(mask[b])  # [L_i]
         row = node_advantages(values, i, tree_cfg.advantage, tree_cfg.global_value)
@@ -210,7 +210,7 @@ def raw_tree_advantages(inp: AdvantageInputs, tree_cfg: TreeConfig) -> torch.Ten
 
 
 def tree_advantages(inp: AdvantageInputs, cfg) -> torch.Tensor:
-    """Advantages [B, T] of the rows `inp.tree_rows` (0 on padding), see the module docstring: whitened in
+    """Advantages [B, T] of the rows `inp.rows` (0 on padding), see the module docstring: whitened in
     float64, cast to the mask's dtype once at the end."""
     mask = inp.response_mask  # [B, T]
     adv = raw_tree_advantages(inp, cfg.tree)  # [B, T] float64

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from rlx.algos.base import Algorithm, register
 from rlx.algos.losses import clipped_policy_loss
 from rlx.algos.tree import TreeConfig
-from rlx.algos.trepo import TRePOConfig, plan_branches, trepo_advantages, trepo_requires
+from rlx.algos.trepo import TRePOConfig, plan_branches, plan_forks, trepo_advantages, trepo_requires
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ TREE = register(
         advantages=trepo_advantages,
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
+        plan_forks=plan_forks,
         requires=trepo_requires,
     )
 )

@@ -117,6 +117,18 @@ class TRePOConfig(ClippedAlgoConfig):
             raise ValueError(f"algo.train_on_branches=true values the tree by outcomes only: use algo.kl.mode=loss "
                              f"(not {self.kl.mode!r}) or algo.kl.beta=0")
 
+    def first_round_rollouts(self) -> int:
+        return self.adaptive_first_round if self.adaptive_rollouts else 0
+
+    def fork_levels(self) -> int:
+        return self.tree.depth if self.train_on_branches else 1
+
+    def fork_budget(self) -> int | None:
+        return self.tree.fork_budget if self.train_on_branches else None
+
+    def drops_zero_advantage_rows(self) -> bool:
+        return self.tree.drop_zero_adv
+
     def check_train_temperature(self, tau: float) -> None:
         """With train_on_branches, rollouts at a temperature other than train.temperature are refused unless
         algo.tree.off_temperature=exclude takes them out of training."""
@@ -204,6 +216,19 @@ def plan_branches(
     temps = temperature_schedule(cfg.rollouts_per_branch, cfg.temperature_schedule, cfg.tau_max)
     knots = select_knots(len(response_ids), cfg.num_branch_points, cfg.branch_selection, step_starts, rng, scores)
     return [Knot(t=t, temperatures=temps) for t in knots]
+
+
+def plan_forks(
+    token_ids: Sequence[int], step_starts: Sequence[int], sampler_logprobs: Sequence[float], cfg: TRePOConfig,
+    rng: torch.Generator,
+) -> list[Knot]:
+    """Forks of a branch rollout at the tree's deeper levels (`algo.tree.depth` > 1): the knots `plan_branches`
+    picks on its own tokens minus t = 1 (that would be a sibling, not a fork), at most `algo.tree.forks_per_node`
+    of them, each with `algo.tree.width` rollouts (0 = algo.rollouts_per_branch)."""
+    scores = {"scores": sampler_logprobs} if cfg.branch_selection == "low_prob" else {}
+    knots = [k for k in plan_branches(token_ids, step_starts, cfg, rng, **scores) if k.t > 1]
+    width = cfg.tree.width or cfg.rollouts_per_branch
+    return [Knot(k.t, k.temperatures[:width]) for k in knots[: cfg.tree.forks_per_node]]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -324,7 +349,7 @@ def trepo_advantages(inp: AdvantageInputs, cfg: TRePOConfig) -> torch.Tensor:
         cols = valid_positions(mask[b])  # [T_b]
         if cols.numel() == 0:
             continue  # T = 0: nothing to credit
-        knots = list(inp.knots[b])
+        knots = inp.knots(b)
         _check_knots(b, knots, cols.numel(), len(inp.branch_rewards[b]))
         returns_self = returns_all[b, cols].tolist()  # G_t(W), t = 1..T_b
         rollout_returns = [[_discounted_sum(x, cfg.gamma) for x in rollouts] for rollouts in inp.branch_rewards[b]]
@@ -354,6 +379,7 @@ TREPO = register(
         advantages=trepo_advantages,
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
+        plan_forks=plan_forks,
         requires=trepo_requires,
     )
 )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rlx.algos.base import Algorithm, register
 from rlx.algos.losses import clipped_policy_loss
-from rlx.algos.trepo import TRePOConfig, plan_branches, trepo_advantages, trepo_requires
+from rlx.algos.trepo import TRePOConfig, plan_branches, plan_forks, trepo_advantages, trepo_requires
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ VINEPPO = register(
         advantages=trepo_advantages,
         policy_loss=clipped_policy_loss,
         plan_branches=plan_branches,
+        plan_forks=plan_forks,
         requires=trepo_requires,
     )
 )

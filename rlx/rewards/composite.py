@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlx.data.base import Problem
-from rlx.rewards.base import REWARDS, RewardFn, register_reward
+from rlx.rewards.base import REWARDS, RewardFn, Scores, register_reward, score
 
 _RESERVED_KEYS = {"name", "weight", "config"}
 
@@ -26,16 +26,21 @@ class CompositeReward:
         self.last_parts: dict[str, list[float]] = {}
 
     def __call__(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        return self.score(problems, completions).rewards
+
+    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> Scores:
+        """The weighted sum, with the verdicts of the first component that grades answers (None if none does)."""
         totals = [0.0] * len(completions)
-        self.last_parts = {}
+        self.last_parts, verdicts = {}, None
         for label, weight, reward in self.components:
-            scores = reward(problems, completions)
-            if len(scores) != len(completions):
-                message = f"reward {label!r} returned {len(scores)} scores for {len(completions)} completions"
+            part = score(reward, problems, completions)
+            if len(part.rewards) != len(completions):
+                message = f"reward {label!r} returned {len(part.rewards)} scores for {len(completions)} completions"
                 raise ValueError(message)
-            self.last_parts[label] = list(scores)
-            totals = [total + weight * score for total, score in zip(totals, scores)]
-        return totals
+            self.last_parts[label] = list(part.rewards)
+            totals = [total + weight * value for total, value in zip(totals, part.rewards)]
+            verdicts = part.verdicts if verdicts is None else verdicts
+        return Scores(totals, verdicts)
 
 
 def _build_component(spec: Mapping[str, Any]) -> tuple[str, float, RewardFn]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rlx.data.base import Problem
 from rlx.grading.extract import extract_answer, resolve_styles
 from rlx.grading.grader import TRAIN_TIMEOUT_S, Grader, GradeResult, shared_grader
-from rlx.rewards.base import register_reward
+from rlx.rewards.base import Scores, register_reward
 
 GSM8K_STYLES = ("gsm8k", "last_number")  # the GSM8K convention first, then any trailing number
 
@@ -45,9 +45,14 @@ class GradedReward:
         return self._grader
 
     def __call__(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        return self.score(problems, completions).rewards
+
+    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> Scores:
+        """The rewards with the verdicts of the one grading they come from."""
         answers = [p.answer for p in problems]
         self.last_results = self.grader.grade(answers, list(completions), self.styles, self.timeout_s)
-        return [1.0 if result.correct else 0.0 for result in self.last_results]
+        verdicts = [result.correct for result in self.last_results]
+        return Scores([1.0 if correct else 0.0 for correct in verdicts], verdicts)
 
 
 @register_reward("math_verify")

@@ -1,34 +1,29 @@
-"""The step driver: the rollout phase (sample -> branch -> score -> the immutable rollout record), then the
-learning phase (rows of the record -> frozen batch -> advantages -> update), sync, log.
+"""The step driver: the step's rollout record from a rollout source (the rollout phase, rlx/train/rollout/:
+sample -> branch -> score -> the immutable record of rlx/record.py), then the learning phase (rows of the
+record -> frozen batch -> advantages -> update, rlx/train/learn/), publish the weights, log.
 
 It serves every registered algorithm and never branches on an algorithm's name: the algorithm says which
-inputs it needs (`requires`, checked once at start-up by `setup`), which branch rollouts it wants
-(`plan_branches`), turns the frozen batch into advantages (`advantages`) and defines the losses. Where each
-tensor of a step is made: responses and branch rollouts in `rollout` (via the sampler), deeper forks and the
-record in `record` (rlx/record.py's types), rewards in `scoring`, the frozen batch (token rewards, KL
-rewards, pi_old / pi_ref / critic values) in `batch`, the optimizer steps in `update`, every model forward's
-micro-batching in `forwards`.
+inputs it needs (`requires`, checked once at start-up by `setup`), where to branch (`plan_branches`,
+`plan_forks`), turns the frozen batch into advantages (`advantages`) and defines the losses. The rollout source
+is the phase in this process (`LocalRollouts`), or the generation ranks of async rollouts (`RemoteRollouts`,
+rlx/train/rollout/remote.py): the driver is the same. docs/architecture.md draws the data flow.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from rlx import algos
 from rlx.algos.base import CRITIC_VALUES
-from rlx.data.tasks import Task, load_task
 from rlx.logger import build_logger
-from rlx.models.full_params import iter_full_parameters, reshard
-from rlx.models.load import load_tokenizer
+from rlx.models.full_params import reshard
 from rlx.models.logprobs import attention_pair_cost
-from rlx.recipes import resolve_model_path
 from rlx.record import RolloutBatch
-from rlx.rewards.registry import build_reward
 from rlx.sampling.factory import build_sampler
 from rlx.train import schedule, setup
 from rlx.train.infra import checkpoint, preemption, rundir
@@ -36,20 +31,9 @@ from rlx.train.infra import distributed as dist
 from rlx.train.learn import correction
 from rlx.train.learn.batch import BatchBuilder
 from rlx.train.learn.forwards import Forwards
-from rlx.train.learn.update import UpdateBatch, Updater
-from rlx.train.metrics import (
-    PhaseTimer,
-    greedy_accuracy,
-    prefix_cache_rate,
-    sample_rows,
-    seed_everything,
-    step_metrics,
-)
-from rlx.train.rollout import adaptive, dynamic
-from rlx.train.rollout import drafts as record
-from rlx.train.rollout import generate as rollout
-from rlx.train.rollout.knot_scores import knot_scores
-from rlx.train.rollout.scoring import Scorer, overlong_shape
+from rlx.train.learn.update import Updater
+from rlx.train.metrics import PhaseTimer, greedy_accuracy, sample_rows, seed_everything, step_metrics
+from rlx.train.rollout.phase import LocalRollouts, StepProblems, build_phase, newline_tokens
 
 if TYPE_CHECKING:
     from rlx.config import RunConfig
@@ -68,12 +52,9 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)
-        task = load_task(cfg.data, cfg.train.train_size, cfg.seed)  # data errors surface before any model
-        self.reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
-        setup.check_inputs(self.algo, cfg, self.reward_fn)
-        self.model_path = resolve_model_path(cfg.model)
-        self.tokenizer = load_tokenizer(self.model_path)
-        self.task: Task = task.with_tokenizer(self.tokenizer)  # chat templates need the tokenizer
+        inputs = setup.load_inputs(cfg, self.algo)  # data and reward errors surface before any model
+        self.task, self.reward_fn, self.model_path, self.tokenizer = (inputs.task, inputs.reward_fn,
+                                                                      inputs.model_path, inputs.tokenizer)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.policy = setup.load_policy(self.model_path, cfg.model, self.device)
         self.reference = setup.load_reference(self.model_path, self.device) if cfg.algo.kl.beta > 0 else None
@@ -89,17 +70,14 @@ class Trainer:
         reshard(self.train_policy)  # the canary's start-up calibration ran a forward: FSDP2 left the root gathered
         if cfg.train.num_threads > 0:  # after the sampler: a vLLM engine start may change the count
             torch.set_num_threads(cfg.train.num_threads)
-        self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
-                                     if "\n" in self.tokenizer.decode([i]))
-        self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
+        self.newline_ids = newline_tokens(self.tokenizer)
+        self.step_problems = StepProblems.of(self.task, cfg.seed, cfg.train.prompts_per_step)
         self._build_step_parts()
+        self.source = self._rollout_source()
         self.logger = None  # opened by _train(), after a resume has truncated metrics.jsonl
 
     def _build_step_parts(self) -> None:
         cfg = self.cfg
-        # these two are functions of the config alone: computed once, not per step
-        self.needs = self.algo.requires(cfg.algo)
-        self.scorer = Scorer(self.reward_fn, self.task, self.tokenizer, overlong_shape(cfg))
         self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
                                  self.device, cfg.model.logprob_chunk,
                                  share_prefix=cfg.train.shares_prefixes(self.device.type),
@@ -112,11 +90,14 @@ class Trainer:
                                     need_old_logp=kl_in_rewards or not self.updater.reuses_loss_logprobs(),
                                     step_reward_fn=getattr(self.reward_fn, "step_rewards", None))
 
-    # ---------------------------------------------------------------- phases
-    def step_problems(self, step: int):
-        per_step = self.cfg.train.prompts_per_step
-        start = (step - 1) * per_step
-        return [self.task.train[self.data_order[(start + i) % len(self.data_order)]] for i in range(per_step)]
+    def _rollout_source(self):
+        """Where the step's records come from: the rollout phase here, or the generation ranks (async rollouts)."""
+        if self.cfg.train.rollout_workers:
+            from rlx.train.rollout.remote import RemoteRollouts  # torchrun only: keep its imports off the default
+
+            return RemoteRollouts(self.cfg, self.sampler)
+        return LocalRollouts(build_phase(self.cfg, self.algo, self.sampler, self.tokenizer, self.task, self.reward_fn,
+                                         self.forwards, self.policy))
 
     # ---------------------------------------------------------------- driver
     def train_step(self, step: int) -> dict[str, float]:
@@ -136,65 +117,25 @@ class Trainer:
                                   **metrics, **extra, **timer.seconds})
 
     def learn(self, rollout_batch: RolloutBatch, step: int):
-        """The learning phase of one rollout record: its training rows, frozen batch, advantages [B, T] and the
-        update's metrics (the optimizer steps taken)."""
-        rows = self.batches.rows(rollout_batch)  # what is trained: the responses, with train_on_branches every node
-        batch = self.batches.build(rows, self.batches.pack(rows))
-        advantages = dist.global_advantages(self.algo.advantages, batch.inputs, self.cfg.algo).detach()  # [B, T]
-        returns = self.algo.value_targets(batch.inputs, self.cfg.algo) if self.critic is not None else None
-        nodes = [tree.nodes[i] for tree, i in rows]
-        sampler_logp, weights = correction.step_weights(self.cfg, nodes, batch.packed.response_mask,
-                                                        batch.old_logp, advantages)
-        metrics = self.updater.run(UpdateBatch(batch.packed, advantages, batch.inputs.group_ids,
-                                               batch.inputs.step_ends, batch.old_logp, batch.ref_logp,
-                                               batch.old_values, returns, sampler_logp, weights), step)
-        return rows, batch, advantages, metrics
+        """The learning phase of one rollout record: its training rows, frozen batch (with its advantages and loss
+        weights), advantages [B, T] and the update's metrics (the optimizer steps taken)."""
+        batch = self.batches.build(rollout_batch)  # the trained rows (with train_on_branches every node), frozen
+        inputs = batch.advantage_inputs()  # what the algorithm declared it reads
+        advantages = dist.global_advantages(self.algo.advantages, inputs, self.cfg.algo).detach()  # [B, T]
+        returns = self.algo.value_targets(inputs, self.cfg.algo) if self.critic is not None else None
+        sampler_logp, weights = correction.step_weights(self.cfg, [tree.nodes[i] for tree, i in batch.rows],
+                                                        batch.packed.response_mask, batch.old_logp, advantages)
+        batch = replace(batch, advantages=advantages, returns=returns, sampler_logp=sampler_logp, weights=weights)
+        return batch.rows, batch, advantages, self.updater.run(batch, step)
 
     def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
-        """The rollout phase: responses, branch rollouts (and deeper forks), every node scored once, frozen into
-        the step's immutable rollout record (rlx/record.py), generated by policy version step - 1."""
-        cache_before = self.prefix_cache_counts()
-        with timer("generate"):
-            trajs, extra = self.sample(problems, step)
-        with timer("branch"):
-            branches, adaptive_metrics = self.branch(trajs, step)
-            trees = record.draft_trees(trajs, branches, self.cfg.train.temperature)
-            record.grow(self.sampler, trees, self.algo, self.cfg, step, self.newline_ids)
-        extra.update(adaptive_metrics)
-        extra.update(prefix_cache_rate(cache_before, self.prefix_cache_counts()))
-        with timer("score"):
-            self.scorer.score_drafts(trees)
-        return record.freeze(trees, policy_version=self.generating_version(step)), extra
-
-    def generating_version(self, step: int) -> int:
-        """The policy version (updates applied) whose weights generate step `step`: the previous step's here."""
-        return step - 1
-
-    def prefix_cache_counts(self) -> tuple[int, int] | None:
-        """(queried, hit) prompt tokens of the sampler's prefix cache so far, where the sampler reports them (vLLM)."""
-        counts = getattr(self.sampler, "prefix_cache_counts", None)
-        return counts() if counts is not None else None
-
-    def branch(self, trajs, step: int) -> tuple[list[rollout.Branches], dict[str, float]]:
-        """Phase 2: the planned branch rollouts; with algo.adaptive_rollouts in two rounds (rollout/adaptive.py)."""
-        scores = knot_scores(self.needs, trajs, self.batches.pad_id, self.forwards, self.policy)  # None unless read
-        plans = rollout.plan_all(self.algo, trajs, self.newline_ids, self.cfg, step, scores)
-        tree_cfg = record.tree_settings(self.cfg.algo)
-        plans = record.trim_plans(trajs, plans, tree_cfg.fork_budget if tree_cfg else None)
-        if not adaptive.first_round(self.cfg.algo):
-            return rollout.generate_branches(self.sampler, trajs, plans, self.cfg, step), {}
-        return adaptive.two_rounds(self.sampler, trajs, plans, self.cfg, step, self.scorer.score)
-
-    def sample(self, problems, step: int) -> tuple[list[rollout.Trajectory], dict[str, float]]:
-        """Phase 1: the step's responses; with train.dynamic_sampling only informative groups (DAPO)."""
-        if self.cfg.train.dynamic_sampling:
-            return dynamic.sample_informative(self.sampler, self.tokenizer, self.task, problems, self.cfg, step,
-                                              self.scorer.score)
-        return rollout.sample_policy(self.sampler, self.tokenizer, self.task, problems, self.cfg, step), {}
+        """The step's immutable rollout record (rlx/record.py) and the rollout phase's metrics."""
+        return self.source.rollouts(problems, step, timer)
 
     def sync(self) -> None:
+        """The updated weights to whatever samples next (the sampler, or the generation ranks)."""
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
-        self.sampler.sync_weights(self.policy, weights=iter_full_parameters(self.policy))  # LoRA: W + BA
+        self.source.publish(self.policy)
 
     def evaluate(self, phase: str | None = None) -> float:
         """Greedy test accuracy on `train.eval_size` test problems: rank 0 measures, every rank gets it. With
@@ -203,6 +144,7 @@ class Trainer:
         Without, a signal waits for its end."""
         if phase is not None and preemption.should_stop():
             raise preemption.Preempted(phase)
+        self.source.ready_for_eval(self.policy)
         accuracy = self._greedy_accuracy(phase) if dist.is_main() else 0.0
         accuracy = dist.broadcast_from_main(accuracy)  # rank 0 evaluates, the others wait here
         if phase is not None and accuracy == PREEMPTED:
@@ -226,16 +168,26 @@ class Trainer:
         """(first step to run, saved extra state) from `path`, a checkpoint `rundir.open_run` verified;
         None starts at step 1."""
         if path is None:
-            return 1, {}
+            return 1, self.source.start(1, {}, self.policy)
         step, extra = checkpoint.load_checkpoint(path, self.policy, self.optimizers, self.critic)
         self.sync()
         if dist.is_main():
             checkpoint.truncate_metrics(self.run_dir / "metrics.jsonl", step)
         print(f"[rlx] resumed from {path} (step {step})")
-        return step + 1, extra
+        return step + 1, self.source.start(step + 1, extra, self.policy)
 
     def checkpoint(self, step: int, extra: dict) -> Path:
-        """A resumable checkpoint of `step`; call it on every rank (FSDP2 gathers, rank 0 writes)."""
+        """A resumable checkpoint of `step` with the rollout source's state; call it on every rank (FSDP2 gathers,
+        rank 0 writes). A generation worker that fails while its state is taken still gets what arrived saved."""
+        try:
+            own = self.source.checkpoint_state(step)
+        except preemption.RunAborted as err:
+            path = self._save(step, {**extra, **self.source.checkpoint_state(step)})
+            raise SystemExit(f"rlx train: {err}. Stopped after step {step}: resumable checkpoint {path}; "
+                             "continue with resume=auto") from None
+        return self._save(step, {**extra, **own})
+
+    def _save(self, step: int, extra: dict) -> Path:
         reshard(self.train_policy)  # FSDP2 leaves the root's weights gathered after a forward
         return checkpoint.save_resumable(self.run_dir, step, self.policy, self.tokenizer, self.optimizers,
                                          self.critic, extra, self.cfg.train.keep_last, rundir.checkpoint_meta(self.cfg))
@@ -243,6 +195,7 @@ class Trainer:
     def close(self) -> None:
         """The end of every run, finished or preempted, on every rank: the sampler's engine, the logger (a no-op
         one on ranks > 0), then the process group (a barrier first: no rank leaves while another needs it)."""
+        self.source.close()
         self.sampler.close()
         if self.logger is not None:
             self.logger.close()
@@ -266,11 +219,11 @@ def _build_trainer(cfg: RunConfig) -> Trainer | dict:
     rank serves rollouts until the trainer is done and gets its own summary instead."""
     if not cfg.train.rollout_workers:
         return Trainer(cfg)
-    from rlx.train.rollout import remote as async_rollouts
+    from rlx.train.rollout import remote
 
-    if async_rollouts.place(cfg) == async_rollouts.GENERATE:
-        return async_rollouts.serve(cfg)
-    return async_rollouts.AsyncTrainer(cfg)
+    if remote.place(cfg) == remote.GENERATE:
+        return remote.serve(cfg)
+    return Trainer(cfg)
 
 
 def _train(cfg: RunConfig, resolved_config: str, resume_from: Path | None) -> dict:

@@ -7,16 +7,43 @@ policy's base model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
 from rlx.algos.base import BRANCH_ROLLOUTS, STEP_REWARDS, no_branches
 from rlx.data.configs import ConfigError
+from rlx.data.tasks import Task, load_task
 from rlx.models.critic import ValueModel
-from rlx.models.load import DTYPES, load_causal_lm
+from rlx.models.load import DTYPES, load_causal_lm, load_tokenizer
 from rlx.models.lora import maybe_wrap_lora, trainable_parameters
 from rlx.models.precision import MASTER_DTYPE, enable_gradient_checkpointing
+from rlx.recipes import resolve_model_path
+from rlx.rewards.registry import build_reward
 from rlx.train.infra import distributed as dist
 from rlx.train.infra import parallel
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What every process of a run reads before its models: the task (prompts rendered for the tokenizer), the
+    reward, the model's path and tokenizer. The trainer and a generation rank build them alike."""
+
+    task: Task
+    reward_fn: object
+    model_path: Path
+    tokenizer: object
+
+
+def load_inputs(cfg, algo) -> RunInputs:
+    """The run's inputs; data and reward errors surface here, before any model loads."""
+    task = load_task(cfg.data, cfg.train.train_size, cfg.seed)
+    reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
+    check_inputs(algo, cfg, reward_fn)
+    model_path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    return RunInputs(task.with_tokenizer(tokenizer), reward_fn, model_path, tokenizer)  # chat templates: tokenizer
 
 
 def check_inputs(algo, cfg, reward_fn) -> None:

@@ -58,3 +58,23 @@ def nested_close(a: list[list[float]], b: list[list[float]], tol: float = 1e-12)
     return len(a) == len(b) and all(
         len(x) == len(y) and all(abs(u - v) <= tol for u, v in zip(x, y)) for x, y in zip(a, b)
     )
+
+
+def knot_rows(knots: list[list[int]], branches: list[list[list]]) -> tuple:
+    """`AdvantageInputs.rows` of one response per row, each in a rollout tree of its own (rlx/record.py) whose
+    branch rollouts fork it at the given knots: rollout m of knot knots[b][i] forks at t = knots[b][i] (fork
+    t - 1) with one token per entry of branches[b][i][m] (the rewards themselves go in `branch_rewards`). A knot
+    given no rollouts still forks once in the tree, so that it exists: a hand-built view may pair it with an empty
+    rewards list (the record never does) to test TRePO's sibling pool and its empty-pool error."""
+    from rlx.record import Node, RolloutTree
+
+    def node(parent: int, fork: int, length: int) -> Node:
+        return Node(parent=parent, fork=fork, token_ids=tuple(range(length)), logprobs=(0.0,) * length,
+                    temperature=1.0, finished=True, reward=0.0, correct=False, text="", policy_version=0)
+
+    rows = []
+    for b, (row_knots, row_branches) in enumerate(zip(knots, branches)):
+        nodes = [node(-1, 0, max(row_knots, default=1))]  # the response
+        nodes += [node(0, t - 1, len(x)) for t, rollouts in zip(row_knots, row_branches) for x in rollouts or [()]]
+        rows.append((RolloutTree(problem=None, group=b, prompt_ids=(1,), nodes=tuple(nodes)), 0))
+    return tuple(rows)

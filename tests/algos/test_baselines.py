@@ -17,7 +17,7 @@ from rlx.algos.rloo import RLOOConfig
 from rlx.algos.trepo import TRePOConfig
 from rlx.algos.vineppo import VinePPOConfig
 
-from .algo_helpers import DT, layout_columns, mask_of, pack, t, terminal, unpack
+from .algo_helpers import DT, knot_rows, layout_columns, mask_of, pack, t, terminal, unpack
 
 
 def batch(rms, lens, groups, layout="scattered", **kw):
@@ -62,7 +62,8 @@ def test_d5_rloo_plain_pg_loss():
 def test_d6_remax():
     algo = get("remax")
     assert algo.plan_branches([5, 6, 7], [], ReMaxConfig(), torch.Generator()) == [Knot(1, (0.0,))]
-    inp, cols = batch([1.0, 0.0], [3, 2], [0, 1], branch_rewards=[[[t([0.0, 0.25])]], [[t([1.0])]]], knots=[[1], [1]])
+    greedy = [[[t([0.0, 0.25])]], [[t([1.0])]]]  # branch_rewards[b][0][0]: the greedy decode's
+    inp, cols = batch([1.0, 0.0], [3, 2], [0, 1], branch_rewards=greedy, rows=knot_rows([[1], [1]], greedy))
     adv = unpack(algo.advantages(inp, ReMaxConfig()), cols)
     assert adv == [[0.75] * 3, [-1.0] * 2]
     with pytest.raises(ValueError, match="greedy"):

@@ -16,7 +16,7 @@ from rlx.algos.reinforce import REINFORCEConfig
 from rlx.algos.rloo import RLOOConfig
 from rlx.algos.trepo import TRePOConfig
 
-from .algo_helpers import LAYOUTS, layout_columns, mask_of, nested_close, pack, t, unpack
+from .algo_helpers import LAYOUTS, knot_rows, layout_columns, mask_of, nested_close, pack, t, unpack
 
 
 def random_batch(seed, n_groups=3, per_group=3):
@@ -213,4 +213,4 @@ def test_trepo(seed, kw):
         )
     ref = trepo_reference(rewards, knots, branches, groups, cfg)
     tensors = [[[t(x) for x in rollouts] for rollouts in row] for row in branches]
-    check("trepo", cfg, ref, lens, rewards, groups, knots=knots, branch_rewards=tensors)
+    check("trepo", cfg, ref, lens, rewards, groups, rows=knot_rows(knots, tensors), branch_rewards=tensors)

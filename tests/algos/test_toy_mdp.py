@@ -13,7 +13,7 @@ from rlx.algos.gae import gae
 from rlx.algos.reinforce import REINFORCEConfig
 from rlx.algos.trepo import TRePOConfig
 
-from .algo_helpers import layout_columns, mask_of, pack, t, unpack
+from .algo_helpers import knot_rows, layout_columns, mask_of, pack, t, unpack
 from .toy_mdp import Toy
 
 TOL = 1e-8
@@ -30,7 +30,7 @@ def rlx_advantages(toy, rows, name, cfg, knots=None, branches=None):
         pack(rows, cols, T),
         mask_of(cols, T),
         torch.arange(len(toy.trajs)),
-        knots=knots,
+        rows=None if knots is None else knot_rows(knots, branches),
         branch_rewards=branches,
     )
     return unpack(get(name).advantages(inp, cfg), cols)
@@ -141,7 +141,8 @@ def test_a8_pooling_shrinkage_per_sample(M, include_self):
     branches = [[[t([float(torch.rand(1, generator=gen))]) for _ in range(M)] for _ in range(T)]]
     base = dict(num_branch_points="all", adv_norm="none", include_self=include_self)
     inp = AdvantageInputs(
-        t(rows), torch.ones(1, T, dtype=torch.float64), torch.zeros(1), knots=knots, branch_rewards=branches
+        t(rows), torch.ones(1, T, dtype=torch.float64), torch.zeros(1), rows=knot_rows(knots, branches),
+        branch_rewards=branches,
     )
     paper = get("trepo").advantages(inp, TRePOConfig(pooling="paper", **base))[0]
     unbiased = get("trepo").advantages(inp, TRePOConfig(pooling="unbiased", **base))[0]
@@ -240,7 +241,7 @@ def test_a7_trepo_unbiased_with_sampled_rollouts(toy):
                  for s in range(1, len(w) + 1)] for w in trajs]
     T, cols = layout_columns([len(w) for w in trajs], "right")
     inp = AdvantageInputs(pack([toy.rewards(w) for w in trajs], cols, T), mask_of(cols, T), torch.arange(N),
-                          knots=knots, branch_rewards=branches)
+                          rows=knot_rows(knots, branches), branch_rewards=branches)
     cfg = TRePOConfig(pooling="none", num_branch_points="all", adv_norm="none", temperature_schedule="constant")
     adv = unpack(get("trepo").advantages(inp, cfg), cols)
 

@@ -82,7 +82,7 @@ def test_tree_advantages_fill_rows_whatever_the_padding(layout, sibling_norm):
     T, cols = layout_columns([len(n.token_ids) for n in tree.nodes], layout)
     mask = mask_of(cols, T)
     inp = AdvantageInputs(token_rewards=torch.zeros_like(mask), response_mask=mask,
-                          group_ids=torch.zeros(len(rows), dtype=torch.long), tree_rows=rows)
+                          group_ids=torch.zeros(len(rows), dtype=torch.long), rows=rows)
     cfg = TreeAlgoConfig(adv_norm="none", tree=TreeConfig(advantage="local", sibling_norm=sibling_norm))
     out = unpack(tree_advantages(inp, cfg), cols)
     scale = [math.sqrt(2) / 3, math.sqrt(2) / 3, 0.5, 0.5, math.sqrt(2) / 3, 1.0] if sibling_norm else [1.0] * 6
@@ -169,7 +169,7 @@ def tempo_inputs(groups: list[list[tuple[tuple[int, ...], float]]]) -> tuple[Adv
     for b, (tree, i) in enumerate(rows):
         rewards[b, cols[b][-1]] = tree.nodes[i].reward
     group_ids = torch.tensor([tree.group for tree, _ in rows])
-    return AdvantageInputs(token_rewards=rewards, response_mask=mask, group_ids=group_ids, tree_rows=rows), cols
+    return AdvantageInputs(token_rewards=rewards, response_mask=mask, group_ids=group_ids, rows=rows), cols
 
 
 def test_tempo_adds_td_terms_at_branching_tokens_only():
@@ -263,7 +263,7 @@ def tree_inputs(tree: RolloutTree, dtype=torch.float64, trees: int = 1) -> Advan
     T, cols = layout_columns(lengths, "right")
     mask = mask_of(cols, T).to(dtype)
     return AdvantageInputs(token_rewards=torch.zeros_like(mask), response_mask=mask,
-                           group_ids=torch.arange(trees).repeat_interleave(len(tree.nodes)), tree_rows=rows)
+                           group_ids=torch.arange(trees).repeat_interleave(len(tree.nodes)), rows=rows)
 
 
 def test_binary_hand_values_match_the_formulas():
@@ -408,7 +408,7 @@ def test_every_mode_option_and_normalisation_on_real_and_composite_trees(mode, g
     T, cols = layout_columns([len(tree.nodes[i].token_ids) for tree, i in rows], "scattered")
     mask = mask_of(cols, T)
     inp = AdvantageInputs(token_rewards=torch.zeros_like(mask), response_mask=mask,
-                          group_ids=torch.tensor([tree.group for tree, _ in rows]), tree_rows=rows)
+                          group_ids=torch.tensor([tree.group for tree, _ in rows]), rows=rows)
     cfg = TreeAlgoConfig(adv_norm=adv_norm, tree=TreeConfig(advantage=mode, global_value=global_value,
                                                             sibling_norm=sibling_norm))
     got = unpack(tree_advantages(inp, cfg), cols)

@@ -23,7 +23,7 @@ from rlx.algos.trepo import (
 )
 from rlx.record import knot_prefix
 
-from .algo_helpers import DT, LAYOUTS, layout_columns, mask_of, nested_close, pack, t, terminal, unpack
+from .algo_helpers import DT, LAYOUTS, knot_rows, layout_columns, mask_of, nested_close, pack, t, terminal, unpack
 
 RAW = dict(adv_norm="none", gamma=1.0, lam=0.0)
 
@@ -35,7 +35,7 @@ def run(rewards_rows, knots, branches, layout="right", group_ids=None, **cfg_kw)
         token_rewards=pack(rewards_rows, cols, T),
         response_mask=mask_of(cols, T),
         group_ids=torch.tensor(group_ids if group_ids is not None else list(range(len(rewards_rows)))),
-        knots=knots,
+        rows=knot_rows(knots, branches),
         branch_rewards=[[[t(x) for x in rollouts] for rollouts in row] for row in branches],
     )
     adv = trepo_advantages(inp, TRePOConfig(**{**RAW, **cfg_kw}))
@@ -345,7 +345,7 @@ def test_b10_advantages_frozen_across_optimisation_steps():
         pack(rows, [[0, 1, 2, 3]] * 2, 4),
         mask,
         torch.tensor([0, 1]),
-        knots=[[1, 3], [1]],
+        rows=knot_rows([[1, 3], [1]], [[[[0.5]], [[1.0]]], [[[0.5]]]]),
         branch_rewards=[[[t([0.5])], [t([1.0])]], [[t([0.5])]]],
     )
     cfg = TRePOConfig(optimization_num=3)

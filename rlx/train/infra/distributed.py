@@ -4,8 +4,9 @@ Every rank holds the whole policy (and critic) and its own sampler, and runs the
 each step's prompts (rank r takes prompts r, r + N, ...; whole prompts, so GRPO/RLOO groups never straddle
 ranks). Where the ranks meet:
   - start: rank 0's weights are broadcast (all ranks start from identical weights);
-  - advantages: the scored batch (`AdvantageInputs`: rewards, masks, critic values, branch rewards) is
-    all-gathered and every rank computes the advantages of the GLOBAL batch, then keeps its own rows. This is
+  - advantages: the algorithm's view of the batch (`AdvantageInputs`: rewards, masks, critic values, branch
+    rewards and, for an algorithm that reads the tree, each row's rollout-record tree) is all-gathered and
+    every rank computes the advantages of the GLOBAL batch, then keeps its own rows. This is
     exact for every algorithm, including those with batch statistics (`adv_norm: batch` whitening in TRePO
     and PPO, REINFORCE's batch-mean baseline); it costs one small object all-gather per step;
   - backward: the trained modules are wrapped by `rlx.train.infra.parallel` (`train.strategy`: DistributedDataParallel

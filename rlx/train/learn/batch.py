@@ -1,4 +1,5 @@
-"""The frozen batch: everything the advantages and the update read, computed once under pi_old.
+"""The frozen batch: one training step's rows of the rollout record and everything the advantages and the
+update read, as one immutable `FrozenBatch` built once per step (`BatchBuilder.build`).
 
 Owns the per-token rewards of the sampled responses (the task reward on the last token, plus the KL
 reward when `algo.kl.mode` books the KL in the rewards), the per-token rewards of the branch rollouts'
@@ -6,31 +7,116 @@ continuations (their reward on their last token, plus the KL of their own tokens
 docs/algorithms.md, "KL to the reference"), the per-step rewards of a process reward, and the frozen
 pi_old / pi_ref log-probs and critic values (micro-batched no-grad passes, `Forwards`). Which optional
 inputs are filled follows the algorithm's declared `requires`.
+
+A batch's life in one training step (rlx/train/loop.py, `Trainer.learn`):
+  build          the record's training rows -> packed ids, rewards, pi_old / pi_ref / critic values;
+  + advantages   `dataclasses.replace(batch, advantages=..., returns=...)` from the algorithm's `advantages`
+                 (and `value_targets`), which reads the `advantage_inputs()` view;
+  + loss weights `dataclasses.replace(batch, sampler_logp=..., weights=...)` (rlx/train/learn/correction.py);
+  select(rows)   a mini-batch or a micro-batch of the update: the same type over those rows, padding trimmed
+                 to them; a micro-batch's `loss_inputs(...)` is the view the algorithm's loss reads.
+Nothing is copied field by field between types and nothing is mutated: every stage is a new frozen value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from rlx.algos.base import BRANCH_ROLLOUTS, CRITIC_VALUES, STEP_REWARDS, TREE_ROWS, AdvantageInputs
+from rlx.algos.base import (
+    BRANCH_ROLLOUTS,
+    CRITIC_VALUES,
+    STEP_REWARDS,
+    TREE_INPUTS,
+    TREE_ROWS,
+    AdvantageInputs,
+    LossInputs,
+    TreeRow,
+    knot_children,
+)
 from rlx.algos.kl import kl_token_rewards
+from rlx.algos.losses import AggScale
 from rlx.algos.stats import terminal_rewards
-from rlx.models.logprobs import PackedBatch, pack
-from rlx.record import RolloutBatch, RolloutTree
+from rlx.models.logprobs import PackedBatch, pack, select_rows
+from rlx.record import RolloutBatch
+from rlx.record import step_ends as line_ends
 from rlx.train.infra import distributed as dist
+from rlx.train.learn.correction import LossWeights
 from rlx.train.learn.forwards import Forwards
-from rlx.train.rollout import generate as rollout
+
+__all__ = ["BatchBuilder", "FrozenBatch", "knot_children", "training_rows"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FrozenBatch:
-    packed: PackedBatch
-    old_logp: torch.Tensor | None  # [B, T] log pi_old; None when the update takes the loss pass's own
-    ref_logp: torch.Tensor | None  # [B, T] log pi_ref, when a reference model is loaded
-    old_values: torch.Tensor | None  # [B, T] critic values under the old critic (PPO)
-    inputs: AdvantageInputs
+    """One training step's batch, every tensor [B, T] (B rows, T the padded response length) unless noted and
+    frozen under pi_old. Hand-built batches (tests, benchmarks) may leave out what their update does not read."""
+
+    packed: PackedBatch  # the rows as context + own tokens; packed.response_mask [B, T] float
+    group_ids: torch.Tensor  # [B] long: rows of one prompt (one tree) share an id
+    step_ends: list[list[int]]  # per row: the 0-based last token of every reasoning step
+    rows: tuple[TreeRow, ...] = ()  # (tree, node) of the rollout record each row trains
+    needs: frozenset[str] = frozenset()  # the algorithm's declared inputs: which optional fields are filled
+    token_rewards: torch.Tensor | None = None  # r_t: task reward on the last token (+ KL rewards)
+    old_logp: torch.Tensor | None = None  # log pi_old; None: the update takes its loss pass's own (ratio 1)
+    ref_logp: torch.Tensor | None = None  # log pi_ref, when a reference model is loaded
+    old_values: torch.Tensor | None = None  # critic values under the old critic (PPO)
+    branch_rewards: list[list[list[torch.Tensor]]] | None = None  # BRANCH_ROLLOUTS, as in AdvantageInputs
+    step_rewards: list[list[float]] | None = None  # STEP_REWARDS: one per step end
+    advantages: torch.Tensor | None = None  # the algorithm's advantages, added by `Trainer.learn`
+    returns: torch.Tensor | None = None  # critic regression targets (PPO), added with the advantages
+    sampler_logp: torch.Tensor | None = None  # log pi_sampler of the rows' tokens, for the mismatch metrics
+    weights: LossWeights | None = None  # rollout correction / overlong filter / SPO-tree drop (correction.py)
+
+    def advantage_inputs(self) -> AdvantageInputs:
+        """The algorithm's view for its advantages: exactly the inputs it declared (`needs`)."""
+        return AdvantageInputs(
+            token_rewards=self.token_rewards,
+            response_mask=self.packed.response_mask,
+            group_ids=self.group_ids,
+            values=self.old_values if CRITIC_VALUES in self.needs else None,
+            rows=self.rows if self.needs & TREE_INPUTS else None,
+            branch_rewards=self.branch_rewards,
+            step_ends=self.step_ends,
+            step_rewards=self.step_rewards,
+        )
+
+    def select(self, rows: Sequence[int]) -> FrozenBatch:
+        """The batch of `rows` (in the given order): the packed sequences trimmed to their own longest
+        (`select_rows`), every [B, T] tensor to the same width. Right padding is causal-invisible, so every
+        per-token number of a row is the one it has in the whole batch."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)  # [b]
+        packed = select_rows(self.packed, index)
+        width = packed.response_mask.shape[1]
+
+        def part(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[index, :width]  # [b, T']
+
+        def pick(xs: Sequence | None) -> list | None:
+            return None if xs is None else [xs[r] for r in index.tolist()]
+
+        return replace(
+            self, packed=packed, group_ids=self.group_ids[index], step_ends=pick(self.step_ends),
+            rows=tuple(pick(self.rows) if self.rows else ()), token_rewards=part(self.token_rewards),
+            old_logp=part(self.old_logp), ref_logp=part(self.ref_logp), old_values=part(self.old_values),
+            branch_rewards=pick(self.branch_rewards), step_rewards=pick(self.step_rewards),
+            advantages=part(self.advantages), returns=part(self.returns), sampler_logp=part(self.sampler_logp),
+            weights=None if self.weights is None else self.weights.select(part))
+
+    def loss_inputs(self, logp: torch.Tensor, entropy: torch.Tensor | None, scale: AggScale | None) -> LossInputs:
+        """The algorithm's view for its loss on this (micro-)batch, given the loss pass's `logp` and `entropy`
+        [b, T'] (with grad): the loss weights applied, the same for every algorithm (correction.py)."""
+        old_logp = logp.detach() if self.old_logp is None else self.old_logp  # [b, T']
+        advantages, mask = self.advantages, self.packed.response_mask  # [b, T']
+        if self.weights is not None and self.weights.advantage is not None:
+            advantages = advantages * self.weights.advantage
+        if self.weights is not None and self.weights.keep is not None:
+            mask = mask * self.weights.keep
+        return LossInputs(logp=logp, old_logp=old_logp, advantages=advantages, response_mask=mask,
+                          group_ids=self.group_ids, ref_logp=self.ref_logp, entropy=entropy,
+                          step_ends=self.step_ends, scale=scale)
 
 
 @dataclass
@@ -51,17 +137,20 @@ class BatchBuilder:
     def __post_init__(self) -> None:
         self.needs = self.algo.requires(self.cfg.algo)
 
-    def rows(self, record: RolloutBatch) -> list[tuple[RolloutTree, int]]:
+    def rows(self, record: RolloutBatch) -> list[TreeRow]:
         """The step's training rows (`training_rows`), by the algorithm's declared inputs."""
         return training_rows(record, TREE_ROWS in self.needs, self.cfg.train.temperature)
 
-    def pack(self, rows: list[tuple[RolloutTree, int]]) -> PackedBatch:
-        """The rows as context + own-token sequences, packed once: the entropy knot scores and `build` read them."""
+    def pack(self, rows: Sequence[TreeRow]) -> PackedBatch:
+        """The rows as context + own-token sequences, packed once."""
         return pack([list(tree.context(i)) for tree, i in rows], [list(tree.nodes[i].token_ids) for tree, i in rows],
                     self.pad_id)
 
-    def build(self, rows: list[tuple[RolloutTree, int]], packed: PackedBatch) -> FrozenBatch:
-        """The frozen batch of `rows` (of one step's rollout record), packed by `self.pack(rows)`."""
+    def build(self, record: RolloutBatch) -> FrozenBatch:
+        """The frozen batch of one step's rollout record: its training rows, packed, with their rewards and the
+        frozen forwards; advantages and loss weights are added later (`dataclasses.replace`)."""
+        rows = tuple(self.rows(record))
+        packed = self.pack(rows)
         mask = packed.response_mask  # [B, T]
         old_logp = self.forwards.frozen_logprobs(self.policy, packed) if self.need_old_logp else None  # [B, T]
         ref_logp = self.forwards.frozen_logprobs(self.reference, packed) if self.reference is not None else None
@@ -70,22 +159,13 @@ class BatchBuilder:
         token_rewards = terminal_rewards(torch.tensor([n.reward for n in nodes]), mask)  # [B, T]
         if self.kl_in_rewards:
             token_rewards = token_rewards + kl_token_rewards(old_logp, ref_logp, mask, self.cfg.algo.kl)
-        step_ends = [rollout.step_ends(n.token_ids, self.newline_ids) for n in nodes]
-        needs = self.needs
-        branched = BRANCH_ROLLOUTS in needs
-        knots = [knot_children(tree, i) for tree, i in rows] if branched else None
-        inputs = AdvantageInputs(
-            token_rewards=token_rewards,
-            response_mask=mask,
-            group_ids=torch.tensor([tree.group for tree, _ in rows]),
-            values=old_values if CRITIC_VALUES in needs else None,
-            knots=[[fork + 1 for fork, _ in per_row] for per_row in knots] if branched else None,
-            branch_rewards=self.branch_token_rewards(rows, knots) if branched else None,
-            step_ends=step_ends,
-            step_rewards=self.step_rewards(rows, step_ends) if STEP_REWARDS in needs else None,
-            tree_rows=list(rows) if TREE_ROWS in needs else None,
-        )
-        return FrozenBatch(packed, old_logp, ref_logp, old_values, inputs)
+        ends = [line_ends(n.token_ids, self.newline_ids) for n in nodes]  # per row: its steps' last tokens
+        branched = BRANCH_ROLLOUTS in self.needs
+        return FrozenBatch(
+            packed, torch.tensor([tree.group for tree, _ in rows]), ends, rows, self.needs, token_rewards,
+            old_logp, ref_logp, old_values,
+            branch_rewards=self.branch_token_rewards(rows, [knot_children(*row) for row in rows]) if branched else None,
+            step_rewards=self.step_rewards(rows, ends) if STEP_REWARDS in self.needs else None)
 
     def step_rewards(self, rows, step_ends: list[list[int]]) -> list[list[float]]:
         """Per-step rewards of the process reward, one per step end."""
@@ -119,7 +199,7 @@ class BatchBuilder:
         return rewards
 
 
-def training_rows(record: RolloutBatch, every_node: bool, temperature: float) -> list[tuple[RolloutTree, int]]:
+def training_rows(record: RolloutBatch, every_node: bool, temperature: float) -> list[TreeRow]:
     """(tree, node index) of every response, in prompt then sample order; with `every_node` (TREE_ROWS) also
     every branch rollout that is not a duplicate and was sampled at the training `temperature`, tree by tree after
     the responses (docs/algorithms.md, "Training on every branch"). Rows of one tree share its group id, so
@@ -129,15 +209,6 @@ def training_rows(record: RolloutBatch, every_node: bool, temperature: float) ->
         return rows
     return rows + [(tree, i) for tree in record.trees for i, n in enumerate(tree.nodes)
                    if n.parent >= 0 and not n.duplicate and n.temperature == temperature]
-
-
-def knot_children(tree: RolloutTree, i: int) -> list[tuple[int, list[int]]]:
-    """The direct branch rollouts of node i grouped by fork position, in order: [(fork, child indices)]. For a
-    TRePO response these are its knots t = fork + 1 with their M rollouts in schedule order."""
-    forks: dict[int, list[int]] = {}
-    for c in tree.children(i):
-        forks.setdefault(tree.nodes[c].fork, []).append(c)
-    return list(forks.items())
 
 
 def terminal_reward(length: int, reward: float) -> torch.Tensor:

@@ -16,7 +16,8 @@ give None: the update runs exactly as without this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,13 +35,17 @@ from rlx.algos.stats import masked_mean
 __all__ = ["LossWeights", "loss_weights", "mismatch", "step_weights"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     """[B, T] stop-gradient multipliers over a step's batch; None = all ones."""
 
     advantage: torch.Tensor | None = None  # scales A_t (TIS)
     keep: torch.Tensor | None = None  # 0/1: tokens left in the loss (mis, seq_mask, overlong filter)
     metrics: dict[str, float] | None = None
+
+    def select(self, part: Callable[[torch.Tensor | None], torch.Tensor | None]) -> LossWeights:
+        """The weights of a part of the batch: `part` maps a [B, T] tensor to that part's [b, T'] (None to None)."""
+        return replace(self, advantage=part(self.advantage), keep=part(self.keep))
 
 
 def loss_weights(rc_cfg, mask: torch.Tensor, old_logp: torch.Tensor | None, sampler_logp: torch.Tensor | None,
@@ -50,34 +55,33 @@ def loss_weights(rc_cfg, mask: torch.Tensor, old_logp: torch.Tensor | None, samp
     pi_old). `decoupled`: the decoupled PPO objective's behaviour weight pi_old / pi_sampler scales the
     advantages wherever the mode does not already (none, mis, seq_mask; tis is the capped weight itself),
     rlx/algos/decoupled.py."""
-    out = LossWeights()
-    if finished is not None:
-        out.keep = overlong_filter_mask(torch.ones_like(mask), finished)  # [B, T]
+    keep = None if finished is None else overlong_filter_mask(torch.ones_like(mask), finished)  # [B, T]
     if rc_cfg.mode == "none" and not decoupled:
-        return out
+        return LossWeights(keep=keep)
     if old_logp is None or sampler_logp is None:
         raise ValueError("algo.rollout_correction / the decoupled objective: needs the frozen pi_old and the "
                          "sampler's log-probs")
     weights = correction_weights(sampler_logp, old_logp, mask, rc_cfg)  # [B, T]
-    out.metrics = correction_metrics(weights, mask) if rc_cfg.mode != "none" else {}
-    out.advantage, rejected = split_weights(weights, rc_cfg.mode)  # [B, T] or None each
+    metrics = correction_metrics(weights, mask) if rc_cfg.mode != "none" else {}
+    advantage, rejected = split_weights(weights, rc_cfg.mode)  # [B, T] or None each
     if rejected is not None:
-        out.keep = rejected if out.keep is None else out.keep * rejected
-    if decoupled and out.advantage is None:
-        out.advantage = behaviour_weights(old_logp, sampler_logp, mask)  # [B, T] pi_old / pi_behav
+        keep = rejected if keep is None else keep * rejected
+    if decoupled and advantage is None:
+        advantage = behaviour_weights(old_logp, sampler_logp, mask)  # [B, T] pi_old / pi_behav
     if decoupled:
-        out.metrics["behav_weight_mean"] = masked_mean(out.advantage, mask).item()
-    return out
+        metrics["behav_weight_mean"] = masked_mean(advantage, mask).item()
+    return LossWeights(advantage, keep, metrics)
 
 
 def step_weights(cfg, nodes, mask: torch.Tensor, old_logp: torch.Tensor | None, advantages: torch.Tensor,
                  ) -> tuple[torch.Tensor, LossWeights | None]:
     """(the sampler's log-probs [B, T] of the step's rows, the loss weights or None when neither rollout
-    correction, the decoupled objective, the overlong filter nor `algo.tree.drop_zero_adv` is on: then the
-    update runs exactly as without them). `nodes` are the rows' rollout-record nodes; `advantages` [B, T] the step's."""
+    correction, the decoupled objective, the overlong filter nor the SPO-tree drop of all-zero rows
+    (`AlgoConfig.drops_zero_advantage_rows`) is on: then the update runs exactly as without them). `nodes` are
+    the rows' rollout-record nodes; `advantages` [B, T] the step's."""
     sampler_logp = sampler_logp_tensor([list(n.logprobs) for n in nodes], mask)  # [B, T]
     finished = torch.tensor([n.finished for n in nodes]) if cfg.train.overlong_filter else None  # [B]
-    drop_zero = getattr(getattr(cfg.algo, "tree", None), "drop_zero_adv", False)
+    drop_zero = cfg.algo.drops_zero_advantage_rows()
     decoupled = cfg.train.uses_decoupled_objective()
     if finished is None and cfg.algo.rollout_correction.mode == "none" and not drop_zero and not decoupled:
         return sampler_logp, None
@@ -86,8 +90,8 @@ def step_weights(cfg, nodes, mask: torch.Tensor, old_logp: torch.Tensor | None, 
     # estimator returns a row whose raw advantages are all zero as exact zeros (rlx/algos/tree.py)
     if drop_zero:
         live = ((advantages != 0) & (mask > 0)).any(dim=1, keepdim=True).to(mask.dtype)  # [B, 1]
-        weights.keep = live.expand_as(mask).clone() if weights.keep is None else weights.keep * live
-        weights.metrics = {**(weights.metrics or {}), "rows_dropped_zero_adv": float((live == 0).sum())}
+        weights = replace(weights, keep=live.expand_as(mask).clone() if weights.keep is None else weights.keep * live,
+                          metrics={**(weights.metrics or {}), "rows_dropped_zero_adv": float((live == 0).sum())})
     return sampler_logp, weights
 
 

@@ -114,7 +114,12 @@ class Forwards:
 
     def select(self, packed: PackedBatch, rows: Sequence[int]) -> PackedBatch:
         """The sub-batch of one micro-batch's rows, laid out to share prefixes when the plan packed them so."""
-        sub = select_rows(packed, rows)
+        return self.lay_out(select_rows(packed, rows), rows)
+
+    @staticmethod
+    def lay_out(sub: PackedBatch, rows: Sequence[int]) -> PackedBatch:
+        """`sub`, the rows of the micro-batch `rows` in its order (`select_rows`), laid out to share prefixes
+        when the plan packed them so (a `MicroBatch`'s segments); else `sub` itself."""
         segments = getattr(rows, "segments", None)
         return sub if segments is None else share_prefixes(sub, segments)
 

@@ -1,9 +1,11 @@
-"""The update: the optimizer steps taken on one training step's frozen batch.
+"""The update: the optimizer steps taken on one training step's frozen batch (`FrozenBatch`, with its
+advantages and loss weights: rlx/train/learn/batch.py).
 
 Owns the epoch / mini-batch / micro-batch structure and exact gradient accumulation:
   - `algo.optimization_num` epochs; each splits the batch into `train.mini_batches` mini-batches of whole
     groups (rows sharing a prompt; a TRePO trajectory is one row), reshuffled every epoch by a generator
-    seeded from (seed, step), one optimizer step per mini-batch;
+    seeded from (seed, step), one optimizer step per mini-batch; a mini-batch and each of its micro-batches
+    are the batch's own rows, selected (`FrozenBatch.select`);
   - each optimizer step runs its forward + backward passes per micro-batch (`Forwards.plan`) and
     normalises every loss by the optimizer step's own counts (`AggScale`: tokens, sequences, rows and one
     padded width), so the accumulated gradient equals the unsplit batch's for every `loss_agg`
@@ -17,16 +19,15 @@ detached: no separate no-grad forward (the same numbers, one pass fewer).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from rlx.algos.base import LossInputs, ValueLossInputs
+from rlx.algos.base import ValueLossInputs
 from rlx.algos.losses import AggScale
 from rlx.algos.stats import masked_mean
-from rlx.models.logprobs import PackedBatch
 from rlx.train.infra import parallel, preemption
-from rlx.train.learn.correction import LossWeights, mismatch
+from rlx.train.learn.batch import FrozenBatch
+from rlx.train.learn.correction import mismatch
 from rlx.train.learn.forwards import DUMMY, Forwards
 
 SUMMED = ("loss", "policy_loss", "pg_loss", "kl_ref", "vf_loss")  # globally normalised: micro-batches add up
@@ -35,22 +36,6 @@ EXTREMES = {"mismatch_ratio_max": max, "mismatch_ratio_min": min}  # over micro-
 
 class NonFiniteError(RuntimeError):
     """A loss or gradient norm of the update is NaN or infinite."""
-
-
-@dataclass
-class UpdateBatch:
-    """What the optimizer steps read; every tensor [B, T] and frozen."""
-
-    packed: PackedBatch
-    advantages: torch.Tensor
-    group_ids: torch.Tensor  # [B]
-    step_ends: list[list[int]]
-    old_logp: torch.Tensor | None  # None: take the loss pass's own (one epoch, one mini-batch)
-    ref_logp: torch.Tensor | None = None
-    old_values: torch.Tensor | None = None
-    returns: torch.Tensor | None = None  # critic regression targets
-    sampler_logp: torch.Tensor | None = None  # log pi_sampler of the responses, for the mismatch metrics
-    weights: LossWeights | None = None  # rollout correction / overlong filter (rlx/train/learn/correction.py)
 
 
 def mini_batch_rows(group_ids: torch.Tensor, mini_batches: int, generator: torch.Generator) -> list[list[int]]:
@@ -104,7 +89,7 @@ class Updater:
                 and self.cfg.algo.rollout_correction.mode == "none"  # a correction weighs by the frozen pi_old
                 and self.cfg.train.max_staleness == 0 and not self.cfg.train.uses_decoupled_objective())
 
-    def run(self, batch: UpdateBatch, step: int) -> dict[str, float]:
+    def run(self, batch: FrozenBatch, step: int) -> dict[str, float]:
         """All epochs and mini-batches of one training step -> metrics averaged over its optimizer steps."""
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         taken, skipped = [], 0
@@ -122,18 +107,21 @@ class Updater:
             out["nonfinite_skipped"] = float(skipped)
         return out
 
-    def optimizer_step(self, batch: UpdateBatch, rows: list[int], step: int) -> dict[str, float] | None:
-        """Forward + backward per micro-batch of `rows`, then one step of every optimizer (None: skipped)."""
+    def optimizer_step(self, batch: FrozenBatch, rows: list[int], step: int) -> dict[str, float] | None:
+        """Forward + backward per micro-batch of the mini-batch `rows`, then one step of every optimizer (None:
+        skipped)."""
         mask = batch.packed.response_mask[rows]  # [b, T], the step's full padded width
         whole = len(rows) == mask.shape[0] == batch.packed.response_mask.shape[0]
-        plan = self.forwards.synced_plan(batch.packed, rows)  # torchrun: as many micro-batches on every rank
         keep = batch.weights.keep if batch.weights is not None else None  # [B, T] 0 on rejected tokens
+        every_row = list(rows) == list(range(batch.packed.response_mask.shape[0]))
+        mini = batch if every_row else batch.select(rows)  # the micro-batches' rows index the mini-batch
+        plan = self.forwards.synced_plan(mini.packed)  # torchrun: as many micro-batches on every rank
         # the optimizer step's counts, rejected tokens left out; None: the unsplit batch's own counts
         scale = None if whole and len(plan) == 1 and keep is None else AggScale.of(
             mask if keep is None else mask * keep[rows])
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        parts = self.backward_passes(batch, plan, scale)
+        parts = self.backward_passes(mini, plan, scale)
         metrics = {"loss": 0.0, **combine(parts)}  # a rank whose micro-batches were all dummies reports 0
         # the gradients are now the mean over ranks (DDP/FSDP2): clipping and the step act on that mean
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.grad_clip)
@@ -147,7 +135,7 @@ class Updater:
         preemption.committed()  # the step has changed the weights: from here a signal lets it finish
         return metrics
 
-    def backward_passes(self, batch: UpdateBatch, plan: list[list[int]], scale: AggScale | None,
+    def backward_passes(self, batch: FrozenBatch, plan: list[list[int]], scale: AggScale | None,
                         ) -> list[tuple[dict[str, float], float]]:
         """Forward + backward of every micro-batch of `plan`, gradients accumulated -> (metrics, response
         tokens) per micro-batch. Before the step's first optimizer step a preemption signal on any rank abandons
@@ -189,33 +177,20 @@ class Updater:
             loss = loss + self.forwards.values(self.train_critic, DUMMY).sum() * 0.0
         return loss, {}
 
-    def micro_batch_loss(self, batch: UpdateBatch, rows: list[int], scale: AggScale | None):
-        """Policy (+ critic) loss of one micro-batch, normalised by the optimizer step's counts."""
-        sub = self.forwards.select(batch.packed, rows)  # padding trimmed to these rows, prefixes shared as planned
-        width = sub.response_mask.shape[1]
-
-        def part(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x[rows, :width]  # [b, T']
-
+    def micro_batch_loss(self, batch: FrozenBatch, rows: list[int], scale: AggScale | None):
+        """Policy (+ critic) loss of the micro-batch `rows` of `batch`, normalised by the optimizer step's counts."""
+        micro = batch.select(rows)  # every field of these rows, padding trimmed to them: [b, T']
+        sub = self.forwards.lay_out(micro.packed, rows)  # prefixes shared as planned
         logp, entropy = self.forwards.logprobs(self.train_policy, sub, with_entropy=True)  # [b, T'] fp32
-        old_logp = logp.detach() if batch.old_logp is None else part(batch.old_logp)
-        advantages, loss_mask = part(batch.advantages), sub.response_mask  # [b, T']
-        if batch.weights is not None:  # rollout correction / overlong filter, the same for every algorithm
-            advantages = advantages if batch.weights.advantage is None else advantages * part(batch.weights.advantage)
-            loss_mask = loss_mask if batch.weights.keep is None else loss_mask * part(batch.weights.keep)
-        inputs = LossInputs(logp=logp, old_logp=old_logp, advantages=advantages,
-                            response_mask=loss_mask, group_ids=batch.group_ids[rows],
-                            ref_logp=part(batch.ref_logp), entropy=entropy,
-                            step_ends=[batch.step_ends[r] for r in rows], scale=scale)
+        inputs = micro.loss_inputs(logp, entropy, scale)  # the loss weights applied
         loss, loss_metrics = self.algo.policy_loss(inputs, self.cfg.algo)
         metrics = {"policy_loss": loss.item(), **loss_metrics}
         if self.critic is not None:
             values = self.forwards.values(self.train_critic, sub)  # [b, T'] fp32
             critic_loss, critic_metrics = self.algo.value_loss(
-                ValueLossInputs(values, part(batch.old_values), part(batch.returns), sub.response_mask, scale),
-                self.cfg.algo)
+                ValueLossInputs(values, micro.old_values, micro.returns, sub.response_mask, scale), self.cfg.algo)
             metrics.update(critic_metrics)
             loss = loss + critic_loss
         metrics["entropy"] = masked_mean(entropy.detach(), sub.response_mask).item()
-        metrics.update(mismatch(part(batch.sampler_logp), old_logp, sub.response_mask))
+        metrics.update(mismatch(micro.sampler_logp, inputs.old_logp, sub.response_mask))
         return loss, {"loss": loss.item(), **metrics}

@@ -19,42 +19,38 @@ from dataclasses import replace
 
 from rlx.algos.adaptive_rollouts import allocate_rollouts, knot_variances, standard_errors
 from rlx.algos.base import Knot
-from rlx.train.rollout import generate as rollout
+from rlx.train.rollout import drafts, generate
+from rlx.train.rollout.drafts import DraftTree
+from rlx.train.rollout.scoring import Scorer
 
 
-def first_round(algo_cfg) -> int:
-    """M0 when the algorithm's config turns adaptive rollouts on, else 0 (the fixed schedule)."""
-    return int(getattr(algo_cfg, "adaptive_first_round", 0)) if getattr(algo_cfg, "adaptive_rollouts", False) else 0
-
-
-def two_rounds(sampler, trajs, plans: list[list[Knot]], cfg, step: int, score_fn,
-               ) -> tuple[list[rollout.Branches], dict[str, float]]:
-    """Both rounds; `score_fn(trajs, branches)` (the trainer's `Scorer.score`) rewards round 1, whose rewards the
-    rollout record keeps (round 2's rollouts are scored with the record's other nodes)."""
-    m0 = first_round(cfg.algo)
+def two_rounds(sampler, trees: list[DraftTree], plans: list[list[Knot]], cfg, step: int, scorer: Scorer,
+               ) -> dict[str, float]:
+    """Both rounds as drafts of `trees` (round 2's rollouts placed after their knot's round-1 rollouts); round 1
+    and the responses are scored by one `scorer.score` call, which the record keeps (round 2's rollouts are
+    scored with the record's other nodes)."""
+    m0 = cfg.algo.first_round_rollouts()
+    responses = drafts.responses(trees)
     head = [[replace(k, temperatures=k.temperatures[:m0]) for k in knots] for knots in plans]
-    branches = rollout.generate_branches(sampler, trajs, head, cfg, step)
-    score_fn(trajs, branches)
-    where = [(b, i) for b, br in enumerate(branches) for i in range(len(br.knots))]
+    added = generate.generate_branches(sampler, responses, head, cfg, step)
+    scorer.score(trees)
+    where = [(b, i) for b, knots in enumerate(head) for i in range(len(knots))]
     if not where:
-        return branches, {}
-    rewards = [branches[b].rewards[i] for b, i in where]
-    costs = [max(1.0, sum(len(g.token_ids) for g in branches[b].rollouts[i]) / len(branches[b].rollouts[i]))
-             for b, i in where]
+        return {}
+    nodes = [[responses[b][0].nodes[j] for j in added[b][i]] for b, i in where]
+    rewards = [[d.score.reward for d in knot] for knot in nodes]
+    costs = [max(1.0, sum(len(d.gen.token_ids) for d in knot) / len(knot)) for knot in nodes]
     budget = sum(max(0, len(plans[b][i].temperatures) - m0) * c for (b, i), c in zip(where, costs))
     extra = allocate_rollouts(rewards, int(budget), costs)
-    tail = [[] for _ in trajs]
+    tail: list[list[Knot]] = [[] for _ in responses]
     for (b, i), n in zip(where, extra):
         temps = plans[b][i].temperatures
         tail[b].append(replace(plans[b][i], temperatures=tuple(temps[min(m, len(temps) - 1)]
                                                                 for m in range(m0, m0 + n))))
-    more = rollout.generate_branches(sampler, trajs, tail, cfg, step, phase="branch2")
-    for br, add, knots in zip(branches, more, tail):
-        br.knots = [replace(k, temperatures=k.temperatures + a.temperatures) for k, a in zip(br.knots, knots)]
-        br.rollouts = [gens + extra_gens for gens, extra_gens in zip(br.rollouts, add.rollouts)]
+    generate.generate_branches(sampler, responses, tail, cfg, step, phase="branch2")
     variances = knot_variances(rewards)
     before = standard_errors(variances, [len(r) for r in rewards])
     after = standard_errors(variances, [len(r) + n for r, n in zip(rewards, extra)])
-    return branches, {"adaptive_se_before": sum(before) / len(before), "adaptive_se_after": sum(after) / len(after),
-                      "adaptive_se_max_before": max(before), "adaptive_se_max_after": max(after),
-                      "adaptive_extra_rollouts": float(sum(extra))}
+    return {"adaptive_se_before": sum(before) / len(before), "adaptive_se_after": sum(after) / len(after),
+            "adaptive_se_max_before": max(before), "adaptive_se_max_after": max(after),
+            "adaptive_extra_rollouts": float(sum(extra))}

@@ -22,7 +22,9 @@ import torch
 from rlx.algos.dapo import groups_still_needed, informative_groups
 from rlx.sampling.base import request_seed
 from rlx.train.infra import distributed as dist
-from rlx.train.rollout import generate as rollout
+from rlx.train.rollout import generate
+from rlx.train.rollout.drafts import DraftTree
+from rlx.train.rollout.scoring import Scorer
 
 
 def refill_problems(task, seed: int, step: int, round_: int, count: int) -> list:
@@ -32,40 +34,50 @@ def refill_problems(task, seed: int, step: int, round_: int, count: int) -> list
     return [task.train[int(i)] for i in picks]
 
 
-def sample_round(sampler, tokenizer, task, problems, cfg, step: int, round_: int) -> list[rollout.Trajectory]:
-    """rollout.sample_policy for round 0; a refill round draws its own request seeds (phase `refill/r`)."""
+def sample_round(sampler, tokenizer, task, problems, cfg, step: int, round_: int) -> list[DraftTree]:
+    """generate.sample_responses for round 0; a refill round draws its own request seeds (phase `refill/r`)."""
     if round_ == 0:
-        return rollout.sample_policy(sampler, tokenizer, task, problems, cfg, step)
+        return generate.sample_responses(sampler, tokenizer, task, problems, cfg, step)
     group = cfg.algo.samples_per_prompt
     prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
-    requests = rollout.policy_requests(prompts, group, cfg.train.temperature, cfg.train.max_new_tokens, cfg.seed, step)
+    requests = generate.policy_requests(prompts, group, cfg.train.temperature, cfg.train.max_new_tokens, cfg.seed,
+                                        step)
     requests = [dataclasses.replace(r, seed=request_seed(cfg.seed, step, f"refill/{round_}", i))
                 for i, r in enumerate(requests)]
-    return rollout.trajectories(problems, group, requests, sampler.generate(requests))
+    return generate.response_trees(problems, group, requests, sampler.generate(requests))
 
 
-def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, score_fn,
-                       ) -> tuple[list[rollout.Trajectory], dict[str, float]]:
-    """The step's trajectories with only informative groups (renumbered 0..n-1), and the dynamic-sampling
-    metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped. Each round is
-    scored by `score_fn(trajs, branches)` (the trainer's `Scorer.score`: the run's reward and overlong shape)."""
+def informative(trees: list[DraftTree]) -> list[bool]:
+    """Whether each tree's (scored) responses have unequal rewards: a non-zero group-relative advantage."""
+    rewards = torch.tensor([d.score.reward for tree in trees for d in tree.nodes])  # [N]
+    groups = torch.tensor([k for k, tree in enumerate(trees) for _ in tree.nodes])  # [N]
+    good = set(informative_groups(rewards, groups))
+    return [k in good for k in range(len(trees))]
+
+
+def tokens(trees: list[DraftTree]) -> int:
+    return sum(len(d.gen.token_ids) for tree in trees for d in tree.nodes)
+
+
+def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, scorer: Scorer,
+                       ) -> tuple[list[DraftTree], dict[str, float]]:
+    """The step's response trees with only informative groups (renumbered 0..n-1), and the dynamic-sampling
+    metrics: dynamic_dropped_groups, dynamic_refill_rounds, dynamic_kept_groups, tokens_dropped. Each round's
+    responses are scored by one `scorer.score` call (the run's reward and overlong shape)."""
     if dist.world_size() > 1:
         raise ValueError("train.dynamic_sampling: not supported under torchrun yet (each rank would refill its own "
                          "groups); run one process or set train.dynamic_sampling=false")
     target, kept, dropped, dropped_tokens, round_ = len(problems), [], 0, 0, 0
     last = []  # the last round's groups: trained on (with zero advantages) if no group was informative at all
     while True:
-        trajs = sample_round(sampler, tokenizer, task, problems, cfg, step, round_)
-        score_fn(trajs, [rollout.Branches() for _ in trajs])
-        groups = torch.tensor([t.group for t in trajs])  # [N]
-        good = set(informative_groups(torch.tensor([t.reward for t in trajs]), groups))
-        last = [[t for t in trajs if t.group == gid] for gid in dict.fromkeys(t.group for t in trajs)]
-        for members in last:
-            if members[0].group in good:
-                kept.append(members)
+        last = sample_round(sampler, tokenizer, task, problems, cfg, step, round_)
+        scorer.score(last)
+        for tree, good in zip(last, informative(last)):
+            if good:
+                kept.append(tree)
             else:
                 dropped += 1
-                dropped_tokens += sum(len(t.response_ids) for t in members)
+                dropped_tokens += tokens([tree])
         need = groups_still_needed(len(kept), target, round_, cfg.train.max_refill_rounds)
         if need == 0:
             break
@@ -73,12 +85,8 @@ def sample_informative(sampler, tokenizer, task, problems, cfg, step: int, score
         problems = refill_problems(task, cfg.seed, step, round_, need)
     if not kept:
         kept, dropped = last, dropped - len(last)
-        dropped_tokens -= sum(len(t.response_ids) for members in last for t in members)
-    dropped_tokens += sum(len(t.response_ids) for members in kept[target:] for t in members)  # trimmed
-    out = []
-    for gid, members in enumerate(kept[:target]):
-        for t in members:
-            t.group = gid
-            out.append(t)
+        dropped_tokens -= tokens(last)
+    dropped_tokens += tokens(kept[target:])  # trimmed
+    out = [dataclasses.replace(tree, group=gid) for gid, tree in enumerate(kept[:target])]
     return out, {"dynamic_dropped_groups": float(dropped), "dynamic_refill_rounds": float(round_),
                  "dynamic_kept_groups": float(min(len(kept), target)), "tokens_dropped": float(dropped_tokens)}

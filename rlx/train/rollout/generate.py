@@ -1,50 +1,27 @@
-"""Sampling a step's batch and its branch rollouts: one batched generate call per phase.
+"""Sampling a step's rollout trees straight into drafts: one batched generate call per level.
 
-Phase 1 (policy): every prompt of the step x samples_per_prompt, one call.
-Phase 2 (branch): every knot of every trajectory x every temperature of the schedule, one call, as
-token-id prefixes (never re-tokenised text). Identical greedy requests (same prefix, temperature 0) are
-generated once and shared: greedy decoding is deterministic, so the copies would be identical anyway.
+Responses: every prompt of the step x `algo.samples_per_prompt`, one call, one `DraftTree` per prompt.
+Branch rollouts: every knot the algorithm plans on every response x every temperature of its schedule, one
+call, as token-id prefixes (never re-tokenised text). Identical greedy requests (same prefix and budget,
+temperature 0) are generated once: the later drafts that share a generation are flagged `duplicate` here, where
+the sharing is decided. Deeper levels (`algo.fork_levels()` > 1): forks of the previous level's rollouts where
+the algorithm's `plan_forks` says, one call per level. Every request's seed is a function of (run seed, step,
+phase, position), so a step samples the same whatever ran before it (docs/algorithms.md, "The rollout record").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from rlx.algos.base import Knot
-from rlx.data.base import Problem
-from rlx.record import knot_prefix
+from rlx.record import knot_prefix, step_starts
 from rlx.sampling.base import Generation, GenRequest, request_seed
 from rlx.train.infra import distributed as dist
+from rlx.train.rollout.drafts import Draft, DraftTree
 
-
-@dataclass
-class Trajectory:
-    problem: Problem
-    group: int  # index of its prompt within the step (GRPO/RLOO groups)
-    prompt_ids: list[int]
-    response_ids: list[int]
-    finished: bool
-    text: str = ""
-    reward: float = 0.0
-    correct: bool = False
-    # the sampler's raw log-probs of response_ids (Generation.logprobs), for rollout correction's mismatch
-    sampler_logprobs: list[float] = field(default_factory=list)
-    scored: bool = False  # reward, verdict and text set (by `scoring.Scorer.score`)
-
-
-@dataclass
-class Branches:
-    """The branch rollouts of one trajectory: rollouts[i][m] continues from knots[i].t at temperature m."""
-
-    knots: list[Knot] = field(default_factory=list)
-    rollouts: list[list[Generation]] = field(default_factory=list)
-    rewards: list[list[float]] = field(default_factory=list)
-
-    def num_rollouts(self) -> int:
-        return sum(len(r) for r in self.rollouts)
+Responses = list[tuple[DraftTree, int]]  # (tree, index) of each response draft: the step's trajectory order
 
 
 def policy_requests(prompt_ids: Sequence[list[int]], samples_per_prompt: int, temperature: float,
@@ -58,19 +35,70 @@ def policy_requests(prompt_ids: Sequence[list[int]], samples_per_prompt: int, te
     return requests
 
 
-def schedule_branch_requests(trajectories: Sequence[Trajectory], plans: Sequence[list[Knot]], max_new_tokens: int,
-                             seed: int, step: int, phase: str = "branch",
-                             ) -> tuple[list[GenRequest], list[list[list[int]]]]:
-    """Unique generation requests for all knots of all trajectories, and where each rollout finds its
-    generation: index_map[b][i][m] indexes the returned request list. The rollout budget is the original's
-    (prefix + continuation <= max_new_tokens). `phase` names the seed stream (a second adaptive round has its own)."""
+def response_trees(problems, group: int, requests: Sequence[GenRequest], generations: Sequence[Generation],
+                   ) -> list[DraftTree]:
+    """One draft tree per problem with its `group` responses: request i answers problems[i // group]."""
+    trees = [DraftTree(p, g, requests[g * group].prompt_ids) for g, p in enumerate(problems)]
+    for i, (req, gen) in enumerate(zip(requests, generations, strict=True)):
+        trees[i // group].nodes.append(Draft(-1, 0, gen, req.temperature, 1))
+    return trees
+
+
+def sample_responses(sampler, tokenizer, task, problems, cfg, step: int) -> list[DraftTree]:
+    """`algo.samples_per_prompt` responses to each of this rank's prompts, one batched call."""
+    group, t = cfg.algo.samples_per_prompt, cfg.train
+    prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
+    requests = policy_requests(prompts, group, t.temperature, t.max_new_tokens, cfg.seed, step)
+    requests = dist.with_global_seeds(requests, group, cfg.seed, step)
+    return response_trees(problems, group, requests, sampler.generate(requests))
+
+
+def knot_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(request_seed(seed, step, "knots", 0))
+
+
+def plan_all(algo, responses: Responses, newline_ids: frozenset[int], cfg, step: int,
+             scores: list | None = None) -> list[list[Knot]]:
+    """The knots the algorithm plans on every response. `scores[b]` [T]: per-token knot scores of response b,
+    for the algorithms that declare them (rlx/train/rollout/knot_scores.py)."""
+    rng = knot_generator(cfg.seed, step)
+    plans = []
+    for b, (tree, i) in enumerate(responses):
+        ids = tree.nodes[i].gen.token_ids
+        extra = {} if scores is None else {"scores": scores[b]}
+        plans.append(algo.plan_branches(ids, step_starts(ids, newline_ids), cfg.algo, rng, **extra))
+    return plans
+
+
+def trim_plans(responses: Responses, plans: list[list[Knot]], budget: int | None) -> list[list[Knot]]:
+    """The first-level plans cut to `budget` branch rollouts per prompt (`algo.fork_budget()`), dealt round
+    robin: every response's first knot, then every response's second, ..., whole forks only."""
+    if budget is None:
+        return plans
+    kept: list[list[Knot]] = [[] for _ in plans]
+    for tree in dict.fromkeys(id(tree) for tree, _ in responses):
+        members = [b for b, (t, _) in enumerate(responses) if id(t) == tree]
+        left = budget
+        for depth in range(max((len(plans[b]) for b in members), default=0)):
+            for b in members:
+                if depth < len(plans[b]) and len(plans[b][depth].temperatures) <= left:
+                    kept[b].append(plans[b][depth])
+                    left -= len(plans[b][depth].temperatures)
+    return [sorted(k, key=lambda knot: knot.t) for k in kept]
+
+
+def schedule_branch_requests(responses: Responses, plans: Sequence[list[Knot]], max_new_tokens: int, seed: int,
+                             step: int, phase: str = "branch") -> tuple[list[GenRequest], list[list[list[int]]]]:
+    """Unique generation requests for all knots of all responses, and where each rollout finds its generation:
+    index_map[b][i][m] indexes the returned request list. The rollout budget is the original's (prefix +
+    continuation <= max_new_tokens). `phase` names the seed stream (a second adaptive round has its own)."""
     requests: list[GenRequest] = []
     greedy_index: dict[tuple[tuple[int, ...], int], int] = {}
     index_map: list[list[list[int]]] = []
-    for b, (traj, knots) in enumerate(zip(trajectories, plans, strict=True)):
+    for b, ((tree, r), knots) in enumerate(zip(responses, plans, strict=True)):
         per_knot = []
         for i, knot in enumerate(knots):
-            prefix = tuple(traj.prompt_ids) + knot_prefix(traj.response_ids, knot.t)  # W_{0,t-1} as token ids
+            prefix = tree.prompt_ids + knot_prefix(tree.nodes[r].gen.token_ids, knot.t)  # W_{0,t-1} as token ids
             budget = max_new_tokens - (knot.t - 1)
             slots = []
             for m, tau in enumerate(knot.temperatures):
@@ -87,66 +115,67 @@ def schedule_branch_requests(trajectories: Sequence[Trajectory], plans: Sequence
     return requests, index_map
 
 
-def gather_branches(plans: Sequence[list[Knot]], index_map: list[list[list[int]]],
-                    generations: Sequence[Generation]) -> list[Branches]:
-    """Scatter the generations of the unique requests back to (trajectory, knot, rollout)."""
-    return [
-        Branches(knots=list(knots), rollouts=[[generations[j] for j in slots] for slots in per_knot])
-        for knots, per_knot in zip(plans, index_map, strict=True)
-    ]
+def add_branches(responses: Responses, plans: Sequence[list[Knot]], index_map: list[list[list[int]]],
+                 generations: Sequence[Generation]) -> list[list[list[int]]]:
+    """Each knot's rollouts as drafts of its response's tree (a generation used before is a duplicate); returns
+    their node indices: added[b][i] for knot i of response b."""
+    seen: set[int] = set()
+    added = []
+    for (tree, r), knots, per_knot in zip(responses, plans, index_map, strict=True):
+        indices = []
+        for i, (knot, slots) in enumerate(zip(knots, per_knot, strict=True)):
+            drafts = [Draft(r, knot.t - 1, generations[j], tau, 2, duplicate=j in seen, knot=i)
+                      for j, tau in zip(slots, knot.temperatures, strict=True)]
+            seen.update(slots)
+            indices.append(tree.add_fork(drafts) if drafts else [])
+        added.append(indices)
+    return added
 
 
-def step_starts(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[int]:
-    """1-based positions t at which a reasoning step (a line) begins: t=1 and every t after a newline."""
-    starts = [1]
-    starts += [j + 2 for j, tok in enumerate(response_ids[:-1]) if tok in newline_ids]
-    return starts
-
-
-def knot_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(request_seed(seed, step, "knots", 0))
-
-
-def step_ends(response_ids: Sequence[int], newline_ids: frozenset[int]) -> list[int]:
-    """0-based index of the last token of every reasoning step (a line, or the response's tail)."""
-    ends = [j for j, tok in enumerate(response_ids) if tok in newline_ids]
-    if response_ids and (not ends or ends[-1] != len(response_ids) - 1):
-        ends.append(len(response_ids) - 1)
-    return ends
-
-
-def sample_policy(sampler, tokenizer, task, problems, cfg, step: int) -> list[Trajectory]:
-    """Phase 1: `algo.samples_per_prompt` responses to each of this rank's prompts, one batched call."""
-    group, t = cfg.algo.samples_per_prompt, cfg.train
-    prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
-    requests = policy_requests(prompts, group, t.temperature, t.max_new_tokens, cfg.seed, step)
-    requests = dist.with_global_seeds(requests, group, cfg.seed, step)
-    return trajectories(problems, group, requests, sampler.generate(requests))
-
-
-def trajectories(problems, group: int, requests: Sequence[GenRequest], generations: Sequence[Generation],
-                 ) -> list[Trajectory]:
-    """One Trajectory per policy request: request i answers problems[i // group], in group i // group."""
-    return [
-        Trajectory(problem=problems[i // group], group=i // group, prompt_ids=list(req.prompt_ids),
-                   response_ids=gen.token_ids, finished=gen.finished, sampler_logprobs=list(gen.logprobs))
-        for i, (req, gen) in enumerate(zip(requests, generations))
-    ]
-
-
-def plan_all(algo, trajs: list[Trajectory], newline_ids: frozenset[int], cfg, step: int,
-             scores: list | None = None) -> list[list[Knot]]:
-    """The knots the algorithm plans for every response. `scores[b]` [T]: per-token knot scores of trajectory
-    b, for the algorithms that declare them (`rlx.train.rollout.knot_scores`)."""
-    rng = knot_generator(cfg.seed, step)
-    extra = [{} if scores is None else {"scores": scores[b]} for b in range(len(trajs))]
-    return [algo.plan_branches(tr.response_ids, step_starts(tr.response_ids, newline_ids), cfg.algo, rng, **kw)
-            for tr, kw in zip(trajs, extra)]
-
-
-def generate_branches(sampler, trajs: list[Trajectory], plans: list[list[Knot]], cfg, step: int,
-                      phase: str = "branch") -> list[Branches]:
-    """The rollouts of `plans`, one batched call."""
-    requests, index_map = schedule_branch_requests(trajs, plans, cfg.train.max_new_tokens, cfg.seed, step, phase)
+def generate_branches(sampler, responses: Responses, plans: list[list[Knot]], cfg, step: int,
+                      phase: str = "branch") -> list[list[list[int]]]:
+    """The rollouts of `plans` as drafts, one batched call; their node indices (`add_branches`)."""
+    requests, index_map = schedule_branch_requests(responses, plans, cfg.train.max_new_tokens, cfg.seed, step,
+                                                   phase)
     generations = sampler.generate(requests) if requests else []
-    return gather_branches(plans, index_map, generations)
+    return add_branches(responses, plans, index_map, generations)
+
+
+def fork_requests(trees: list[DraftTree], level: int, algo, cfg, step: int, newline_ids: frozenset[int],
+                  ) -> tuple[list[GenRequest], list[tuple[DraftTree, int, int, float]]]:
+    """Requests forking every draft of depth level - 1 (not a duplicate) where the algorithm's `plan_forks`
+    says, within the fork budget; and (tree, parent, fork, temperature) of each."""
+    max_new = cfg.train.max_new_tokens
+    rng = torch.Generator().manual_seed(request_seed(cfg.seed, step, f"knots/{level}", 0))  # its own stream per level
+    requests, where = [], []
+    for k, tree in enumerate(trees):
+        left = (cfg.algo.fork_budget() or 10**9) - sum(1 for n in tree.nodes if n.parent >= 0)
+        for i, node in enumerate(list(tree.nodes)):
+            if node.depth != level - 1 or node.duplicate:
+                continue
+            ids = node.gen.token_ids
+            prefix = tree.prefix(i)
+            for knot in algo.plan_forks(ids, step_starts(ids, newline_ids), node.gen.logprobs, cfg.algo, rng):
+                budget = max_new - len(prefix) - (knot.t - 1)
+                for m, tau in enumerate(knot.temperatures):
+                    if left < 1 or budget < 1:
+                        break
+                    context = tree.prompt_ids + tuple(prefix) + knot_prefix(ids, knot.t)
+                    seed = request_seed(cfg.seed, step, f"tree/{level}/{k}/{i}/{knot.t}", m)
+                    requests.append(GenRequest(context, tau, budget, seed))
+                    where.append((tree, i, knot.t - 1, tau))
+                    left -= 1
+    return requests, where
+
+
+def grow(sampler, trees: list[DraftTree], algo, cfg, step: int, newline_ids: frozenset[int]) -> None:
+    """Levels 3 .. fork_levels + 1 of the trees: forks of the previous level's rollouts, one batched generate
+    call per level. Seeds are a function of (run seed, step, level, tree, node, fork, m)."""
+    if algo.plan_forks is None:
+        return
+    for level in range(3, cfg.algo.fork_levels() + 2):
+        requests, where = fork_requests(trees, level, algo, cfg, step, newline_ids)
+        if not requests:
+            return
+        for (tree, parent, fork, tau), gen in zip(where, sampler.generate(requests)):
+            tree.nodes.append(Draft(parent, fork, gen, tau, level))

@@ -6,8 +6,10 @@ counts the training ranks only). Each generation rank holds its own sampler (vLL
 on its own copy of the policy) and runs the whole rollout phase of the steps it serves (step s goes to worker
 1 + (s - 1) mod N): responses, branch rollouts and deeper forks all from the same worker and the same policy
 version, scored there, frozen into the step's immutable `RolloutBatch` (rlx/record.py) stamped with that
-version. Records flow back to the trainer and weights out to the workers as point-to-point messages over the
-process group (`rlx.train.infra.channel`): no sockets or RPC of our own.
+version: the worker runs the same `RolloutPhase` object as the synchronous trainer (rlx/train/rollout/phase.py),
+and the trainer takes the records through `RemoteRollouts`, its rollout source. Records flow back to the
+trainer and weights out to the workers as point-to-point messages over the process group
+(`rlx.train.infra.channel`): no sockets or RPC of our own.
 
 Staleness. Policy version v = optimizer updates applied (step s trains with version s - 1). Step s's records are
 generated with version max(0, s - 1 - k) exactly: the worker waits for that publication and uses no newer one,
@@ -23,32 +25,26 @@ record exactly once and reproduces the uninterrupted run. A worker that dies or 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 
 from rlx import algos
-from rlx.data.base import Problem
 from rlx.data.configs import ConfigError
-from rlx.data.tasks import load_task
-from rlx.models.full_params import iter_full_parameters, reshard
-from rlx.models.load import load_causal_lm, load_tokenizer
+from rlx.models.full_params import iter_full_parameters
+from rlx.models.load import load_causal_lm
 from rlx.models.precision import MASTER_DTYPE
-from rlx.recipes import resolve_model_path
-from rlx.record import Node, RolloutBatch, RolloutTree
-from rlx.rewards.registry import build_reward
+from rlx.record import RolloutBatch, from_plain, to_plain
 from rlx.sampling.factory import build_sampler
+from rlx.train import setup
 from rlx.train.infra import distributed as dist
 from rlx.train.infra import preemption
 from rlx.train.infra.channel import Channel, ChannelError, flatten, layout_of, unflatten
 from rlx.train.learn.forwards import Forwards
-from rlx.train.loop import Trainer
 from rlx.train.metrics import PhaseTimer, seed_everything
-from rlx.train.rollout.scoring import Scorer, overlong_shape
+from rlx.train.rollout.phase import StepProblems, build_phase
 
 GENERATE, TRAIN = "generate", "train"
 PIPELINE_KEY = "async_pipeline"  # the checkpoint's records of the steps after it (plain containers)
@@ -99,29 +95,13 @@ def staleness_metrics(batch: RolloutBatch, trainer_version: int, max_staleness: 
     return {"staleness_mean": float(np.mean(ages)), "staleness_max": float(max(ages))}
 
 
-# ---------------------------------------------------------------- records as plain containers (checkpoints)
-def to_plain(batch: RolloutBatch) -> dict:
-    """`batch` as dicts, lists and scalars: what a checkpoint's weights-only loader accepts."""
-    return {"policy_version": batch.policy_version, "record_version": batch.record_version,
-            "trees": [{"problem": dataclasses.asdict(t.problem), "group": t.group, "prompt_ids": list(t.prompt_ids),
-                       "nodes": [dataclasses.asdict(n) for n in t.nodes]} for t in batch.trees]}
-
-
-def from_plain(plain: dict) -> RolloutBatch:
-    def node(d: dict) -> Node:
-        return Node(**{**d, "token_ids": tuple(d["token_ids"]), "logprobs": tuple(d["logprobs"])})
-
-    trees = tuple(RolloutTree(Problem(**t["problem"]), t["group"], tuple(t["prompt_ids"]),
-                              tuple(node(n) for n in t["nodes"])) for t in plain["trees"])
-    return RolloutBatch(trees, plain["policy_version"], plain["record_version"])
-
-
+# ---------------------------------------------------------------- records saved with a checkpoint
 def restore_pending(saved: list, first_step: int, max_staleness: int) -> dict[int, tuple[RolloutBatch, dict]]:
     """The checkpoint's records of steps first_step, first_step + 1, ... that the bound still allows (a resume
     with a smaller train.max_staleness drops the rest: the workers regenerate them with the current weights)."""
     pending = {}
     for item in sorted(saved, key=lambda x: x["step"]):
-        batch = from_plain(item["record"])
+        batch = from_plain(item["record"], f"the checkpoint's record of step {item['step']}")
         oldest = min(n.policy_version for tree in batch.trees for n in tree.nodes)
         if item["step"] != first_step + len(pending) or item["step"] - 1 - oldest > max_staleness:
             print(f"[rlx] resume: the saved records of step {item['step']} and later are not used (regenerated)")
@@ -207,92 +187,70 @@ class Pipeline:
             self._guard(rank, lambda c=chan: c.flush(timeout))
 
 
-class AsyncTrainer(Trainer):
-    """The step driver with the rollout phase on the generation ranks: the same `train_step`, whose rollouts
-    are received (`Pipeline.take`) and whose weight sync publishes the new version to the workers."""
+class RemoteRollouts:
+    """The trainer's rollout source with async rollouts (the protocol of `rlx.train.rollout.phase.LocalRollouts`):
+    records are received from the generation ranks (`Pipeline.take`), each update is published to them, and the
+    trainer's own sampler (evaluation only) is synced only when an evaluation uses it."""
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, eval_sampler):
+        self.cfg = cfg
         self.pipeline = Pipeline(cfg)
-        self.eval_synced = True  # the trainer's own sampler (evaluation only) holds the current weights
+        self.eval_sampler = eval_sampler
+        self.eval_synced = True  # the evaluation sampler holds the current weights
 
-    def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
+    def rollouts(self, problems: list, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
         with timer("wait"):  # the trainer idles only when generation is behind
             batch, extra = self.pipeline.take(step)
         return batch, {**extra, **staleness_metrics(batch, step - 1, self.cfg.train.max_staleness, step)}
 
-    def sync(self) -> None:
-        reshard(self.train_policy)
+    def publish(self, policy) -> None:
         self.eval_synced = False
-        if self.pipeline.version >= 0:  # not during `resume`: `start` sends the first weights
-            self.pipeline.publish(iter_full_parameters(self.policy))
+        if self.pipeline.version >= 0:  # not during a resume's load: `start` sends the first weights
+            self.pipeline.publish(iter_full_parameters(policy))
 
-    def evaluate(self, phase: str | None = None) -> float:
-        if not self.eval_synced:  # the evaluation sampler syncs only when it is used
-            Trainer.sync(self)
+    def ready_for_eval(self, policy) -> None:
+        if not self.eval_synced:
+            self.eval_sampler.sync_weights(policy, weights=iter_full_parameters(policy))
             self.eval_synced = True
-        return super().evaluate(phase)
 
-    def resume(self, path):
-        first_step, state = super().resume(path)
-        saved = state.pop(PIPELINE_KEY, [])
-        pending = restore_pending(saved, first_step, self.cfg.train.max_staleness)
-        self.pipeline.start(first_step, pending, iter_full_parameters(self.policy))
-        return first_step, state
+    def start(self, first_step: int, state: dict, policy) -> dict:
+        """Restores the checkpoint's pipeline of records and starts the workers; `state` without it."""
+        state = dict(state)
+        pending = restore_pending(state.pop(PIPELINE_KEY, []), first_step, self.cfg.train.max_staleness)
+        self.pipeline.start(first_step, pending, iter_full_parameters(policy))
+        return state
 
-    def checkpoint(self, step: int, extra: dict):
-        """The checkpoint of `step` with the pipeline's records of the steps after it (`Pipeline.drain`)."""
-        try:
-            return self._checkpoint(step, extra)
-        except preemption.RunAborted as err:  # a worker failed while the pipeline drained: keep what arrived
-            path = self._checkpoint(step, extra)
-            raise SystemExit(f"rlx train: {err}. Stopped after step {step}: resumable checkpoint {path}; "
-                             "continue with resume=auto") from None
-
-    def _checkpoint(self, step: int, extra: dict):
-        saved = [{"step": s, "record": to_plain(batch), "extra": ex} for s, batch, ex in self.pipeline.drain(step)]
-        return super().checkpoint(step, {**extra, PIPELINE_KEY: saved})
+    def checkpoint_state(self, step: int) -> dict:
+        """The pipeline's records of the steps after `step` (`Pipeline.drain`), as plain containers."""
+        return {PIPELINE_KEY: [{"step": s, "record": to_plain(batch), "extra": ex}
+                               for s, batch, ex in self.pipeline.drain(step)]}
 
     def close(self) -> None:
         self.pipeline.stop()
-        super().close()
 
 
 # ---------------------------------------------------------------- a generation rank
 class RolloutWorker:
-    """The rollout phase of `Trainer` (the same methods) on a generation rank, with its own policy copy."""
-
-    rollouts, branch, sample, step_problems = Trainer.rollouts, Trainer.branch, Trainer.sample, Trainer.step_problems
-    prefix_cache_counts = Trainer.prefix_cache_counts
+    """A generation rank: the run's `RolloutPhase` on its own sampler and policy copy, at the versions it loads."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.algo = algos.get(cfg.algo.name)
+        algo = algos.get(cfg.algo.name)
         seed_everything(cfg.seed)
-        task = load_task(cfg.data, cfg.train.train_size, cfg.seed)
-        self.reward_fn = build_reward(cfg.reward_model.name, cfg.reward_model.options)
-        model_path = resolve_model_path(cfg.model)
-        self.tokenizer = load_tokenizer(model_path)
-        self.task = task.with_tokenizer(self.tokenizer)
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else \
+        inputs = setup.load_inputs(cfg, algo)
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else \
             torch.device("cpu")
-        self.policy = load_causal_lm(model_path, MASTER_DTYPE).to(self.device).eval()  # merged weights arrive
-        self.sampler = build_sampler(cfg.sampler, self.policy, self.tokenizer, model_path, cfg.model.dtype,
+        self.policy = load_causal_lm(inputs.model_path, MASTER_DTYPE).to(device).eval()  # merged weights arrive
+        self.sampler = build_sampler(cfg.sampler, self.policy, inputs.tokenizer, inputs.model_path, cfg.model.dtype,
                                      seed=cfg.seed)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
-        self.newline_ids = frozenset(i for t, i in self.tokenizer.get_vocab().items()
-                                     if "\n" in self.tokenizer.decode([i]))
-        self.data_order = np.random.RandomState(cfg.seed % 2**32).permutation(len(self.task.train))
-        self.needs = self.algo.requires(cfg.algo)
-        self.scorer = Scorer(self.reward_fn, self.task, self.tokenizer, overlong_shape(cfg))
-        self.forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
-                                 self.device, cfg.model.logprob_chunk)  # entropy knots: on this side's weights
-        self.batches = SimpleNamespace(pad_id=self.tokenizer.pad_token_id)  # what `branch` reads of a builder
+        forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype, device,
+                            cfg.model.logprob_chunk)  # entropy knots: on this side's weights
+        self.phase = build_phase(cfg, algo, self.sampler, inputs.tokenizer, inputs.task, inputs.reward_fn, forwards,
+                                 self.policy)
+        self.step_problems = StepProblems.of(inputs.task, cfg.seed, cfg.train.prompts_per_step)
         self.version, self.layout = -1, []
-
-    def generating_version(self, step: int) -> int:
-        return self.version
 
     def load(self, flat: torch.Tensor, version: int) -> None:
         named = list(unflatten(flat, self.layout))
@@ -328,7 +286,7 @@ class RolloutWorker:
                 stopped = True
                 break
             timer = PhaseTimer()
-            batch, extra = self.rollouts(self.step_problems(step), step, timer)
+            batch, extra = self.phase.run(self.step_problems(step), step, self.version, timer)
             chan.send({"kind": "record", "step": step, "record": batch, "extra": {**extra, **timer.seconds}})
         if not stopped:
             self.catch_up(chan, None)

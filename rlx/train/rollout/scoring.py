@@ -1,23 +1,22 @@
-"""Scoring, inside the rollout phase: one batched reward call per round, each node scored once.
+"""The one scorer of the rollout phase: every draft graded exactly once, one reward call per round.
 
-Owns decoding (a node's text is the whole response it completes: the prefix kept from its ancestors plus its
-own tokens), the reward of every response and branch rollout, and the task's correctness verdict of every
-node. With `reward_model.overlong_penalty`, DAPO's soft overlong punishment (arXiv 2503.14476 Eq. 13) is added
-to every reward from the token length of that whole response.
-
-`Scorer.score_drafts` scores the drafts of the rollout record that have no reward yet (rlx/train/rollout/drafts.py).
-`Scorer.score` scores Trajectory/Branches rounds that the rollout phase must read before the record exists
-(DAPO's dynamic sampling, the first round of adaptive rollouts); `record.draft_trees` carries those rewards
-into the drafts, so no node is scored twice.
+A node's text is the whole response it completes (the prefix kept from its ancestors plus its own tokens),
+decoded once. One call of the reward (`rlx.rewards.base.score`) gives each node its reward, the verdict that
+reward was graded to (a reward that grades no answer, such as `hf_rm`, leaves the verdict to one call of the
+task's grader instead) and, when the algorithm reads them (`STEP_REWARDS`), the process reward's per-step
+rewards. With `reward_model.overlong_penalty`, DAPO's soft overlong punishment (arXiv 2503.14476 Eq. 13) is
+added to every reward from the token length of that whole response. A round is whatever the rollout phase must
+read before it goes on (DAPO's dynamic sampling reads the responses' rewards, adaptive rollouts a first
+round's): `score` scores exactly the drafts not scored yet, so no node is ever scored twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlx.record import knot_prefix
+from rlx.rewards.base import score
 from rlx.rewards.overlong import shape_overlong
-from rlx.train.rollout.generate import Branches, Trajectory
+from rlx.train.rollout.drafts import DraftTree, NodeScore
 
 
 @dataclass(frozen=True)
@@ -26,57 +25,29 @@ class Scorer:
     task: object
     tokenizer: object
     overlong: tuple[int, int] | None = None  # (L_max, L_cache) of the soft overlong penalty, None = off
+    steps: bool = False  # the algorithm reads per-step rewards (a process reward's)
 
-    def rewards(self, problems: list, token_ids: list[list[int]]) -> tuple[list[str], list[float], list[bool]]:
-        """(texts, rewards, verdicts) of whole responses given as token ids: one reward and one grading call."""
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-        rewards = self.reward_fn(problems, texts) if texts else []
-        if self.overlong is not None and texts:
-            rewards = shape_overlong(rewards, [len(ids) for ids in token_ids], *self.overlong)
-        verdicts = self.task.grade(problems, texts) if texts else []
-        return texts, [float(r) for r in rewards], list(verdicts)
-
-    def score(self, trajs: list[Trajectory], branches: list[Branches]) -> None:
-        """Rewards of the responses and branch rollouts not scored yet (rollouts appended to a knot after a
-        first round are scored on their own)."""
-        problems, ids, where = [], [], []
-        for b, tr in enumerate(trajs):
-            if not tr.scored:
-                problems.append(tr.problem)
-                ids.append(list(tr.response_ids))
-                where.append((b, -1))
-        for b, (tr, br) in enumerate(zip(trajs, branches)):
-            br.rewards += [[] for _ in range(len(br.rollouts) - len(br.rewards))]
-            for i, (knot, gens) in enumerate(zip(br.knots, br.rollouts)):
-                for m in range(len(br.rewards[i]), len(gens)):
-                    problems.append(tr.problem)
-                    ids.append(list(knot_prefix(tr.response_ids, knot.t)) + list(gens[m].token_ids))
-                    where.append((b, i))
-        texts, rewards, verdicts = self.rewards(problems, ids)
-        for (b, i), text, reward, correct in zip(where, texts, rewards, verdicts):
-            if i < 0:
-                trajs[b].text, trajs[b].reward, trajs[b].correct, trajs[b].scored = text, reward, correct, True
-            else:
-                branches[b].rewards[i].append(reward)
-
-    def score_drafts(self, trees) -> None:
-        """Reward, verdict and text of every draft node (`record.DraftTree`s) that lacks them. A node a first
-        round already rewarded (`score`) gets only its text and verdict: its reward is never computed twice."""
-        todo = [(tree, i, node) for tree in trees for i, node in enumerate(tree.nodes) if not node.graded]
-        problems = [tree.problem for tree, _, _ in todo]
-        ids = [tree.prefix(i) + list(node.gen.token_ids) for tree, i, node in todo]
-        fresh = [k for k, (_, _, node) in enumerate(todo) if node.reward is None]
-        texts, rewards, verdicts = self.rewards([problems[k] for k in fresh], [ids[k] for k in fresh])
-        for k, text, reward, correct in zip(fresh, texts, rewards, verdicts):
-            node = todo[k][2]
-            node.text, node.reward, node.correct, node.graded = text, reward, correct, True
-        rewarded = set(fresh)
-        known = [k for k in range(len(todo)) if k not in rewarded]  # rewarded by a first round, never graded
-        if not known:
+    def score(self, trees: list[DraftTree]) -> None:
+        """Scores every draft of `trees` that has no score yet: one reward call (one grading) for all."""
+        todo = [(tree, i) for tree in trees for i, node in enumerate(tree.nodes) if node.score is None]
+        if not todo:
             return
-        texts = [self.tokenizer.decode(ids[k], skip_special_tokens=True) for k in known]
-        for k, text, correct in zip(known, texts, self.task.grade([problems[k] for k in known], texts)):
-            todo[k][2].text, todo[k][2].correct, todo[k][2].graded = text, correct, True
+        for (tree, i), node_score in zip(todo, self.scores([tree.problem for tree, _ in todo],
+                                                           [tree.prefix(i) + list(tree.nodes[i].gen.token_ids)
+                                                            for tree, i in todo])):
+            tree.nodes[i].score = node_score
+
+    def scores(self, problems: list, token_ids: list[list[int]]) -> list[NodeScore]:
+        """The scores of whole responses given as token ids."""
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+        result = score(self.reward_fn, problems, texts, self.steps)
+        rewards = result.rewards
+        if self.overlong is not None:
+            rewards = shape_overlong(rewards, [len(ids) for ids in token_ids], *self.overlong)
+        verdicts = result.verdicts if result.verdicts is not None else self.task.grade(problems, texts)
+        steps = result.step_rewards or [None] * len(texts)
+        return [NodeScore(float(r), bool(c), text, None if s is None else tuple(float(x) for x in s))
+                for r, c, text, s in zip(rewards, verdicts, texts, steps, strict=True)]
 
 
 def overlong_shape(cfg) -> tuple[int, int] | None:
