@@ -1,22 +1,30 @@
-"""Branch-request scheduling (pure logic): token-id prefixes, budgets, greedy dedup, exact scatter-back."""
+"""Branch-request scheduling (pure logic): token-id prefixes, budgets, greedy dedup flagged on the drafts,
+exact scatter-back."""
 
 from __future__ import annotations
 
+import pytest
+
 from rlx.algos.base import Knot
 from rlx.data.base import Problem
+from rlx.record import step_starts
 from rlx.sampling.base import Generation, request_seed
-from rlx.train.rollout.generate import Trajectory, gather_branches, schedule_branch_requests, step_starts
+from rlx.train.rollout.drafts import Draft, DraftTree, freeze
+from rlx.train.rollout.drafts import responses as response_drafts
+from rlx.train.rollout.generate import add_branches, schedule_branch_requests
 
 PROBLEM = Problem(id="p", question="1+1=?", answer="2")
 
 
-def traj(prompt, response, group=0):
-    return Trajectory(problem=PROBLEM, group=group, prompt_ids=list(prompt), response_ids=list(response),
-                      finished=True)
+def trees(prompt, *responses):
+    """One draft tree of `prompt` with the given responses; its responses as (tree, index) in order."""
+    tree = DraftTree(PROBLEM, 0, tuple(prompt))
+    tree.nodes += [Draft(-1, 0, Generation(list(r), [0.0] * len(r), True), 1.0, 1) for r in responses]
+    return response_drafts([tree])
 
 
 def test_prefixes_are_token_ids_and_budgets_match_the_original():
-    trajs = [traj([7, 8], [10, 11, 12, 13, 14])]
+    trajs = trees([7, 8], [10, 11, 12, 13, 14])
     plans = [[Knot(1, (0.0, 1.0)), Knot(4, (0.0, 0.5))]]
     requests, index_map = schedule_branch_requests(trajs, plans, max_new_tokens=9, seed=3, step=2)
     assert [r.prompt_ids for r in requests] == [(7, 8), (7, 8), (7, 8, 10, 11, 12), (7, 8, 10, 11, 12)]
@@ -27,7 +35,7 @@ def test_prefixes_are_token_ids_and_budgets_match_the_original():
 
 def test_identical_greedy_requests_are_generated_once_and_sampled_ones_never_share_a_seed():
     # two samples of one prompt: knot 1 is the same prompt for both, so the greedy rollout is shared
-    trajs = [traj([5], [1, 2, 3]), traj([5], [1, 9, 9])]
+    trajs = trees([5], [1, 2, 3], [1, 9, 9])
     plans = [[Knot(1, (0.0, 1.0)), Knot(2, (0.0,))], [Knot(1, (0.0, 1.0)), Knot(2, (0.0,))]]
     requests, index_map = schedule_branch_requests(trajs, plans, max_new_tokens=3, seed=0, step=1)
     # greedy at t=1 shared; greedy at t=2 shared too (both prefixes are [5, 1]); tau=1 never shared
@@ -39,20 +47,45 @@ def test_identical_greedy_requests_are_generated_once_and_sampled_ones_never_sha
     assert len({r.seed for r in sampled}) == len(sampled) == 2
 
 
+def test_identical_greedy_rollouts_are_flagged_duplicates_after_their_first_use():
+    trajs = trees([5], [1, 2, 3], [1, 9, 9])
+    plans = [[Knot(1, (0.0, 1.0))], [Knot(1, (0.0,))]]
+    requests, index_map = schedule_branch_requests(trajs, plans, max_new_tokens=3, seed=0, step=1)
+    generations = [Generation(token_ids=[100 + j], logprobs=[0.0], finished=True) for j in range(len(requests))]
+    add_branches(trajs, plans, index_map, generations)
+    tree = trajs[0][0]
+    assert [(d.parent, d.gen.token_ids, d.duplicate) for d in tree.nodes[2:]] == [
+        (0, [100], False), (0, [101], False), (1, [100], True)]  # response 1's greedy rollout is response 0's
+
+
 def test_scatter_back_maps_every_rollout_to_its_knot():
-    trajs = [traj([1], [2, 3, 4]), traj([1], [5, 6])]
+    trajs = trees([1], [2, 3, 4], [5, 6])
     plans = [[Knot(1, (0.5, 1.0)), Knot(3, (1.0,))], [Knot(2, (1.0, 1.0))]]
     requests, index_map = schedule_branch_requests(trajs, plans, max_new_tokens=4, seed=0, step=0)
     # a fake "generation" that records which request produced it
     generations = [Generation(token_ids=[100 + j], logprobs=[0.0], finished=True) for j in range(len(requests))]
-    branches = gather_branches(plans, index_map, generations)
-    for b, (tr, br) in enumerate(zip(trajs, branches)):
-        assert [k.t for k in br.knots] == [k.t for k in plans[b]]
-        for i, knot in enumerate(br.knots):
-            for m, gen in enumerate(br.rollouts[i]):
-                request = requests[gen.token_ids[0] - 100]
-                assert request.prompt_ids == tuple(tr.prompt_ids + tr.response_ids[: knot.t - 1])
-                assert request.temperature == knot.temperatures[m]
+    added = add_branches(trajs, plans, index_map, generations)
+    tree = trajs[0][0]
+    for b, (_, r) in enumerate(trajs):
+        for i, knot in enumerate(plans[b]):
+            assert [tree.nodes[j].fork for j in added[b][i]] == [knot.t - 1] * len(knot.temperatures)
+            for m, j in enumerate(added[b][i]):
+                request = requests[tree.nodes[j].gen.token_ids[0] - 100]
+                assert request.prompt_ids == tuple([1] + tree.nodes[r].gen.token_ids[: knot.t - 1])
+                assert request.temperature == knot.temperatures[m] == tree.nodes[j].temperature
+
+
+def test_a_second_round_of_a_knot_is_placed_after_its_first_and_freezing_needs_every_score():
+    trajs = trees([1], [2, 3, 4])
+    tree = trajs[0][0]
+    first = [[Knot(1, (1.0,)), Knot(2, (1.0,))]]
+    for round_, plans in enumerate((first, [[Knot(1, (1.0, 1.0)), Knot(2, ())]])):
+        requests, index_map = schedule_branch_requests(trajs, plans, max_new_tokens=4, seed=0, step=0)
+        generations = [Generation([10 * round_ + j], [0.0], True) for j in range(len(requests))]
+        add_branches(trajs, plans, index_map, generations)
+    assert [(d.knot, d.gen.token_ids) for d in tree.nodes[1:]] == [(0, [0]), (0, [10]), (0, [11]), (1, [1])]
+    with pytest.raises(RuntimeError, match="node 0 of prompt group 0 was never scored"):
+        freeze([tree], policy_version=0)
 
 
 def test_step_starts_follow_newlines():
