@@ -123,8 +123,9 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     from rlx.algos.base import AdvantageInputs
     from rlx.algos.stats import terminal_rewards
     from rlx.models.logprobs import model_device
+    from rlx.train.learn.batch import FrozenBatch
     from rlx.train.learn.forwards import Forwards
-    from rlx.train.learn.update import UpdateBatch, Updater
+    from rlx.train.learn.update import Updater
     from rlx.train.setup import build_optimizers
 
     algo = algos.get(cfg.algo.name)
@@ -140,8 +141,8 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     advantages = algo.advantages(inputs, cfg.algo).detach()  # [B, T]
     start = time.perf_counter()
     # outcome-supervised GRPO reads no step boundaries
-    metrics = updater.run(UpdateBatch(packed, advantages, group_ids, [[] for _ in range(len(mask))], old_logp),
-                          step=1)
+    metrics = updater.run(FrozenBatch(packed, group_ids, [[] for _ in range(len(mask))], old_logp=old_logp,
+                                      advantages=advantages), step=1)
     times["update_s"] = time.perf_counter() - start
     times["micro_batches"] = len(forwards.plan(packed))
     times["old_logprobs"] = "loss pass (reused)" if old_logp is None else "frozen pass"
