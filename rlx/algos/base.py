@@ -18,6 +18,7 @@ pure functions that tests and the toy MDP call on hand-built tensors, with no mo
 holds what the advantage reads and nothing else; (3) nothing model-side (token ids, the loss weights) leaks
 into an algorithm. The rollout tree reaches an algorithm one way only: `AdvantageInputs.rows`, the record's
 own `RolloutTree` and node of every row; knots are read from it (`AdvantageInputs.knots`).
+
 Algorithm hyper-parameters live in a frozen dataclass per algorithm (`config_cls`, a subclass of `AlgoConfig`);
 its field names are exactly the keys allowed under `algo.` in the Hydra config (the sweep guard relies on that).
 """
