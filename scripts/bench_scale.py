@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench_scale.py [--sequences 32,64,128] [--response-tokens 256] [--layers 1]
         [--shape 0.5b] [--device cpu|cuda] [--dtype float32|bfloat16] [--micro-batch-size 2]
-        [--unsplit 4,8] [--out bench/scale.json]
+        [--unsplit 4,8] [--micro-batch-tokens N] [--share-prefix off|on|both] [--group-prompts 8]
+        [--out bench/scale.json]
 
 A random-initialised `Qwen2ForCausalLM` of Qwen2.5-0.5B's width, heads and vocabulary (151,936; reduced
 depth, `--layers`) and the offline Qwen2 BPE tokenizer (rlx/models/qwen_tokenizer.py) build the batch: chat-
@@ -14,8 +15,16 @@ loss pass's own when the ratio is identically 1, as in the trainer with one epoc
 advantages from seeded 0/1 rewards, and `Updater.run` (loss, backward with exact gradient accumulation,
 clip, AdamW step). `--optimization-num 2` forces the separate frozen pass (and two optimizer steps).
 
+`--micro-batch-tokens N` caps each forward pass at N computed tokens (`train.micro_batch_tokens`; with
+`train.share_prefix` a shared prefix counts once) instead of `--micro-batch-size` sequences; `--share-prefix`
+picks the setting(s) measured (`both`: each size unshared and shared), and `--group-prompts G` gives the G
+samples of a group one prompt (their responses differ), as a GRPO group has, so there is a prefix to share.
+
 Each configuration runs in a fresh subprocess, which reports its own peak resident memory
-(`resource.getrusage(RUSAGE_SELF).ru_maxrss`) and, on CUDA, `torch.cuda.max_memory_allocated`. The parent
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss`), the update's own peak (`update_peak_rss_gb`: the kernel's
+high-water mark VmHWM, reset through /proc/self/clear_refs just before the update; `update_rss_growth_gb`:
+that peak less the resident memory before it: model, data and batch built) and, on CUDA,
+`torch.cuda.max_memory_allocated`. The parent
 prints a table and writes `{"rows": [{"sequences", "micro_batched", "peak_rss_gb", "seconds", ...}]}`.
 `--cpu-smoke` runs a tiny shape (a 64-wide model with the real vocabulary, 2 x 2 sequences of 8 tokens),
 for tests and scripts/gpu_check.sh's dry run.
@@ -55,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 = autocast over fp32 master weights (the loss stays fp32)")
     p.add_argument("--micro-batch-size", type=int, default=2, help="sequences per forward pass when micro-batched")
+    p.add_argument("--micro-batch-tokens", type=int, default=None, help="computed tokens per forward pass "
+                   "(train.micro_batch_tokens; replaces --micro-batch-size)")
+    p.add_argument("--share-prefix", default="off", choices=["off", "on", "both"], help="train.share_prefix")
+    p.add_argument("--group-prompts", type=int, default=1, help="samples per prompt in the batch (1: every "
+                   "sequence its own prompt)")
     p.add_argument("--unsplit", default="4,8", help="batch sizes also measured unsplit (the unsplit path needs ~0.8 GB "
                    "per sequence at this width on CPU; '' = none)")
     p.add_argument("--optimization-num", type=int, default=1, help="algo.optimization_num (epochs); 1 = the loss "
@@ -72,8 +86,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------- batch
-def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
-    """Chat-templated prompts and multi-line responses through the real Qwen2 BPE, responses cut to length."""
+def make_token_batch(num: int, response_tokens: int, seed: int = 0, group: int = 1,
+                     ) -> tuple[list[list[int]], list[list[int]]]:
+    """Chat-templated prompts and multi-line responses through the real Qwen2 BPE, responses cut to length;
+    `group` consecutive sequences ask their first one's question (each answers with its own numbers)."""
     import random
 
     from rlx.models.qwen_tokenizer import build_qwen2_tokenizer
@@ -83,10 +99,13 @@ def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[lis
     prompts, responses = [], []
     for _ in range(num):
         a, b = rng.randint(100, 999), rng.randint(100, 999)  # 3 digits: every prompt has the same length
-        question = f"Natalia sold {a} clips in April and {b} in May. How many clips did she sell altogether?"
-        messages = [{"role": "user", "content": question + " Let's think step by step."}]
-        prompts.append(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
-                                               return_dict=False))
+        if len(prompts) % group:  # a later sample of a group: its first one's prompt
+            prompts.append(prompts[-1])
+        else:
+            question = f"Natalia sold {a} clips in April and {b} in May. How many clips did she sell altogether?"
+            messages = [{"role": "user", "content": question + " Let's think step by step."}]
+            prompts.append(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                   return_dict=False))
         lines = [f"Step {k}: {a} + {k * b} = {a + k * b}, so the running total is {a + k * b} clips." for k in
                  range(1, response_tokens // 8 + 2)]
         ids = tok.encode("\n".join(lines))[:response_tokens]
@@ -96,18 +115,21 @@ def make_token_batch(num: int, response_tokens: int, seed: int = 0) -> tuple[lis
 
 # ---------------------------------------------------------------------------------------------- update
 def run_config(sequences: int, micro: int | None, dtype: str = "float32", optimization_num: int = 1,
-               loss_agg: str | None = None, group: int = 8, grad_clip: float = 1.0):
+               loss_agg: str | None = None, group: int = 8, grad_clip: float = 1.0,
+               micro_batch_tokens: int | None = None, share_prefix: bool = False):
     """The RunConfig of one rehearsal update, through rlx's own parser (`parse_run_config`): GRPO with groups of
     `group` samples, `train.micro_batch_size=micro` sequences per forward pass (None: the whole batch in one
-    pass), `model.dtype`, and the algorithm's defaults otherwise (`loss_agg=None`: GRPO's own)."""
+    pass) or `micro_batch_tokens` computed tokens, `train.share_prefix`, `model.dtype`, and the algorithm's
+    defaults otherwise (`loss_agg=None`: GRPO's own)."""
     from rlx.config import parse_run_config
 
     algo = {"name": "grpo", "samples_per_prompt": group, "optimization_num": optimization_num}
     if loss_agg is not None:
         algo["loss_agg"] = loss_agg
     prompts = max(1, sequences // group)
-    train = {"prompts_per_step": prompts, "micro_batch_tokens": None, "micro_batch_size": micro or sequences,
-             "mini_batches": 1, "lr": 1e-6, "grad_clip": grad_clip, "steps": 1}
+    train = {"prompts_per_step": prompts, "micro_batch_tokens": micro_batch_tokens,
+             "micro_batch_size": micro or sequences, "mini_batches": 1, "lr": 1e-6, "grad_clip": grad_clip,
+             "steps": 1, "share_prefix": share_prefix}
     return parse_run_config({"seed": 0, "output_dir": "bench/scale-run", "algo": algo, "train": train,
                              "model": {"dtype": dtype}, "reward_model": {"name": "arith"},
                              "sampler": {"name": "hf"}, "data": {"name": "arith"}})
@@ -122,15 +144,17 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     from rlx import algos
     from rlx.algos.base import AdvantageInputs
     from rlx.algos.stats import terminal_rewards
-    from rlx.models.logprobs import model_device
+    from rlx.models.logprobs import attention_pair_cost, model_device
     from rlx.train.learn.batch import FrozenBatch
     from rlx.train.learn.forwards import Forwards
     from rlx.train.learn.update import Updater
     from rlx.train.setup import build_optimizers
 
     algo = algos.get(cfg.algo.name)
-    forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype,
-                        model_device(model), cfg.model.logprob_chunk)
+    device = model_device(model)
+    forwards = Forwards(cfg.train.micro_batch_tokens, cfg.train.micro_batch_size, cfg.model.dtype, device,
+                        cfg.model.logprob_chunk, share_prefix=cfg.train.shares_prefixes(device.type),
+                        pair_cost=attention_pair_cost(model))
     updater = Updater(cfg, algo, model, None, build_optimizers(cfg, model, None), forwards)
     mask = packed.response_mask  # [B, T]
     times = {}
@@ -144,15 +168,40 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     metrics = updater.run(FrozenBatch(packed, group_ids, [[] for _ in range(len(mask))], old_logp=old_logp,
                                       advantages=advantages), step=1)
     times["update_s"] = time.perf_counter() - start
-    times["micro_batches"] = len(forwards.plan(packed))
+    plan = forwards.plan(packed)
+    times["micro_batches"] = len(plan)
+    times["tokens_forward"] = forwards.forward_tokens(packed)
+    times["max_computed_tokens"] = max(computed_tokens(forwards, packed, rows) for rows in plan)
     times["old_logprobs"] = "loss pass (reused)" if old_logp is None else "frozen pass"
     times["loss"], times["grad_norm"] = metrics["loss"], metrics["grad_norm"]
     return times
 
 
+def computed_tokens(forwards, packed, rows) -> int:
+    """Token slots one micro-batch's forward computes (padding included; a shared prefix once)."""
+    return forwards.computed_tokens(forwards.select(packed, rows))
+
+
 # ---------------------------------------------------------------------------------------------- child
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def proc_status_gb(field: str) -> float:
+    """A `VmRSS`/`VmHWM` line of /proc/self/status in GiB (Linux: kB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**20
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> float:
+    """Resets the kernel's resident high-water mark (VmHWM; Linux >= 4.0) -> the resident GiB now."""
+    import gc
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return proc_status_gb("VmRSS")
 
 
 def child(spec: dict) -> dict:
@@ -174,16 +223,21 @@ def child(spec: dict) -> dict:
     rewards = torch.Generator().manual_seed(0)
     rewards = torch.randint(0, 2, (n,), generator=rewards).float()  # [B] 0/1 outcome rewards
     group_ids = torch.arange(n) // group  # [B] groups of 8 samples
-    cfg = run_config(n, spec["micro"], spec["dtype"], spec["optimization_num"], group=group)
+    cfg = run_config(n, spec["micro"], spec["dtype"], spec["optimization_num"], group=group,
+                     micro_batch_tokens=spec.get("micro_batch_tokens"), share_prefix=spec.get("share", False))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    before = reset_peak_rss()
     start = time.perf_counter()
     phases = run_update(model, packed, rewards, group_ids, cfg)
+    update_peak = proc_status_gb("VmHWM")
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     row = {"sequences": n, "micro_batched": spec["micro"] is not None, "micro_batch_size": spec["micro"],
-           "peak_rss_gb": round(peak_rss_gb(), 3), "seconds": round(seconds, 3),
+           "micro_batch_tokens": spec.get("micro_batch_tokens"), "share_prefix": spec.get("share", False),
+           "peak_rss_gb": round(peak_rss_gb(), 3), "update_peak_rss_gb": round(update_peak, 3),
+           "update_rss_growth_gb": round(update_peak - before, 3), "seconds": round(seconds, 3),
            "tokens": int(packed.attention_mask.sum()), "response_tokens": int(packed.response_mask.sum()),
            "tokens_per_s": round(float(packed.attention_mask.sum()) / seconds, 1),
            **{k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}}
@@ -209,38 +263,52 @@ def flop_rates(model, packed, phases: dict, seconds: float, spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def configurations(args) -> list[tuple[int, int | None]]:
+def configurations(args) -> list[tuple[int, int | None, bool]]:
+    """(sequences, sequences per micro-batch or None = unsplit, share_prefix) of every run, in order."""
     sizes = [int(s) for s in args.sequences.split(",")]
-    runs = [(n, args.micro_batch_size) for n in sizes]
-    runs += [(int(n), None) for n in args.unsplit.split(",") if n.strip()]
+    shares = {"off": [False], "on": [True], "both": [False, True]}[args.share_prefix]
+    runs = [(n, args.micro_batch_size, share) for n in sizes for share in shares]
+    runs += [(int(n), None, False) for n in args.unsplit.split(",") if n.strip()]
     return runs
 
 
-def run_child(args, tokens_file: str, n: int, micro: int | None) -> dict:
+def run_child(args, tokens_file: str, n: int, micro: int | None, share: bool = False) -> dict:
+    tokens_cap = args.micro_batch_tokens if micro is not None else None
     spec = {"sequences": n, "micro": micro, "tokens": tokens_file, "shape": args.shape, "layers": args.layers,
             "device": args.device, "dtype": args.dtype, "threads": args.threads,
-            "optimization_num": args.optimization_num,
+            "optimization_num": args.optimization_num, "micro_batch_tokens": tokens_cap, "share": share,
             "overrides": {"hidden_size": args.hidden, "num_attention_heads": args.heads,
                           "num_key_value_heads": args.kv_heads, "intermediate_size": args.intermediate}}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:  # e.g. the unsplit path out of memory: recorded, never silently dropped
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
         return {"sequences": n, "micro_batched": micro is not None, "micro_batch_size": micro,
-                "error": tail[0][:300], "returncode": proc.returncode}
+                "micro_batch_tokens": tokens_cap, "share_prefix": share, "error": tail[0][:300],
+                "returncode": proc.returncode}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def micro_label(r: dict) -> str:
+    """The micro-batch cap of a row: `<N>tok` (computed tokens), `<N>` sequences, or '-' (unsplit)."""
+    if not r["micro_batched"]:
+        return "-"
+    return f"{r['micro_batch_tokens']}tok" if r.get("micro_batch_tokens") else str(r["micro_batch_size"])
+
+
 def table(rows: list[dict]) -> str:
-    lines = [f"{'sequences':>9} {'micro':>6} {'peak RSS GB':>11} {'CUDA GB':>8} {'seconds':>8} {'tok/s':>8} "
+    lines = [f"{'sequences':>9} {'micro':>8} {'shared':>6} {'peak RSS GB':>11} {'update peak':>11} "
+             f"{'growth GB':>9} {'CUDA GB':>8} {'fwd tok':>8} {'max mb tok':>10} {'seconds':>8} {'tok/s':>8} "
              f"{'TFLOP/s':>8} {'% peak':>7}"]
     for r in rows:
+        head = f"{r['sequences']:>9} {micro_label(r):>8} {'yes' if r.get('share_prefix') else 'no':>6}"
         if "error" in r:
-            lines.append(f"{r['sequences']:>9} {str(r['micro_batch_size'] or '-'):>6}  failed: {r['error']}")
+            lines.append(f"{head}  failed: {r['error']}")
             continue
         cuda = f"{r['peak_cuda_gb']:.2f}" if "peak_cuda_gb" in r else "-"
-        lines.append(f"{r['sequences']:>9} {str(r['micro_batch_size'] or '-'):>6} {r['peak_rss_gb']:>11.2f} "
-                     f"{cuda:>8} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.0f} {r['update_tflops']:>8.3f} "
-                     f"{100 * r['peak_share']:>6.1f}%")
+        lines.append(f"{head} {r['peak_rss_gb']:>11.2f} {r['update_peak_rss_gb']:>11.2f} "
+                     f"{r['update_rss_growth_gb']:>9.3f} {cuda:>8} {r['tokens_forward']:>8} "
+                     f"{r['max_computed_tokens']:>10} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.0f} "
+                     f"{r['update_tflops']:>8.3f} {100 * r['peak_share']:>6.1f}%")
     return "\n".join(lines)
 
 
@@ -249,8 +317,8 @@ def main(argv=None) -> dict:
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child))))
         return {}
-    largest = max(n for n, _ in configurations(args))
-    prompts, responses = make_token_batch(largest, args.response_tokens)
+    largest = max(n for n, *_ in configurations(args))
+    prompts, responses = make_token_batch(largest, args.response_tokens, group=args.group_prompts)
     from rlx.models.qwen_tokenizer import NUM_BPE_RANKS
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,12 +326,15 @@ def main(argv=None) -> dict:
         Path(tokens_file).write_text(json.dumps({"prompts": prompts, "responses": responses,
                                                  "pad_id": NUM_BPE_RANKS}))
         rows = []
-        for n, micro in configurations(args):
-            rows.append(run_child(args, tokens_file, n, micro))
+        for n, micro, share in configurations(args):
+            rows.append(run_child(args, tokens_file, n, micro, share))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     result = {"rows": rows, "shape": args.shape, "layers": args.layers, "device": args.device, "dtype": args.dtype,
               "response_tokens": args.response_tokens, "prompt_tokens": len(prompts[0]), "threads": args.threads,
-              "optimization_num": args.optimization_num, "update": "rlx.train.learn.forwards.Forwards + "
+              "optimization_num": args.optimization_num, "micro_batch_tokens": args.micro_batch_tokens,
+              "group_prompts": args.group_prompts,
+              "command": " ".join(["scripts/bench_scale.py", *(sys.argv[1:] if argv is None else argv)]),
+              "update": "rlx.train.learn.forwards.Forwards + "
               "rlx.train.learn.update.Updater (the trainer's own)",
               "overrides": {"hidden": args.hidden, "heads": args.heads, "kv_heads": args.kv_heads,
                             "intermediate": args.intermediate},

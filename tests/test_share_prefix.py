@@ -271,3 +271,18 @@ def test_the_real_models_shared_pass_matches_in_float32(smollm2_dir):
         assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
     largest = max(float(g.abs().max()) for g in grads)
     assert max(float((a - b).abs().max()) for a, b in zip(grads, s_grads)) <= 1e-5 * largest
+
+
+def test_tokens_forward_counts_each_computed_token_once_which_may_be_fewer_than_the_trained():
+    """A response and three branch rollouts forked after its 2nd token, two of which re-sample the response's next
+    3 tokens before they diverge. `tokens_forward` counts what is computed: the prompt and the fork prefix once, and
+    a token that two rows share under the same prefix once (one log-prob serves both rows' losses), so it can fall
+    below the trained (response) tokens, which count every row's own tokens (a tree-preset step of the tiny model:
+    8,191 computed for 14,690 trained)."""
+    prompt, response = [3, 4, 5, 6, 7], [10, 11, 12, 13, 14, 15]
+    branches = [[12, 13, 14, 20], [12, 13, 14, 21], [22, 23]]
+    packed = pack([prompt] + [prompt + response[:2]] * 3, [response, *branches], pad_id=0)
+    real = [ids[:n] for ids, n in zip(packed.input_ids.tolist(), packed.attention_mask.sum(-1).tolist())]
+    assert int(packed.response_mask.sum()) == 6 + 4 + 4 + 2  # trained
+    assert forwards(True).forward_tokens(packed) == len(trie(real)[0]) == 5 + 6 + 2 + 2 == 15  # computed, shared
+    assert forwards(False).forward_tokens(packed) == 11 + 11 + 11 + 9  # every row's prompt + response
