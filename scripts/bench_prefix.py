@@ -56,7 +56,7 @@ def timed_learn(trainer, record, step: int, share: bool, saved) -> tuple[float, 
     restore(trainer, saved)
     trainer.forwards.share_prefix = share
     start = time.perf_counter()
-    rows, batch, _, metrics = trainer.learn(record, step)
+    batch, metrics = trainer.learn(record, step)
     seconds = time.perf_counter() - start
     packed = batch.packed
     real = [ids[:n] for ids, n in zip(packed.input_ids.tolist(), packed.attention_mask.sum(-1).tolist())]

@@ -138,7 +138,7 @@ def run_config(sequences: int, micro: int | None, dtype: str = "float32", optimi
 def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     """One training step's update through the trainer's own parts, as `rlx.train.loop` wires them: `Forwards`
     (micro-batches, autocast, lean chunked log-probs), pi_old's log-probs from a frozen no-grad pass or, when
-    the ratio is identically 1 (`Updater.reuses_loss_logprobs`), the loss pass's own; GRPO's advantages; and
+    the ratio is identically 1 (`update.freezes_old_logprobs` is False), the loss pass's own; GRPO's advantages; and
     `Updater.run` (per-micro-batch loss + backward with exact accumulation, clip, AdamW step). -> phase seconds."""
 
     from rlx import algos
@@ -147,7 +147,7 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     from rlx.models.logprobs import attention_pair_cost, model_device
     from rlx.train.learn.batch import FrozenBatch
     from rlx.train.learn.forwards import Forwards
-    from rlx.train.learn.update import Updater
+    from rlx.train.learn.update import Updater, freezes_old_logprobs
     from rlx.train.setup import build_optimizers
 
     algo = algos.get(cfg.algo.name)
@@ -159,7 +159,7 @@ def run_update(model, packed, rewards, group_ids, cfg) -> dict:
     mask = packed.response_mask  # [B, T]
     times = {}
     start = time.perf_counter()
-    old_logp = None if updater.reuses_loss_logprobs() else forwards.frozen_logprobs(model, packed)  # [B, T]
+    old_logp = forwards.frozen_logprobs(model, packed) if freezes_old_logprobs(cfg) else None  # [B, T]
     times["old_logprobs_s"] = time.perf_counter() - start
     inputs = AdvantageInputs(token_rewards=terminal_rewards(rewards, mask), response_mask=mask, group_ids=group_ids)
     advantages = algo.advantages(inputs, cfg.algo).detach()  # [B, T]

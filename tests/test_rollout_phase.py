@@ -112,3 +112,18 @@ def test_a_reward_without_verdicts_leaves_them_to_one_call_of_the_task(parts, ti
     assert (reward.calls, reward.completions) == (1, len(nodes))
     assert (judge.calls, judge.completions) == (1, len(nodes))
     assert [n.correct for n in nodes] == [n.reward == 1.0 for n in nodes]
+
+
+def test_process_rewards_are_scored_with_the_node_and_only_when_read(parts, tiny_model_dir, tmp_path):
+    from rlx.rewards.arith import ArithStepReward
+
+    reward = ArithStepReward()
+    runs = {"process": ("algo.supervision=process", "reward_model=arith_steps"), "outcome": ()}
+    for name, extra in runs.items():
+        rollout_phase, _ = phase(parts, tiny_model_dir, tmp_path, reward, "algo=grpo", "algo.samples_per_prompt=2",
+                                 *extra)
+        record, _ = rollout_phase.run(rollout_phase.task.train[:2], 1, 0, PhaseTimer())
+        nodes = [(tree.problem, n) for tree in record.trees for n in tree.nodes]
+        expected = reward.step_rewards([p for p, _ in nodes], [n.text for _, n in nodes])
+        steps = [None if n.step_rewards is None else list(n.step_rewards) for _, n in nodes]
+        assert steps == (expected if name == "process" else [None] * len(nodes))

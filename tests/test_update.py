@@ -23,7 +23,7 @@ from rlx.models.logprobs import pack
 from rlx.train.learn.batch import FrozenBatch
 from rlx.train.learn.correction import LossWeights
 from rlx.train.learn.forwards import Forwards
-from rlx.train.learn.update import NonFiniteError, Updater, combine, mini_batch_rows
+from rlx.train.learn.update import NonFiniteError, Updater, combine, freezes_old_logprobs, mini_batch_rows
 from tests.algos.algo_helpers import knot_rows
 
 KL = KLConfig(beta=0.3, estimator="k3", mode="loss")
@@ -106,13 +106,15 @@ def test_reusing_the_loss_pass_logprobs_gives_the_separate_pass_gradient(models)
     """One epoch, one mini-batch: pi_old taken from the loss pass (detached) = a separate no-grad pass."""
     policy, critic = models
     up = updater("ppo", PPOConfig(kl=KL, entropy_coef=0.01), policy, critic, micro_batch_tokens=40)
-    assert up.reuses_loss_logprobs()
+    assert not freezes_old_logprobs(up.cfg)
     reused = batch()
     separate = dataclasses.replace(reused, old_logp=up.forwards.frozen_logprobs(policy, reused.packed))
     m1, g1 = gradients(up, reused)
     m2, g2 = gradients(up, separate)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2)) and m1["ratio_mean"] == m2["ratio_mean"] == 1.0
-    assert not updater("ppo", PPOConfig(optimization_num=2), policy, critic).reuses_loss_logprobs()
+    assert freezes_old_logprobs(updater("ppo", PPOConfig(optimization_num=2), policy, critic).cfg)
+    booked = KLConfig(beta=0.1, mode="reward_token")  # the KL reward reads pi_old even when the ratio is 1
+    assert freezes_old_logprobs(updater("ppo", PPOConfig(kl=booked), policy, critic).cfg)
 
 
 def test_mini_batches_keep_groups_whole_and_reshuffle_reproducibly():

@@ -31,7 +31,7 @@ from rlx.train.infra import distributed as dist
 from rlx.train.learn import correction
 from rlx.train.learn.batch import BatchBuilder
 from rlx.train.learn.forwards import Forwards
-from rlx.train.learn.update import Updater
+from rlx.train.learn.update import Updater, freezes_old_logprobs, kl_in_rewards
 from rlx.train.metrics import PhaseTimer, greedy_accuracy, sample_rows, seed_everything, step_metrics
 from rlx.train.rollout.phase import LocalRollouts, StepProblems, build_phase, newline_tokens
 
@@ -84,11 +84,9 @@ class Trainer:
                                  pair_cost=attention_pair_cost(self.policy))
         self.updater = Updater(cfg, self.algo, self.policy, self.critic, self.optimizers, self.forwards,
                                self.train_policy, self.train_critic)
-        kl_in_rewards = self.reference is not None and cfg.algo.kl.mode in ("reward_token", "reward_response")
         self.batches = BatchBuilder(cfg, self.algo, self.forwards, self.tokenizer.pad_token_id, self.newline_ids,
-                                    self.train_policy, self.reference, self.critic, kl_in_rewards,
-                                    need_old_logp=kl_in_rewards or not self.updater.reuses_loss_logprobs(),
-                                    step_reward_fn=getattr(self.reward_fn, "step_rewards", None))
+                                    self.train_policy, self.reference, self.critic, kl_in_rewards(cfg.algo),
+                                    need_old_logp=freezes_old_logprobs(cfg))
 
     def _rollout_source(self):
         """Where the step's records come from: the rollout phase here, or the generation ranks (async rollouts)."""
@@ -107,18 +105,18 @@ class Trainer:
             preemption.pause_point("generate", step)
             rollout_batch, extra = self.rollouts(problems, step, timer)  # the step's immutable rollout record
         with timer("train"), preemption.updating(step):  # a signal abandons the step until its first optimizer step
-            rows, batch, advantages, metrics = self.learn(rollout_batch, step)
+            batch, metrics = self.learn(rollout_batch, step)
         if self.logger.wants_samples(step):
-            self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, advantages))
+            self.logger.log_samples(step, sample_rows(self.tokenizer, rollout_batch, batch.advantages))
         with timer("sync"):
             self.sync()  # the next step samples from the updated policy
-        return dist.mean_metrics({**step_metrics(rollout_batch, rows, advantages, batch.packed),
+        return dist.mean_metrics({**step_metrics(rollout_batch, batch.rows, batch.advantages, batch.packed),
                                   "tokens_forward": self.forwards.forward_tokens(batch.packed),  # shared: once
                                   **metrics, **extra, **timer.seconds})
 
     def learn(self, rollout_batch: RolloutBatch, step: int):
-        """The learning phase of one rollout record: its training rows, frozen batch (with its advantages and loss
-        weights), advantages [B, T] and the update's metrics (the optimizer steps taken)."""
+        """The learning phase of one rollout record: its frozen batch (its training rows, with their advantages
+        [B, T] and loss weights) and the update's metrics (the optimizer steps taken)."""
         batch = self.batches.build(rollout_batch)  # the trained rows (with train_on_branches every node), frozen
         inputs = batch.advantage_inputs()  # what the algorithm declared it reads
         advantages = dist.global_advantages(self.algo.advantages, inputs, self.cfg.algo).detach()  # [B, T]
@@ -126,7 +124,7 @@ class Trainer:
         sampler_logp, weights = correction.step_weights(self.cfg, [tree.nodes[i] for tree, i in batch.rows],
                                                         batch.packed.response_mask, batch.old_logp, advantages)
         batch = replace(batch, advantages=advantages, returns=returns, sampler_logp=sampler_logp, weights=weights)
-        return batch.rows, batch, advantages, self.updater.run(batch, step)
+        return batch, self.updater.run(batch, step)
 
     def rollouts(self, problems, step: int, timer: PhaseTimer) -> tuple[RolloutBatch, dict[str, float]]:
         """The step's immutable rollout record (rlx/record.py) and the rollout phase's metrics."""

@@ -130,8 +130,7 @@ class BatchBuilder:
     reference: object | None  # frozen pi_ref, when algo.kl.beta > 0 (likewise wrapped)
     critic: object | None
     kl_in_rewards: bool
-    need_old_logp: bool  # False: the update reuses its loss pass's log-probs (ratio identically 1)
-    step_reward_fn: object | None = None  # the reward's `step_rewards`, when the algorithm requires them
+    need_old_logp: bool  # `update.freezes_old_logprobs`; False: the update takes its loss pass's own (ratio 1)
     needs: frozenset[str] = field(init=False)  # the algorithm's declared inputs: a function of the config alone
 
     def __post_init__(self) -> None:
@@ -168,9 +167,9 @@ class BatchBuilder:
             step_rewards=self.step_rewards(rows, ends) if STEP_REWARDS in self.needs else None)
 
     def step_rewards(self, rows, step_ends: list[list[int]]) -> list[list[float]]:
-        """Per-step rewards of the process reward, one per step end."""
-        rewards = self.step_reward_fn([tree.problem for tree, _ in rows], [tree.nodes[i].text for tree, i in rows])
-        # one reward per step end: a tokenizer may pack two lines into one token, so align by count
+        """Per-step rewards of the process reward, one per step end: the record's (scored with the node's reward,
+        rlx/train/rollout/scoring.py), aligned by count, since a tokenizer may pack two lines into one token."""
+        rewards = [list(tree.nodes[i].step_rewards or ()) for tree, i in rows]
         return [(row + [0.0] * len(ends))[: len(ends)] for row, ends in zip(rewards, step_ends)]
 
     def branch_token_rewards(self, rows, knots) -> list[list[list[torch.Tensor]]]:

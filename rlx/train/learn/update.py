@@ -69,6 +69,24 @@ def mean_of_steps(taken: list[dict[str, float]]) -> dict[str, float]:
             for k in taken[0]}
 
 
+def freezes_old_logprobs(cfg) -> bool:
+    """Whether a step freezes pi_old's log-probs in a no-grad pass before its update: the one place this is
+    decided (the batch builder computes them exactly then; the update and the loss weights read what it made).
+    Not needed when pi_old = pi_theta for the only optimizer step, so the ratio is identically 1 and the loss
+    pass's own log-probs, detached, are pi_old's: one epoch, one mini-batch, no rollout correction and no decoupled
+    objective (both weigh by the frozen pi_old), fresh batches (with train.max_staleness >= 1 the sampling weights
+    are older than the trainer's). Always needed when the KL is booked in the rewards, which read pi_old."""
+    algo, train = cfg.algo, cfg.train
+    ratio_is_one = (algo.optimization_num == 1 and train.mini_batches == 1 and algo.rollout_correction.mode == "none"
+                    and train.max_staleness == 0 and not train.uses_decoupled_objective())
+    return kl_in_rewards(algo) or not ratio_is_one
+
+
+def kl_in_rewards(algo_cfg) -> bool:
+    """The KL to the reference is booked in the rewards (`algo.kl.mode` reward_token / reward_response)."""
+    return algo_cfg.kl.beta > 0 and algo_cfg.kl.mode in ("reward_token", "reward_response")
+
+
 class Updater:
     """`policy` / `critic` are the modules whose parameters the optimizers own (clipped here); `train_policy` /
     `train_critic` are what the forwards go through: the same modules in one process, their DDP / FSDP2
@@ -81,13 +99,6 @@ class Updater:
         self.train_critic = critic if train_critic is None else train_critic
         self.optimizers = optimizers
         self.forwards = forwards
-
-    def reuses_loss_logprobs(self) -> bool:
-        """True when pi_old = pi_theta for the only optimizer step: the ratio is identically 1. Never with
-        stale batches (train.max_staleness >= 1): the decoupled objective weighs by the frozen pi_old."""
-        return (self.cfg.algo.optimization_num == 1 and self.cfg.train.mini_batches == 1
-                and self.cfg.algo.rollout_correction.mode == "none"  # a correction weighs by the frozen pi_old
-                and self.cfg.train.max_staleness == 0 and not self.cfg.train.uses_decoupled_objective())
 
     def run(self, batch: FrozenBatch, step: int) -> dict[str, float]:
         """All epochs and mini-batches of one training step -> metrics averaged over its optimizer steps."""
