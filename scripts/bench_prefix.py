@@ -44,8 +44,10 @@ SHAPES = {  # name -> overrides (as +sweep=compare_long sets the long task)
     "long-task tree": ["algo=tree", *LONG],
     "smollm2 grpo 16x8": ["model=smollm2", "data=arith_chat", "algo=grpo", "train.prompts_per_step=16",
                           "algo.samples_per_prompt=8"],
+    "smollm2 tree 4x4": ["model=smollm2", "data=arith_chat", "algo=tree", "train.prompts_per_step=4",
+                         "algo.samples_per_prompt=4", "train.max_new_tokens=16"],
 }
-REAL = {"smollm2 grpo 16x8": ROOT / "conf" / "model" / "smollm2.yaml"}
+REAL = {name: ROOT / "conf" / "model" / "smollm2.yaml" for name in SHAPES if name.startswith("smollm2")}
 
 
 def timed_learn(trainer, record, step: int, share: bool, saved) -> tuple[float, int, float, int]:
