@@ -6,6 +6,7 @@ RLX_PAUSE_AT holds a run inside a phase so that the signal lands there)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -322,7 +323,7 @@ def _signalled_update(policy, signal_at, optimization_num: int):
     up = updater("grpo", GRPOConfig(optimization_num=optimization_num), policy, None, micro_batch_tokens=120)
     up.optimizers = [torch.optim.AdamW(policy.parameters(), lr=0.1)]
     data = batch()
-    data.old_logp = up.forwards.frozen_logprobs(policy, data.packed)
+    data = dataclasses.replace(data, old_logp=up.forwards.frozen_logprobs(policy, data.packed))
     plan = len(up.forwards.synced_plan(data.packed))
     assert plan >= 2
     loss_of, calls = up.micro_batch_loss, []
