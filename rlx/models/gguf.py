@@ -57,6 +57,25 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def known_sha256(path: Path, cache_dir: Path) -> str:
+    """`path`'s sha256, remembered in the cache by (path, size, mtime): a run start does not re-read the ~100 MB
+    file each time, and a file changed in place (new size or mtime) is hashed again."""
+    index = cache_dir / "gguf-sha256.json"
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    known: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(index.read_text())
+        known = loaded if isinstance(loaded, dict) else {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    sha = file_sha256(path)
+    with contextlib.suppress(OSError):  # best effort: a read-only cache hashes again next time
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps({**known, key: sha}, indent=1))
+    return sha
+
+
 def converted_path(gguf_path: Path, cache_dir: Path, sha256: str | None = None) -> Path:
     sha = sha256 or file_sha256(gguf_path)
     return cache_dir / f"{gguf_path.stem.lower()}-{sha[:12]}-v{CONVERT_VERSION}"
@@ -65,7 +84,7 @@ def converted_path(gguf_path: Path, cache_dir: Path, sha256: str | None = None) 
 def ensure_converted(gguf_path: Path, cache_dir: Path) -> Path:
     """The cached Hugging Face directory of `gguf_path`, converting it first if missing (atomic: a temporary
     directory renamed into place; a racing process that finishes first wins, the other's copy is dropped)."""
-    sha = file_sha256(gguf_path)
+    sha = known_sha256(gguf_path, cache_dir)
     path = converted_path(gguf_path, cache_dir, sha)
     if (path / "convert_info.json").exists():
         return path

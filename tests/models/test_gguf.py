@@ -3,6 +3,7 @@ transformers' own GGUF reader, and its tokenizer (a real pretrained model: few, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -77,3 +78,14 @@ def test_chat_prompt_renders_system_examples_and_question(smollm2_dir):
                                  "<|im_end|>\n<|im_start|>assistant\n")
     assert info.chat_applied and info.sha256 != prompt_function(template, tokenizer)[1].sha256
 
+
+
+def test_the_files_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"abc")
+    expected = hashlib.sha256(b"abc").hexdigest()
+    assert gguf.known_sha256(source, tmp_path / "cache") == expected
+    monkeypatch.setattr(gguf, "file_sha256", lambda path: "re-read")
+    assert gguf.known_sha256(source, tmp_path / "cache") == expected  # remembered: not read again
+    source.write_bytes(b"abcd")  # a new size: hashed again
+    assert gguf.known_sha256(source, tmp_path / "cache") == "re-read"
