@@ -1,4 +1,5 @@
-"""How long `rlx train` takes to exit after a SIGTERM, per phase (docs/experiments.md, "Within 30 s").
+"""How long `rlx train` takes to exit after a SIGTERM, per phase (docs/experiments.md,
+"Preemption in every phase, the lock, corrupt checkpoints").
 
 Two ways to land the signal, each on a fresh run of the real tiny model (CPU, HF sampler):
   - `--pause PLACE[,PLACE...]`: the run waits at PLACE (RLX_PAUSE_AT, rlx/train/infra/preemption.py: e.g.

@@ -6,7 +6,7 @@ A reward sees only the problem and the completion *text*. Model output is untrus
 A reward that grades answers (`math_verify`, `gsm8k`, `arith`, `arith_steps`, a composite holding one of them)
 also defines `score(problems, completions) -> Scores`, whose `verdicts` are the grades its rewards were computed
 from: the rollout phase takes a training sample's verdict from there, so each sample is graded once
-(docs/architecture.md, "One scorer"). Other rewards (`hf_rm`, `format`) leave the verdict to the task.
+(docs/algorithms.md, "The rollout record"). Other rewards (`hf_rm`, `format`) leave the verdict to the task.
 """
 
 from __future__ import annotations

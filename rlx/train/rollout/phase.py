@@ -2,7 +2,7 @@
 immutable rollout record (rlx/record.py). The synchronous trainer runs it in its own process; a generation rank
 of async rollouts runs the same object on its own sampler and policy copy (rlx/train/rollout/remote.py).
 
-Where each part lives (docs/architecture.md, "The rollout phase"):
+Where each part lives (docs/architecture.md draws the whole data flow):
   generate     requests and their seeds; responses, branch rollouts and deeper forks written as drafts
   dynamic      DAPO's dynamic sampling: sample, score, keep informative groups, refill
   adaptive     two branch rounds: M0 rollouts per knot, the rest of the budget to the least certain knots
