@@ -33,8 +33,9 @@ def test_wheel_install_composes_configs(tmp_path):
     assert where.stdout.strip().startswith(str(tmp_path / "site"))  # the installed copy, not the checkout
 
 
-def test_every_config_group_is_a_declared_package():
-    """An undeclared conf/ subdirectory makes setuptools warn "Package would be ignored" on every install."""
+def test_every_config_group_and_subpackage_is_a_declared_package():
+    """An undeclared conf/ subdirectory makes setuptools warn "Package would be ignored" on every install; an
+    undeclared rlx subpackage is missing from the wheel (`rlx train` fails to import it)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -44,3 +45,6 @@ def test_every_config_group_is_a_declared_package():
     groups = {"rlx.conf." + ".".join(d.relative_to(REPO / "conf").parts)
               for d in (REPO / "conf").rglob("*") if d.is_dir() and d.name != "__pycache__"}
     assert groups and groups <= declared, sorted(groups - declared)
+    packages = {".".join(d.relative_to(REPO).parts) for d in (REPO / "rlx").rglob("*")
+                if (d / "__init__.py").exists() and d.name != "conf"}
+    assert "rlx.train.rollout" in packages and packages <= declared, sorted(packages - declared)
