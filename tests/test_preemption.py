@@ -420,6 +420,19 @@ def _gone_within(proc: subprocess.Popen, seconds: float) -> float:
     return time.monotonic() - sent
 
 
+def _step_abandoned_on_sigterm(proc, run: Path, log: Path) -> str:
+    """Sends `proc` (paused in step 2's update) SIGTERM; asserts every process is gone within 30 s, step 1 is the
+    only checkpoint and the message says the step was abandoned; returns the run's stdout + stderr."""
+    proc.send_signal(signal.SIGTERM)
+    assert _gone_within(proc, 30) < 30
+    output = log.with_suffix(".out").read_text() + log.with_suffix(".err").read_text()
+    step_1 = run / "checkpoints" / "step_1"
+    assert complete_checkpoints(run / "checkpoints") == [step_1], output[-3000:]
+    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
+            f"resumable checkpoint {step_1}") in output
+    return output
+
+
 @pytest.mark.slow
 def test_sigterm_to_torchrun_in_the_frozen_forwards_abandons_the_step_on_every_rank(tiny_model_dir, tmp_path):
     """SIGTERM to the torchrun agent while both ranks compute step 2's frozen batch (the reference's log-probs):
@@ -431,13 +444,7 @@ def test_sigterm_to_torchrun_in_the_frozen_forwards_abandons_the_step_on_every_r
     run_to_end(_torchrun(reference, tiny_model_dir, 2, kl), env)
     run = tmp_path / "run"
     proc = paused_in(_torchrun(run, tiny_model_dir, 2, kl), env, "frozen@2", tmp_path / "frozen")
-    proc.send_signal(signal.SIGTERM)
-    assert _gone_within(proc, 30) < 30
-    output = (tmp_path / "frozen.out").read_text() + (tmp_path / "frozen.err").read_text()
-    step_1 = run / "checkpoints" / "step_1"
-    assert complete_checkpoints(run / "checkpoints") == [step_1], output[-3000:]
-    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
-            f"resumable checkpoint {step_1}") in output
+    output = _step_abandoned_on_sigterm(proc, run, tmp_path / "frozen")
     assert output.count("received SIGTERM") == 2  # both ranks caught it, neither was killed
     assert metrics(run) == metrics(reference)[:2]
     resume_matches(_torchrun(run, tiny_model_dir, 2, kl, "resume=auto"), env, run, reference)
@@ -459,13 +466,8 @@ def test_sigterm_to_an_async_run_in_the_update_abandons_the_step_and_every_rank_
     run_ok(cmd(reference, tiny_model_dir, *k1))
     run = tmp_path / "run"
     proc = paused_in(cmd(run, tiny_model_dir, *k1), ENV, "update@2", tmp_path / "update")
-    proc.send_signal(signal.SIGTERM)
-    assert _gone_within(proc, 30) < 30
-    output = (tmp_path / "update.out").read_text() + (tmp_path / "update.err").read_text()
+    output = _step_abandoned_on_sigterm(proc, run, tmp_path / "update")
     step_1 = run / "checkpoints" / "step_1"
-    assert complete_checkpoints(run / "checkpoints") == [step_1], output[-3000:]
-    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
-            f"resumable checkpoint {step_1}") in output
     assert "generation worker (rank 1) failed" not in output
     assert not re.search(r'File ".*/rlx/', output), output[-3000:]  # no traceback through rlx (torchrun has its own)
     out = run_ok(cmd(run, tiny_model_dir, *k1, "resume=auto"))
