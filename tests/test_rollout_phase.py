@@ -44,6 +44,18 @@ class GradingReward:
         raise AssertionError("the scorer asks for `score`: rewards and verdicts from one grading")
 
 
+class CountingSampler:
+    """A sampler's generate calls and requests counted (everything else is the sampler's own)."""
+
+    def __init__(self, sampler):
+        self.sampler, self.calls, self.requests = sampler, 0, 0
+
+    def generate(self, requests):
+        self.calls += 1
+        self.requests += len(requests)
+        return self.sampler.generate(requests)
+
+
 @pytest.fixture(scope="module")
 def parts(tiny_model_dir, tmp_path_factory):
     """(policy, sampler) of the tiny model, shared by the module's phases."""
@@ -95,10 +107,12 @@ def test_dynamic_sampling_scores_each_round_once(parts, tiny_model_dir, tmp_path
     reward = GradingReward()
     rollout_phase, judge = phase(parts, tiny_model_dir, tmp_path, reward, "algo=grpo", "algo.samples_per_prompt=4",
                                  "train.dynamic_sampling=true", "train.max_refill_rounds=2")
+    sampler = CountingSampler(rollout_phase.sampler)
+    rollout_phase = dataclasses.replace(rollout_phase, sampler=sampler)
     record, metrics = rollout_phase.run(rollout_phase.task.train[:2], 1, 0, PhaseTimer())
     nodes = sum(len(tree.nodes) for tree in record.trees)
-    assert reward.score.calls == metrics["dynamic_refill_rounds"] + 1  # one per sampling round, none after
-    assert reward.score.completions % 4 == 0 and reward.score.completions >= nodes  # dropped groups: graded once
+    assert reward.score.calls == metrics["dynamic_refill_rounds"] + 1 == sampler.calls  # one per sampling round
+    assert reward.score.completions == sampler.requests >= nodes  # every sample (dropped groups too) graded once
     assert judge.calls == 0
 
 

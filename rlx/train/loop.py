@@ -95,7 +95,7 @@ class Trainer:
 
             return RemoteRollouts(self.cfg, self.sampler)
         return LocalRollouts(build_phase(self.cfg, self.algo, self.sampler, self.tokenizer, self.task, self.reward_fn,
-                                         self.forwards, self.policy))
+                                         self.forwards, self.policy, self.newline_ids))
 
     # ---------------------------------------------------------------- driver
     def train_step(self, step: int) -> dict[str, float]:

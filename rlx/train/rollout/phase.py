@@ -103,12 +103,15 @@ class RolloutPhase:
         return counts() if counts is not None else None
 
 
-def build_phase(cfg, algo, sampler, tokenizer, task, reward_fn, forwards, policy) -> RolloutPhase:
-    """The rollout phase of a run; `forwards` and `policy` compute entropy knot scores where declared."""
+def build_phase(cfg, algo, sampler, tokenizer, task, reward_fn, forwards, policy,
+                newline_ids: frozenset[int] | None = None) -> RolloutPhase:
+    """The rollout phase of a run; `forwards` and `policy` compute entropy knot scores where declared;
+    `newline_ids` where the caller has them already (a decode over the whole vocabulary: done once)."""
     needs = algo.requires(cfg.algo)
     scorer = Scorer(reward_fn, task, tokenizer, overlong_shape(cfg), steps=STEP_REWARDS in needs)
     knots = KnotScores(needs, tokenizer.pad_token_id, forwards, policy)
-    return RolloutPhase(cfg, algo, sampler, tokenizer, task, scorer, knots, newline_tokens(tokenizer))
+    newline_ids = newline_tokens(tokenizer) if newline_ids is None else newline_ids
+    return RolloutPhase(cfg, algo, sampler, tokenizer, task, scorer, knots, newline_ids)
 
 
 class LocalRollouts:
