@@ -271,12 +271,8 @@ def test_sigterm_during_a_steps_generation_stops_at_once_and_resumes_exactly(tin
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     proc = paused_in(phase_cmd(run, tiny_model_dir), env, "generate@2", tmp_path / "gen")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "gen.err").read_text()[-3000:]
+    _preempted_after_step_1(proc, run, tmp_path / "gen", "stopped during a step's rollout generation")
     step_1 = run / "checkpoints" / "step_1"
-    assert complete_checkpoints(run / "checkpoints") == [step_1]
-    assert (f"[rlx] preempted after step 1 (stopped during a step's rollout generation): resumable checkpoint "
-            f"{step_1}") in (tmp_path / "gen.out").read_text()
     assert "received SIGTERM during a step's rollout generation: stopping now" in (tmp_path / "gen.err").read_text()
     assert metrics(run) == metrics(two_step_reference)[:2]  # steps 0 and 1
     stdout = resume_matches(phase_cmd(run, tiny_model_dir, "resume=auto"), env, run, two_step_reference)
@@ -378,19 +374,12 @@ def test_sigterm_in_a_steps_update_abandons_it_within_seconds_and_resumes_exactl
     """A single-process run signalled in step 2's update before its first optimizer step (it used to finish the
     step: 36 s on a loaded machine, past the 30 s before SIGKILL): the step is abandoned at the next micro-batch,
     the checkpoint is step 1's, and `resume=auto` re-runs step 2 to the uninterrupted run's metrics."""
-    import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     proc = paused_in(phase_cmd(run, tiny_model_dir), env, "update@2", tmp_path / "update")
-    proc.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "update.err").read_text()[-3000:]
-    assert time.monotonic() - sent < 30
+    _preempted_after_step_1(proc, run, tmp_path / "update", ABANDONED, within=30)
     step_1 = run / "checkpoints" / "step_1"
-    assert complete_checkpoints(run / "checkpoints") == [step_1]
-    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
-            f"resumable checkpoint {step_1}") in (tmp_path / "update.out").read_text()
     assert ("received SIGTERM during a step's update before its first optimizer step: abandoning the step at the "
             "next micro-batch, then checkpointing the step before") in (tmp_path / "update.err").read_text()
     assert metrics(run) == metrics(two_step_reference)[:2]  # steps 0 and 1: nothing of step 2 logged
@@ -420,16 +409,27 @@ def _gone_within(proc: subprocess.Popen, seconds: float) -> float:
     return time.monotonic() - sent
 
 
-def _step_abandoned_on_sigterm(proc, run: Path, log: Path) -> str:
-    """Sends `proc` (paused in step 2's update) SIGTERM; asserts every process is gone within 30 s, step 1 is the
-    only checkpoint and the message says the step was abandoned; returns the run's stdout + stderr."""
+ABANDONED = "stopped during a step's update before its first optimizer step"
+
+
+def _preempted_after_step_1(proc, run: Path, log: Path, reason: str, within: float | None = None,
+                            torchrun: bool = False) -> str:
+    """Sends `proc` (paused in step 2, or in step 1's evaluation) SIGTERM; asserts it exits with the preemption
+    code (a torchrun agent: every process under it is gone) within `within` seconds when given, that step 1 is the
+    only checkpoint and that the message names `reason`; returns the run's stdout + stderr."""
+    import time
+
     proc.send_signal(signal.SIGTERM)
-    assert _gone_within(proc, 30) < 30
+    sent = time.monotonic()
+    if torchrun:
+        assert _gone_within(proc, within or 600) < (within or 600)
+    else:
+        assert proc.wait(timeout=600) == preemption.EXIT_CODE, log.with_suffix(".err").read_text()[-3000:]
+        assert within is None or time.monotonic() - sent < within
     output = log.with_suffix(".out").read_text() + log.with_suffix(".err").read_text()
     step_1 = run / "checkpoints" / "step_1"
     assert complete_checkpoints(run / "checkpoints") == [step_1], output[-3000:]
-    assert (f"[rlx] preempted after step 1 (stopped during a step's update before its first optimizer step): "
-            f"resumable checkpoint {step_1}") in output
+    assert f"[rlx] preempted after step 1 ({reason}): resumable checkpoint {step_1}" in output
     return output
 
 
@@ -444,7 +444,7 @@ def test_sigterm_to_torchrun_in_the_frozen_forwards_abandons_the_step_on_every_r
     run_to_end(_torchrun(reference, tiny_model_dir, 2, kl), env)
     run = tmp_path / "run"
     proc = paused_in(_torchrun(run, tiny_model_dir, 2, kl), env, "frozen@2", tmp_path / "frozen")
-    output = _step_abandoned_on_sigterm(proc, run, tmp_path / "frozen")
+    output = _preempted_after_step_1(proc, run, tmp_path / "frozen", ABANDONED, within=30, torchrun=True)
     assert output.count("received SIGTERM") == 2  # both ranks caught it, neither was killed
     assert metrics(run) == metrics(reference)[:2]
     resume_matches(_torchrun(run, tiny_model_dir, 2, kl, "resume=auto"), env, run, reference)
@@ -466,7 +466,7 @@ def test_sigterm_to_an_async_run_in_the_update_abandons_the_step_and_every_rank_
     run_ok(cmd(reference, tiny_model_dir, *k1))
     run = tmp_path / "run"
     proc = paused_in(cmd(run, tiny_model_dir, *k1), ENV, "update@2", tmp_path / "update")
-    output = _step_abandoned_on_sigterm(proc, run, tmp_path / "update")
+    output = _preempted_after_step_1(proc, run, tmp_path / "update", ABANDONED, within=30, torchrun=True)
     step_1 = run / "checkpoints" / "step_1"
     assert "generation worker (rank 1) failed" not in output
     assert not re.search(r'File ".*/rlx/', output), output[-3000:]  # no traceback through rlx (torchrun has its own)
@@ -486,12 +486,8 @@ def test_sigterm_in_an_evaluation_due_at_a_step_checkpoints_the_step_and_evaluat
     run_to_end(phase_cmd(reference, tiny_model_dir, "train.eval_every=1"), env)
     run = tmp_path / "run"
     proc = paused_in(phase_cmd(run, tiny_model_dir, "train.eval_every=1"), env, "step_eval", tmp_path / "eval")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=600) == preemption.EXIT_CODE, (tmp_path / "eval.err").read_text()[-3000:]
+    _preempted_after_step_1(proc, run, tmp_path / "eval", "stopped during the evaluation at a step")
     step_1 = run / "checkpoints" / "step_1"
-    assert complete_checkpoints(run / "checkpoints") == [step_1]
-    assert (f"[rlx] preempted after step 1 (stopped during the evaluation at a step): resumable checkpoint "
-            f"{step_1}") in (tmp_path / "eval.out").read_text()
     assert metrics(run) == metrics(reference)[:1]  # step 0 only: step 1's row waits for its evaluation
     assert "test_accuracy" in metrics(reference)[1]
     stdout = resume_matches(phase_cmd(run, tiny_model_dir, "train.eval_every=1", "resume=auto"), env, run, reference)
